@@ -1,0 +1,1 @@
+"""Preference data: record types, sources, tokenisation and the DataModule."""

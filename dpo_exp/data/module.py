@@ -1,0 +1,109 @@
+"""From a data config to tokenised train/validation splits and a Lightning DataModule."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from dpo_exp.data.collate import IndexedItem, PairCollator, UnpairedCollator
+from dpo_exp.data.records import PreferencePair, Record
+from dpo_exp.data.report import DataReport, build_report, check_not_empty
+from dpo_exp.data.sources import load_records, to_unpaired
+from dpo_exp.data.tokenize import tokenize_records
+
+
+@dataclass
+class PreparedSplit:
+    items: list[IndexedItem]
+    report: DataReport
+
+
+@dataclass
+class PreparedData:
+    train: PreparedSplit
+    validation: PreparedSplit
+
+
+def read_splits(data_cfg: Any) -> tuple[list[Record], list[Record]]:
+    """Train and validation records: from their own files, or validation split off train."""
+    options = dict(data_cfg.get("options") or {})
+    train = load_records(data_cfg.source, data_cfg.get("train_path"), **options)
+    if data_cfg.get("validation_path"):
+        return train, load_records(data_cfg.source, data_cfg.validation_path, **options)
+    order = list(range(len(train)))
+    random.Random(data_cfg.split_seed).shuffle(order)
+    val_size = min(int(data_cfg.val_size), len(train) // 2)
+    held_out = set(order[:val_size])
+    return (
+        [r for i, r in enumerate(train) if i not in held_out],
+        [r for i, r in enumerate(train) if i in held_out],
+    )
+
+
+def prepare_split(
+    records: list[Record], tokenizer: Any, data_cfg: Any, *, paired: bool, file: str
+) -> PreparedSplit:
+    """Tokenise and filter one split; paired records become unpaired for unpaired losses."""
+    if not paired and records and isinstance(records[0], PreferencePair):
+        records = to_unpaired(records)
+    kept, dropped = tokenize_records(
+        records, tokenizer, max_length=data_cfg.max_length, max_prompt_length=data_cfg.max_prompt_length
+    )
+    check_not_empty(kept, dropped, file)
+    report = build_report(len(records), kept, dropped)
+    return PreparedSplit([IndexedItem(i, record) for i, record in enumerate(kept)], report)
+
+
+def prepare_data(data_cfg: Any, tokenizer: Any, *, paired: bool) -> PreparedData:
+    train, validation = read_splits(data_cfg)
+    train_file = data_cfg.get("train_path") or f"<{data_cfg.source}>"
+    val_file = data_cfg.get("validation_path") or f"{train_file} (validation split)"
+    return PreparedData(
+        train=prepare_split(train, tokenizer, data_cfg, paired=paired, file=train_file),
+        validation=prepare_split(validation, tokenizer, data_cfg, paired=paired, file=val_file),
+    )
+
+
+class PreferenceDataModule(L.LightningDataModule):
+    """Serves prepared splits; the training order is shuffled from the run's seed."""
+
+    def __init__(
+        self,
+        data: PreparedData,
+        *,
+        paired: bool,
+        pad_id: int,
+        batch_size: int,
+        eval_batch_size: int,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        self.data = data
+        self.collate = PairCollator(pad_id) if paired else UnpairedCollator(pad_id)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.seed = seed
+
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            self.data.train.items,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            collate_fn=self.collate,
+            generator=generator,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.data.validation.items,
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            collate_fn=self.collate,
+        )

@@ -1,0 +1,54 @@
+"""Record types shared by every data source, and the error raised for bad input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# A text field is plain text, or a list of chat messages ({"role": ..., "content": ...})
+# that the tokenizer's chat template renders.
+Text = str | list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One prompt with a preferred (chosen) and a dispreferred (rejected) completion."""
+
+    prompt: Text
+    chosen: Text
+    rejected: Text
+
+
+@dataclass(frozen=True)
+class UnpairedExample:
+    """One prompt and completion labelled desirable or not (KTO's data)."""
+
+    prompt: Text
+    completion: Text
+    desirable: bool
+
+
+Record = PreferencePair | UnpairedExample
+
+
+class DataError(ValueError):
+    """Bad input data, located by file, row (0-based line/record index) and field."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        row: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.file, self.row, self.field = file, row, field
+        where = ", ".join(
+            part
+            for part in (
+                file,
+                f"row {row}" if row is not None else None,
+                f"field '{field}'" if field is not None else None,
+            )
+            if part
+        )
+        super().__init__(f"{where}: {message}" if where else message)

@@ -1,0 +1,85 @@
+"""What survived tokenisation: rows read and kept, drops by reason, token-length percentiles."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+from dpo_exp.data.records import DataError
+from dpo_exp.data.tokenize import Tokenized, TokenizedPair
+
+PERCENTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
+
+
+@dataclass
+class DataReport:
+    rows_read: int
+    rows_kept: int
+    dropped: dict[str, int]  # reason -> count, reasons sorted
+    # "prompt"/"chosen"/"rejected" (pairs) or "prompt"/"completion" (unpaired)
+    #   -> {"p50", "p90", "p99", "max"}, in tokens after truncation; {} when nothing is kept.
+    lengths: dict[str, dict[str, float]]
+
+
+def build_report(rows_read: int, kept: list[Tokenized], dropped: Counter[str]) -> DataReport:
+    """Summarise one split after `tokenize_records`."""
+    if not kept:
+        columns: tuple[str, ...] = ()
+    elif isinstance(kept[0], TokenizedPair):
+        columns = ("prompt", "chosen", "rejected")
+    else:
+        columns = ("prompt", "completion")
+    lengths = {column: _summary([len(getattr(item, f"{column}_ids")) for item in kept]) for column in columns}
+    return DataReport(
+        rows_read=rows_read,
+        rows_kept=len(kept),
+        dropped={reason: dropped[reason] for reason in sorted(dropped) if dropped[reason]},
+        lengths=lengths,
+    )
+
+
+def format_report(report: DataReport, title: str) -> str:
+    """A few lines of text for the log: counts, drops by reason, a table of token lengths."""
+    lines = [
+        f"{title}: {report.rows_read} rows read, {report.rows_kept} kept, "
+        f"{report.rows_read - report.rows_kept} dropped",
+        f"  dropped: {_format_drops(report.dropped)}",
+    ]
+    if report.lengths:
+        names = [*PERCENTILES, "max"]
+        lines.append("  tokens after truncation " + "".join(f"{name:>9}" for name in names))
+        for column, summary in report.lengths.items():
+            cells = "".join(f"{summary[name]:>9.1f}" for name in names)
+            lines.append(f"  {column:<23} {cells}")
+    return "\n".join(lines)
+
+
+def check_not_empty(kept: list[Tokenized], dropped: Counter[str], file: str | None) -> None:
+    """Fail, with the drop counts, when filtering left nothing to train or evaluate on."""
+    if not kept:
+        raise DataError(
+            f"no examples left after filtering (dropped: {_format_drops(dropped)}); "
+            "check the data, max_length and max_prompt_length",
+            file=file,
+        )
+
+
+def _format_drops(dropped: dict[str, int] | Counter[str]) -> str:
+    drops = [f"{reason} {count}" for reason, count in sorted(dropped.items()) if count]
+    return ", ".join(drops) if drops else "none"
+
+
+def _summary(values: list[int]) -> dict[str, float]:
+    ordered = sorted(values)
+    summary = {name: _percentile(ordered, q) for name, q in PERCENTILES.items()}
+    summary["max"] = float(ordered[-1])
+    return summary
+
+
+def _percentile(ordered: list[int], q: float) -> float:
+    """Linear interpolation between the closest ranks (numpy's default method)."""
+    position = (len(ordered) - 1) * q
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (position - low) * (ordered[high] - ordered[low])

@@ -1,0 +1,76 @@
+"""Policy, reference and tokenizer from a `model` config (a pretrained path, or a tiny config)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from dpo_exp.tokenizer import build_char_tokenizer
+
+
+def load_tokenizer(model_cfg: Any) -> Any:
+    """The model's own tokenizer, or the offline character tokenizer for models built from a config."""
+    path = model_cfg.get("tokenizer_path") or model_cfg.get("path")
+    if path is None:
+        return build_char_tokenizer()
+    tokenizer = AutoTokenizer.from_pretrained(
+        path, revision=model_cfg.get("revision"), trust_remote_code=bool(model_cfg.get("trust_remote_code"))
+    )
+    if tokenizer.pad_token is None:
+        # Padding is masked out of every loss, so any id will do; EOS is what most recipes use.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _dtype(name: str | None) -> torch.dtype | None:
+    return None if name is None else getattr(torch, name)
+
+
+def load_policy(model_cfg: Any, tokenizer: Any) -> PreTrainedModel:
+    """`from_pretrained(path)` when the config names a path or hub id, else a fresh tiny model."""
+    if model_cfg.get("path") is not None:
+        return load_pretrained(model_cfg.path, model_cfg, dtype=model_cfg.get("dtype"))
+    architecture = OmegaConf.to_container(model_cfg.config, resolve=True)
+    config = AutoConfig.for_model(
+        model_cfg.architecture,
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **architecture,
+    )
+    model = AutoModelForCausalLM.from_config(config, dtype=_dtype(model_cfg.get("dtype")))
+    return model
+
+
+def load_pretrained(path: str, model_cfg: Any, *, dtype: str | None) -> PreTrainedModel:
+    kwargs = {
+        "revision": model_cfg.get("revision"),
+        "dtype": _dtype(dtype),
+        "trust_remote_code": bool(model_cfg.get("trust_remote_code")),
+    }
+    if model_cfg.get("attn_implementation"):
+        kwargs["attn_implementation"] = model_cfg.attn_implementation
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+def load_reference(model_cfg: Any, policy: PreTrainedModel) -> PreTrainedModel:
+    """The frozen reference: `ref_path` when given, else a copy of the initial policy."""
+    if model_cfg.get("ref_path") is not None:
+        reference = load_pretrained(model_cfg.ref_path, model_cfg, dtype=model_cfg.get("ref_dtype"))
+    else:
+        reference = copy.deepcopy(policy)
+        if model_cfg.get("ref_dtype") is not None:
+            reference.to(_dtype(model_cfg.ref_dtype))
+    return freeze(reference)
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    """Eval mode (dropout off) and no gradients."""
+    model.eval()
+    model.requires_grad_(False)
+    return model

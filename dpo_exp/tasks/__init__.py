@@ -1,0 +1,1 @@
+"""Built-in tasks with a programmatic reward, generated from a seed (no download)."""

@@ -1,0 +1,60 @@
+"""The real command line, end to end, in a subprocess: what a researcher types."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import PROJECT_ROOT
+from tests.helpers import FAST
+
+pytestmark = pytest.mark.slow
+
+
+def train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "train.py", *FAST, f"output_root={tmp_path}", *overrides]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_train_writes_a_finished_run_folder(tmp_path: Path):
+    result = train(tmp_path, "loss=ipo", "beta=0.5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name == "ipo_tiny_arithmetic_beta0.5_seed0"
+    (run_dir,) = run_dir.iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["loss"] == "ipo" and summary["beta"] == 0.5 and summary["global_step"] == 4
+    assert summary["tokens_per_s"] > 0 and len(summary["config_hash"]) == 16
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["beta"] == 0.5 and config["loss"]["name"] == "ipo"
+    with open(run_dir / "metrics.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    assert any(row.get("train/loss") for row in rows) and any(row.get("val/loss") for row in rows)
+    assert not (run_dir / "failed.txt").exists()
+    assert f"run folder: {run_dir}" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("beta=0", "beta must be a finite number > 0"),
+        ("beta=-1", "beta must be a finite number > 0"),
+        ("loss=nope", "Could not find 'loss/nope'"),
+        ("loss.name=nope", "unknown loss 'nope'"),
+        ("data=pairs", "data.train_path"),
+        ("data=hh_helpful data.train_path=/nonexistent.jsonl", "data file not found: /nonexistent.jsonl"),
+    ],
+)
+def test_bad_config_fails_before_any_model_and_leaves_no_finished_run(tmp_path: Path, override, message):
+    result = train(tmp_path, override)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+    assert not list(tmp_path.rglob("summary.json"))

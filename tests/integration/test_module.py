@@ -1,0 +1,118 @@
+"""The LightningModule on a tiny model: reference handling, invariants, every loss."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch.testing import assert_close
+
+from dpo_exp.cli import run
+from dpo_exp.config import loss_options
+from dpo_exp.data.module import PreferenceDataModule, prepare_data
+from dpo_exp.losses import LOSSES, get_loss
+from dpo_exp.models import load_policy, load_reference, load_tokenizer
+from dpo_exp.module import PreferenceModule
+from tests.helpers import compose_config
+
+
+def build(overrides: list[str]) -> tuple:
+    cfg = compose_config(overrides)
+    spec = get_loss(cfg.loss.name)
+    L.seed_everything(cfg.seed, verbose=False)
+    tokenizer = load_tokenizer(cfg.model)
+    data = prepare_data(cfg.data, tokenizer, paired=spec.paired)
+    policy = load_policy(cfg.model, tokenizer)
+    reference = load_reference(cfg.model, policy) if spec.needs_reference else None
+    module = PreferenceModule(
+        policy,
+        reference,
+        loss=spec.name,
+        beta=float(cfg.beta),
+        loss_options=loss_options(cfg.loss),
+        optim=dict(cfg.optim),
+    )
+    datamodule = PreferenceDataModule(
+        data,
+        paired=spec.paired,
+        pad_id=tokenizer.pad_token_id,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        seed=cfg.seed,
+    )
+    return cfg, module, datamodule
+
+
+def first_batch(datamodule: PreferenceDataModule) -> dict[str, torch.Tensor]:
+    return next(iter(datamodule.train_dataloader()))
+
+
+@pytest.mark.parametrize("beta", [0.1, 2.0])
+def test_reference_equal_to_policy_gives_the_textbook_first_loss(beta):
+    # h = 0 when policy == reference: DPO ln 2, IPO (1/(2β))², KTO 0.5·weight (z0 = 0, r = 0).
+    expected = {"dpo": math.log(2), "ipo": (1 / (2 * beta)) ** 2, "kto": 0.5}
+    for loss_name, value in expected.items():
+        _, module, datamodule = build([f"loss={loss_name}", f"beta={beta}"])
+        module.eval()
+        with torch.no_grad():
+            loss = _loss(module, datamodule)
+        assert_close(loss, torch.tensor(value), rtol=1e-5, atol=1e-6)
+
+
+def _loss(module: PreferenceModule, datamodule: PreferenceDataModule) -> torch.Tensor:
+    batch = first_batch(datamodule)
+    step = module._paired_step if module.loss_spec.paired else module._unpaired_step
+    _, output, _ = step(batch)
+    return output.loss.mean()
+
+
+def test_reference_is_frozen_in_eval_mode_and_outside_the_optimizer():
+    _, module, _ = build(["+model.config.attention_dropout=0.5"])
+    module.train()
+    assert module.policy.training and not module.reference.training
+    assert not any(p.requires_grad for p in module.reference.parameters())
+    module.trainer = type("T", (), {"estimated_stepping_batches": 10})()  # what configure_optimizers reads
+    optimizer = module.configure_optimizers()["optimizer"]
+    optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in module.policy.parameters()}
+
+
+def test_checkpoints_hold_no_reference_and_load_strictly():
+    _, module, _ = build([])
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["state_dict"] and not any(k.startswith("reference.") for k in checkpoint["state_dict"])
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"], strict=True)
+
+
+def test_reference_free_losses_load_no_reference():
+    for loss_name in ("orpo", "simpo"):
+        _, module, _ = build([f"loss={loss_name}"])
+        assert module.reference is None
+
+
+def test_cached_reference_logps_in_the_batch_replace_the_reference_forward():
+    _, module, datamodule = build([])
+    batch = first_batch(datamodule)
+    with torch.no_grad():
+        on_the_fly = module.reference_logps(batch)
+    batch["ref_logps"] = on_the_fly.clone()
+    module.reference = None
+    assert_close(module.reference_logps(batch), on_the_fly)
+
+
+@pytest.mark.parametrize("loss_name", sorted(LOSSES))
+def test_every_loss_trains_two_steps(loss_name, tmp_path: Path):
+    cfg = compose_config([f"loss={loss_name}", "trainer.max_steps=2", "trainer.val_check_interval=1"])
+    summary = run(cfg, tmp_path)
+    assert summary["global_step"] == 2
+    metrics = summary["metrics"]
+    for name in ("val/loss", "val/rewards/accuracy", "val/rewards/margin", "val/logps/chosen"):
+        assert math.isfinite(metrics[name]), name
+    assert 0.0 <= metrics["val/rewards/accuracy"] <= 1.0
+    if get_loss(loss_name).has_grad_weight:
+        assert 0.0 <= metrics["val/grad_weight"] <= 1.0

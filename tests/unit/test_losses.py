@@ -1,0 +1,444 @@
+"""Hand-computed values for every loss in dpo_exp.losses, plus the registry contract.
+
+Notation: h = (pi_c - ref_c) - (pi_r - ref_r); sigma is the logistic function.
+Useful constants: ln 2 = 0.693147; -log sigma(1) = log(1 + e^-1) = 0.313262;
+-log sigma(-1) = 1.313262; sigma(1) = 0.731059.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from dpo_exp.losses import (
+    LOSSES,
+    LossOutput,
+    dpo_loss,
+    get_loss,
+    hinge_loss,
+    ipo_loss,
+    kto_loss,
+    loss_hyperparameters,
+    loss_inputs,
+    orpo_loss,
+    robust_loss,
+    rpo_loss,
+    simpo_loss,
+)
+
+TOL = {"rtol": 1e-5, "atol": 1e-5}
+
+
+def t(*values: float) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def pair_with_margin(*margins: float) -> dict[str, torch.Tensor]:
+    """Four logps tensors whose h equals each margin: pi_c = -10 + h, everything else -10."""
+    n = len(margins)
+    return {
+        "policy_chosen_logps": t(*margins) - 10.0,
+        "policy_rejected_logps": torch.full((n,), -10.0),
+        "ref_chosen_logps": torch.full((n,), -10.0),
+        "ref_rejected_logps": torch.full((n,), -10.0),
+    }
+
+
+# ----------------------------------------------------------------------------- DPO
+
+
+@pytest.mark.parametrize("beta", [0.01, 0.1, 0.5, 1.0, 10.0])
+def test_dpo_at_zero_margin_is_ln2(beta: float) -> None:
+    """h = 0: -log sigma(0) = ln 2 = 0.693147, whatever beta; grad weight sigma(0) = 0.5."""
+    out = dpo_loss(**pair_with_margin(0.0, 0.0), beta=beta)
+    assert_close(out.loss, t(0.693147, 0.693147), **TOL)
+    assert_close(out.metrics["grad_weight"], t(0.5, 0.5), **TOL)
+
+
+def test_dpo_reference_equal_to_policy_is_ln2() -> None:
+    """TRL's invariant: ref == policy gives h = 0 for any log-probs."""
+    policy_c, policy_r = t(-3.0, -40.0, -7.5), t(-9.0, -2.0, -100.0)
+    out = dpo_loss(policy_c, policy_r, policy_c.clone(), policy_r.clone(), beta=0.3)
+    assert_close(out.loss, torch.full((3,), math.log(2)), **TOL)
+
+
+def test_dpo_beta_01_margin_10() -> None:
+    """beta * h = 0.1 * 10 = 1: -log sigma(1) = log(1 + e^-1) = 0.313262;
+    grad_weight = sigma(-1) = 0.268941. Rewards: chosen 0.1 * (0 - (-10)) = 1, rejected 0."""
+    out = dpo_loss(**pair_with_margin(10.0), beta=0.1)
+    assert_close(out.loss, t(0.313262), **TOL)
+    assert_close(out.metrics["grad_weight"], t(0.268941), **TOL)
+    assert_close(out.chosen_rewards, t(1.0), **TOL)
+    assert_close(out.rejected_rewards, t(0.0), **TOL)
+
+
+def test_dpo_label_smoothing() -> None:
+    """eps = 0.1, beta * h = 1:
+    -(0.9) * log sigma(1) - 0.1 * log sigma(-1) = 0.9 * 0.313262 + 0.1 * 1.313262
+    = 0.281936 + 0.131326 = 0.413262."""
+    out = dpo_loss(**pair_with_margin(10.0), beta=0.1, label_smoothing=0.1)
+    assert_close(out.loss, t(0.413262), **TOL)
+
+
+def test_dpo_loss_decreases_when_policy_chosen_increases() -> None:
+    """Sign check: raising pi_c raises h and must lower the loss (negative gradient)."""
+    low = dpo_loss(**pair_with_margin(-1.0), beta=0.5).loss
+    high = dpo_loss(**pair_with_margin(1.0), beta=0.5).loss
+    assert high.item() < low.item()
+
+    inputs = pair_with_margin(0.0)
+    policy_c = inputs.pop("policy_chosen_logps").requires_grad_()
+    dpo_loss(policy_c, **inputs, beta=0.5).loss.sum().backward()
+    # d/dpi_c [-log sigma(beta h)] = -beta * sigma(-beta h) = -0.5 * 0.5 = -0.25
+    assert_close(policy_c.grad, t(-0.25), **TOL)
+
+
+def test_dpo_large_margins_are_finite() -> None:
+    """logsigmoid, not log(sigmoid): -log sigma(-1000) = 1000, not inf."""
+    out = dpo_loss(**pair_with_margin(-1e4, 1e4), beta=0.1)
+    assert_close(out.loss, t(1000.0, 0.0), **TOL)
+
+
+@pytest.mark.parametrize("eps", [-0.1, 0.5, 0.7])
+def test_dpo_label_smoothing_out_of_range_raises(eps: float) -> None:
+    with pytest.raises(ValueError, match="label_smoothing"):
+        dpo_loss(**pair_with_margin(0.0), beta=0.1, label_smoothing=eps)
+
+
+def test_mismatched_shapes_raise() -> None:
+    """(B,) against (B, 1) would broadcast to (B, B) silently."""
+    inputs = pair_with_margin(0.0, 1.0)
+    inputs["ref_chosen_logps"] = inputs["ref_chosen_logps"].unsqueeze(1)
+    with pytest.raises(ValueError, match="same shape"):
+        dpo_loss(**inputs, beta=0.1)
+
+
+# ----------------------------------------------------------------------------- IPO
+
+
+def test_ipo_beta_01_at_zero_margin_is_25() -> None:
+    """h' = 0: (0 - 1 / (2 * 0.1))^2 = (-5)^2 = 25."""
+    out = ipo_loss(**pair_with_margin(0.0), chosen_ntokens=t(3), rejected_ntokens=t(7), beta=0.1)
+    assert_close(out.loss, t(25.0), **TOL)
+    assert_close(out.metrics["grad_weight"], t(0.5), **TOL)
+
+
+def test_ipo_length_normalisation_divides_by_token_counts() -> None:
+    """pi_c - ref_c = -10 - (-20) = 10 over 5 tokens -> 2;
+    pi_r - ref_r = -30 - (-24) = -6 over 3 tokens -> -2; h' = 2 - (-2) = 4.
+    beta = 0.1: (4 - 5)^2 = 1. Rewards are per-token: 0.1 * 2 = 0.2 and 0.1 * -2 = -0.2.
+    Without normalisation h = 10 - (-6) = 16: (16 - 5)^2 = 121."""
+    args = (t(-10.0), t(-30.0), t(-20.0), t(-24.0), torch.tensor([5]), torch.tensor([3]))
+    out = ipo_loss(*args, beta=0.1)
+    assert_close(out.loss, t(1.0), **TOL)
+    assert_close(out.chosen_rewards, t(0.2), **TOL)
+    assert_close(out.rejected_rewards, t(-0.2), **TOL)
+    assert_close(out.metrics["grad_weight"], torch.sigmoid(t(-0.4)), **TOL)
+
+    summed = ipo_loss(*args, beta=0.1, length_normalize=False)
+    assert_close(summed.loss, t(121.0), **TOL)
+    assert_close(summed.chosen_rewards, t(1.0), **TOL)
+
+
+# ----------------------------------------------------------------------------- KTO
+
+
+@pytest.mark.parametrize("beta", [0.1, 1.0])
+def test_kto_at_reference_point_is_half_weight(beta: float) -> None:
+    """r = z0: 1 - sigma(0) = 0.5, times w_D = 2 (desirable) or w_U = 3 (undesirable)."""
+    z0 = torch.tensor(1.5)
+    policy = t(-10.0, -20.0, -30.0)
+    ref = policy - 1.5  # r = 1.5 = z0 everywhere
+    desirable = torch.tensor([True, False, True])
+    out = kto_loss(
+        policy,
+        ref,
+        desirable,
+        z0,
+        beta=beta,
+        desirable_weight=2.0,
+        undesirable_weight=3.0,
+    )
+    assert_close(out.loss, t(1.0, 1.5, 1.0), **TOL)
+    assert_close(out.chosen_rewards, t(1.5 * beta, 1.5 * beta), **TOL)
+    assert_close(out.rejected_rewards, t(1.5 * beta), **TOL)
+    assert_close(out.metrics["kl"], torch.tensor(1.5), **TOL)
+    assert out.metrics["kl"].shape == ()
+
+
+def test_kto_off_reference_point() -> None:
+    """beta = 0.1, z0 = 2, r = 12 so beta * (r - z0) = 1:
+    desirable:   w_D * (1 - sigma(1))  = 1 * 0.268941 = 0.268941;
+    undesirable: w_U * (1 - sigma(-1)) = 2 * 0.731059 = 1.462117."""
+    policy, ref = t(-8.0, -8.0), t(-20.0, -20.0)
+    out = kto_loss(
+        policy,
+        ref,
+        torch.tensor([True, False]),
+        torch.tensor(2.0),
+        beta=0.1,
+        undesirable_weight=2.0,
+    )
+    assert_close(out.loss, t(0.268941, 1.462117), **TOL)
+
+
+def test_kto_all_desirable_gives_empty_rejected_rewards_and_detached_baseline() -> None:
+    z0 = torch.tensor(0.3, requires_grad=True)
+    policy = t(-1.0, -2.0).requires_grad_()
+    out = kto_loss(policy, t(-1.0, -1.0), torch.tensor([True, True]), z0, beta=0.1)
+    assert out.rejected_rewards.shape == (0,)
+    assert out.chosen_rewards.shape == (2,)
+    out.loss.sum().backward()
+    assert policy.grad is not None
+    assert z0.grad is None  # z0 is a constant to the loss
+
+
+def test_kto_rejects_non_bool_desirable_and_non_scalar_baseline() -> None:
+    with pytest.raises(ValueError, match="bool"):
+        kto_loss(t(-1.0), t(-1.0), torch.tensor([1]), torch.tensor(0.0), beta=0.1)
+    with pytest.raises(ValueError, match="scalar"):
+        kto_loss(t(-1.0), t(-1.0), torch.tensor([True]), t(0.0, 1.0), beta=0.1)
+    with pytest.raises(ValueError, match="weight"):
+        kto_loss(
+            t(-1.0),
+            t(-1.0),
+            torch.tensor([True]),
+            torch.tensor(0.0),
+            beta=0.1,
+            desirable_weight=-1.0,
+        )
+
+
+# ----------------------------------------------------------------------------- ORPO
+
+
+def test_orpo_hand_values() -> None:
+    """Mean probabilities 0.5 (chosen, 4 tokens) and 0.2 (rejected, 2 tokens):
+    m_c = ln 0.5, m_r = ln 0.2; odds 0.5/0.5 = 1 and 0.2/0.8 = 0.25;
+    log_odds_ratio = log 1 - log 0.25 = 1.386294;
+    or_loss = -log sigma(1.386294) = log(1 + 0.25) = 0.223144.
+    nll = -ln 0.5 = 0.693147; beta = 0.1: loss = 0.693147 + 0.1 * 0.223144 = 0.715461."""
+    nll = t(0.693147)
+    out = orpo_loss(
+        t(4 * math.log(0.5)),
+        t(2 * math.log(0.2)),
+        torch.tensor([4]),
+        torch.tensor([2]),
+        nll,
+        beta=0.1,
+    )
+    assert_close(out.metrics["log_odds_ratio"], t(1.386294), **TOL)
+    assert_close(out.metrics["or_loss"], t(0.223144), **TOL)
+    assert_close(out.metrics["nll"], nll, **TOL)
+    assert_close(out.loss, t(0.715461), **TOL)
+    assert_close(out.chosen_rewards, t(0.1 * math.log(0.5)), **TOL)
+    assert_close(out.rejected_rewards, t(0.1 * math.log(0.2)), **TOL)
+
+
+def test_orpo_is_finite_at_extreme_mean_logps() -> None:
+    """m -> 0 (p -> 1) would make log(1 - p) = -inf without the clamp; m = -1000 must give
+    log-odds ~ m. Values and gradients stay finite."""
+    chosen = t(0.0, -1e-9, -1000.0, -3.0).requires_grad_()
+    rejected = t(-1000.0, -2.0, 0.0, -1e-12).requires_grad_()
+    ones = torch.ones(4)
+    out = orpo_loss(chosen, rejected, ones, ones, -chosen, beta=1.0)
+    assert torch.isfinite(out.loss).all()
+    assert torch.isfinite(out.metrics["log_odds_ratio"]).all()
+    out.loss.sum().backward()
+    assert torch.isfinite(chosen.grad).all()
+    assert torch.isfinite(rejected.grad).all()
+    # m_c = -1000 vs m_r clamped to -1e-6: log-odds -1000 vs log(1e-6) ~ +13.8.
+    assert_close(out.metrics["log_odds_ratio"][2], torch.tensor(-1000.0 - 13.815510), **TOL)
+
+
+# ----------------------------------------------------------------------------- hinge
+
+
+def test_hinge_hand_values() -> None:
+    """beta = 0.1: h = 5 -> relu(1 - 0.5) = 0.5 (grad weight 1);
+    h = 20 -> relu(1 - 2) = 0 (grad weight 0); h = -10 -> relu(2) = 2 (grad weight 1)."""
+    out = hinge_loss(**pair_with_margin(5.0, 20.0, -10.0), beta=0.1)
+    assert_close(out.loss, t(0.5, 0.0, 2.0), **TOL)
+    assert_close(out.metrics["grad_weight"], t(1.0, 0.0, 1.0), **TOL)
+
+
+# ----------------------------------------------------------------------------- robust
+
+
+def test_robust_hand_value() -> None:
+    """eps = 0.1, beta * h = 1, a = -log sigma(1) = 0.313262, -log sigma(-1) = a + 1:
+    (0.9 * a - 0.1 * (a + 1)) / 0.8 = (0.8 a - 0.1) / 0.8 = a - 0.125 = 0.188262.
+    With eps = 0 it is plain DPO."""
+    out = robust_loss(**pair_with_margin(10.0), beta=0.1, label_smoothing=0.1)
+    assert_close(out.loss, t(0.188262), **TOL)
+    assert_close(out.metrics["grad_weight"], t(0.268941), **TOL)
+    plain = robust_loss(**pair_with_margin(10.0), beta=0.1, label_smoothing=0.0)
+    assert_close(plain.loss, t(0.313262), **TOL)
+
+
+@pytest.mark.parametrize("eps", [0.5, 0.6, -0.01])
+def test_robust_rejects_label_smoothing_out_of_range(eps: float) -> None:
+    with pytest.raises(ValueError, match="label_smoothing"):
+        robust_loss(**pair_with_margin(1.0), beta=0.1, label_smoothing=eps)
+
+
+# ----------------------------------------------------------------------------- SimPO
+
+
+def test_simpo_hand_values() -> None:
+    """beta = 2, gamma = 0.5.
+    Pair 1: m_c = -4/4 = -1, m_r = -5/4 = -1.25: 2 * 0.25 - 0.5 = 0 -> ln 2 = 0.693147.
+    Pair 2: m_c = -1, m_r = -6/3 = -2: 2 * 1 - 0.5 = 1.5 -> log(1 + e^-1.5) = 0.201413.
+    Rewards beta * m: chosen -2, -2; rejected -2.5, -4."""
+    out = simpo_loss(
+        t(-4.0, -4.0),
+        t(-5.0, -6.0),
+        torch.tensor([4, 4]),
+        torch.tensor([4, 3]),
+        beta=2.0,
+        gamma=0.5,
+    )
+    assert_close(out.loss, t(0.693147, 0.201413), **TOL)
+    assert_close(out.metrics["grad_weight"], t(0.5, 0.182426), **TOL)
+    assert_close(out.chosen_rewards, t(-2.0, -2.0), **TOL)
+    assert_close(out.rejected_rewards, t(-2.5, -4.0), **TOL)
+
+
+# ----------------------------------------------------------------------------- RPO
+
+
+def test_rpo_hand_value() -> None:
+    """pi_c = -8, ref_c = -18, pi_r = ref_r = -20: h = 10, beta = 0.1 -> DPO 0.313262.
+    nll = -(-8) / 4 = 2; alpha = 1: 2.313262; alpha = 0.5: 1.313262."""
+    args = (t(-8.0), t(-20.0), t(-18.0), t(-20.0), torch.tensor([4]))
+    out = rpo_loss(*args, beta=0.1)
+    assert_close(out.loss, t(2.313262), **TOL)
+    assert_close(out.metrics["nll"], t(2.0), **TOL)
+    assert_close(out.metrics["grad_weight"], t(0.268941), **TOL)
+    assert_close(rpo_loss(*args, beta=0.1, alpha=0.5).loss, t(1.313262), **TOL)
+
+
+# ----------------------------------------------------------------------------- all losses
+
+
+def random_inputs(batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Every tensor any registered loss may ask for, shape (batch,), plausible values."""
+    g = torch.Generator().manual_seed(seed)
+    chosen_ntokens = torch.randint(1, 50, (batch,), generator=g)
+    rejected_ntokens = torch.randint(1, 50, (batch,), generator=g)
+
+    def logps(ntokens: torch.Tensor) -> torch.Tensor:
+        return -torch.rand(batch, generator=g) * 3 * ntokens
+
+    policy_chosen_logps = logps(chosen_ntokens).requires_grad_()
+    policy_logps = logps(chosen_ntokens).requires_grad_()
+    return {
+        "policy_chosen_logps": policy_chosen_logps,
+        "policy_rejected_logps": logps(rejected_ntokens).requires_grad_(),
+        "ref_chosen_logps": logps(chosen_ntokens),
+        "ref_rejected_logps": logps(rejected_ntokens),
+        "chosen_ntokens": chosen_ntokens,
+        "rejected_ntokens": rejected_ntokens,
+        "chosen_nll": -policy_chosen_logps / chosen_ntokens,
+        "policy_logps": policy_logps,
+        "ref_logps": logps(chosen_ntokens),
+        "desirable": torch.rand(batch, generator=g) > 0.5,
+        "kl_baseline": torch.tensor(0.2),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_loss_shape_finite_gradients_and_detached_outputs(name: str) -> None:
+    spec = get_loss(name)
+    batch = 6
+    tensors = random_inputs(batch)
+    out = spec.fn(**{k: tensors[k] for k in loss_inputs(spec)}, beta=0.1)
+
+    assert isinstance(out, LossOutput)
+    assert out.loss.shape == (batch,)
+    assert torch.isfinite(out.loss).all()
+    if spec.paired:
+        assert out.chosen_rewards.shape == out.rejected_rewards.shape == (batch,)
+    else:
+        assert out.chosen_rewards.numel() + out.rejected_rewards.numel() == batch
+    assert ("grad_weight" in out.metrics) == spec.has_grad_weight
+    assert spec.needs_reference == any(k.startswith("ref_") for k in loss_inputs(spec))
+
+    # Rewards and metrics are detached; the loss reaches every policy input.
+    for tensor in (out.chosen_rewards, out.rejected_rewards, *out.metrics.values()):
+        assert not tensor.requires_grad
+        assert torch.isfinite(tensor).all()
+    out.loss.mean().backward()
+    policy_inputs = [k for k in loss_inputs(spec) if k.startswith("policy_")]
+    assert policy_inputs
+    for k in policy_inputs:
+        assert tensors[k].grad is not None and torch.isfinite(tensors[k].grad).all()
+        assert tensors[k].grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("beta", [0.0, -0.1])
+def test_every_loss_rejects_non_positive_beta(name: str, beta: float) -> None:
+    spec = get_loss(name)
+    tensors = random_inputs(2)
+    with pytest.raises(ValueError, match="beta"):
+        spec.fn(**{k: tensors[k] for k in loss_inputs(spec)}, beta=beta)
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_registry_names_and_flags() -> None:
+    assert sorted(LOSSES) == ["dpo", "hinge", "ipo", "kto", "orpo", "robust", "rpo", "simpo"]
+    assert all(spec.name == name for name, spec in LOSSES.items())
+    assert {n for n, s in LOSSES.items() if not s.needs_reference} == {"orpo", "simpo"}
+    assert {n for n, s in LOSSES.items() if not s.paired} == {"kto"}
+    assert get_loss("dpo").fn is dpo_loss
+
+
+def test_get_loss_unknown_name_lists_valid_names() -> None:
+    with pytest.raises(ValueError) as excinfo:
+        get_loss("dop")
+    assert str(excinfo.value) == (
+        "unknown loss 'dop'; valid losses: dpo, hinge, ipo, kto, orpo, robust, rpo, simpo"
+    )
+
+
+def test_loss_inputs_follow_signatures() -> None:
+    four = ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps")
+    assert loss_inputs(get_loss("dpo")) == four
+    assert loss_inputs(get_loss("ipo")) == (*four, "chosen_ntokens", "rejected_ntokens")
+    assert loss_inputs(get_loss("rpo")) == (*four, "chosen_ntokens")
+    assert loss_inputs(get_loss("kto")) == ("policy_logps", "ref_logps", "desirable", "kl_baseline")
+    assert loss_inputs(get_loss("orpo")) == (
+        "policy_chosen_logps",
+        "policy_rejected_logps",
+        "chosen_ntokens",
+        "rejected_ntokens",
+        "chosen_nll",
+    )
+    assert loss_inputs(get_loss("simpo")) == (
+        "policy_chosen_logps",
+        "policy_rejected_logps",
+        "chosen_ntokens",
+        "rejected_ntokens",
+    )
+
+
+def test_loss_hyperparameters_follow_signatures() -> None:
+    empty = inspect.Parameter.empty
+    expected = {
+        "dpo": {"beta": empty, "label_smoothing": 0.0},
+        "ipo": {"beta": empty, "length_normalize": True},
+        "kto": {"beta": empty, "desirable_weight": 1.0, "undesirable_weight": 1.0},
+        "orpo": {"beta": empty},
+        "hinge": {"beta": empty},
+        "robust": {"beta": empty, "label_smoothing": 0.1},
+        "simpo": {"beta": empty, "gamma": 0.5},
+        "rpo": {"beta": empty, "alpha": 1.0},
+    }
+    assert {name: loss_hyperparameters(spec) for name, spec in LOSSES.items()} == expected
