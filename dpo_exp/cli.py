@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,10 @@ from dpo_exp.telemetry import TokenThroughput
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 HEADLINE = ("val/loss", "val/rewards/accuracy", "val/rewards/margin")
+
+# Lightning warnings that describe what this project does on purpose.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen reference
+warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")  # the run folder
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:

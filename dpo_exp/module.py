@@ -174,7 +174,8 @@ class PreferenceModule(L.LightningModule):
             policy_logps, _ = self.sequence_logps(self.policy, batch, prefix="kl_")
             ref_logps = self.reference_logps(batch, prefix="kl_")
             kl = (policy_logps - ref_logps).mean()
-            kl = self.all_gather(kl).mean()
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                kl = self.all_gather(kl).mean()
         return kl.clamp(min=0)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

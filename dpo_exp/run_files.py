@@ -44,6 +44,7 @@ def write_json_atomically(data: dict[str, Any], path: Path) -> None:
     with os.fdopen(handle, "w") as stream:
         json.dump(data, stream, indent=2, sort_keys=True)
         stream.write("\n")
+    os.chmod(temporary, 0o644)  # mkstemp creates 0600; a summary is for everyone to read
     os.replace(temporary, path)
 
 

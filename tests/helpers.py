@@ -8,19 +8,24 @@ from omegaconf import DictConfig
 from dpo_exp.cli import CONF_DIR
 
 # Small and fast: a 2-layer 32-wide model and a few dozen steps' worth of data.
-FAST = [
+FAST_MODEL = [
     "model.config.hidden_size=32",
     "model.config.intermediate_size=64",
+]
+FAST_DATA = [
     "data.options.num_examples=96",
     "data.val_size=16",
     "data.batch_size=8",
     "data.eval_batch_size=16",
+]
+FAST_TRAINER = [
     "trainer.max_steps=4",
     "trainer.val_check_interval=2",
     "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 ]
+FAST = FAST_MODEL + FAST_DATA + FAST_TRAINER
 
 
 def compose_config(overrides: list[str] | None = None, *, fast: bool = True) -> DictConfig:

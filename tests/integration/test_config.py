@@ -1,0 +1,89 @@
+"""Every YAML under conf/ composes and validates; bad settings fail early with the key at fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
+
+from dpo_exp.cli import CONF_DIR, run
+from dpo_exp.config import ConfigError, validate_config
+from dpo_exp.data.records import DataError
+from tests.conftest import SHARED_DATA
+from tests.helpers import FAST_MODEL, FAST_TRAINER, compose_config
+
+# Values a user must supply for some options (a path of their own); the tests supply real ones.
+REQUIRED = {
+    "model/hf": ["model.path={tiny_model_dir}"],
+    "data/pairs": [f"data.train_path={SHARED_DATA}/gsm8k.test.jsonl"],
+    "data/unpaired": [f"data.train_path={SHARED_DATA}/gsm8k.test.jsonl"],
+}
+
+
+def every_option() -> list[tuple[str, str]]:
+    root = Path(CONF_DIR)
+    return sorted(
+        (path.parent.relative_to(root).as_posix(), path.stem)
+        for path in root.rglob("*.yaml")
+        if path.parent != root
+    )
+
+
+@pytest.mark.parametrize(("group", "option"), every_option())
+def test_every_yaml_composes_and_validates(group, option, tiny_model_dir):
+    override = f"{group}={option}"
+    extra = [value.format(tiny_model_dir=tiny_model_dir) for value in REQUIRED.get(f"{group}/{option}", [])]
+    cfg = compose_config([override, *extra], fast=False)
+    OmegaConf.resolve(cfg)
+    if f"{group}/{option}" in ("data/pairs", "data/unpaired"):
+        return  # composes; gsm8k rows are no preference pairs, the data tests cover these sources
+    validate_config(cfg)
+
+
+def test_every_loss_yaml_names_a_registered_loss():
+    from dpo_exp.losses import LOSSES
+
+    names = {stem for group, stem in every_option() if group == "loss"}
+    assert names == set(LOSSES)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "message"),
+    [
+        (["beta=0"], ConfigError, "beta must be a finite number > 0, got 0"),
+        (["beta=-0.5"], ConfigError, "beta must be a finite number > 0"),
+        (["beta=abc"], ConfigError, "beta must be a number, got 'abc'"),
+        (["beta=true"], ConfigError, "beta must be a number"),
+        (["loss.name=nope"], ValueError, "unknown loss 'nope'; valid losses: dpo, hinge, ipo, kto"),
+        (["+loss.temperature=2"], ConfigError, "loss 'dpo' has no option 'temperature'; its options: label_smoothing"),
+        (["+loss.beta=2"], ConfigError, "beta is set at the top level"),
+        (["data.source=nope"], DataError, "unknown data source 'nope'; valid sources:"),
+        (["data.max_prompt_length=40"], ConfigError, "data.max_prompt_length (40) must be below data.max_length"),
+        (["data.batch_size=0"], ConfigError, "data.batch_size must be a positive integer"),
+        (["data=hh_helpful", "data.train_path=/no/such.jsonl"], ConfigError, "data file not found: /no/such.jsonl"),
+        (["data=pairs"], ConfigError, "required values are not set: data.train_path"),
+        (["seed=1.5"], ConfigError, "seed must be an integer"),
+    ],
+)
+def test_bad_settings_fail_before_anything_loads(overrides, error, message, tmp_path):
+    cfg = compose_config(FAST_MODEL + FAST_TRAINER + overrides, fast=False)
+    with pytest.raises(error, match=None) as raised:
+        run(cfg, tmp_path)
+    assert message in str(raised.value)
+    assert not (tmp_path / "summary.json").exists()
+    assert message.split(";")[0] in (tmp_path / "failed.txt").read_text()
+
+
+def test_unknown_group_option_lists_the_valid_ones():
+    with pytest.raises(MissingConfigException) as raised:
+        compose_config(["model=nope"], fast=False)
+    assert "Available options" in str(raised.value) and "tiny" in str(raised.value)
+
+
+def test_wrong_type_for_a_trainer_value_is_refused_by_lightning(tmp_path):
+    cfg = compose_config(["trainer.max_steps=lots"])
+    with pytest.raises((ValueError, TypeError, ConfigCompositionException)):
+        run(cfg, tmp_path)
+    assert not (tmp_path / "summary.json").exists()
