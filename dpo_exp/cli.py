@@ -35,7 +35,9 @@ HEADLINE = ("val/loss", "val/rewards/accuracy", "val/rewards/margin")
 
 # Lightning warnings that describe what this project does on purpose.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen reference
-warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")  # the run folder
+warnings.filterwarnings(
+    "ignore", message=r"Experiment logs directory .* exists and is not empty"
+)  # the run folder
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:

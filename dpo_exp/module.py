@@ -83,32 +83,44 @@ class PreferenceModule(L.LightningModule):
     # -- the step ----------------------------------------------------------------------------
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        if self.loss_spec.paired:
-            tensors, output, metrics = self._paired_step(batch)
-        else:
-            tensors, output, metrics = self._unpaired_step(batch)
-        loss = output.loss.mean()
-        metrics["loss"] = loss.detach()
+        step = self._paired_step if self.loss_spec.paired else self._unpaired_step
+        output, per_example = step(batch)
+        per_example["loss"] = output.loss.detach()
         for name, value in output.metrics.items():
-            metrics[name] = value.float().mean()
-        batch_size = int(batch["index"].shape[0])
-        for name, value in metrics.items():
+            per_example[name] = value
+        self._log_means(per_example, stage)
+        return output.loss.mean()
+
+    def _log_means(self, per_example: dict[str, torch.Tensor], stage: str) -> None:
+        """Log each metric as its mean over all examples of all processes (not a mean of means)."""
+        names = sorted(per_example)
+        values = [per_example[name].detach().float().reshape(-1) for name in names]
+        sums = torch.stack([value.sum() for value in values])
+        counts = torch.tensor([value.numel() for value in values], dtype=torch.float32, device=sums.device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            sums, counts = self.all_gather(sums).sum(0), self.all_gather(counts).sum(0)
+        means = {name: total / count for name, total, count in zip(names, sums, counts, strict=True) if count}
+        weights = dict(zip(names, counts.tolist(), strict=True))
+        # The margin of means is the mean of margins for pairs, and stays defined for unpaired data.
+        if "rewards/chosen" in means and "rewards/rejected" in means:
+            means["rewards/margin"] = means["rewards/chosen"] - means["rewards/rejected"]
+            weights["rewards/margin"] = weights["loss"]
+        for name, mean in means.items():
             self.log(
                 f"{stage}/{name}",
-                value,
-                batch_size=batch_size,
-                sync_dist=True,
+                mean,
+                batch_size=int(weights[name]),  # weights the validation epoch's mean by examples
                 on_step=stage == "train",
                 on_epoch=stage != "train",
                 prog_bar=name == "loss",
             )
-        return loss
 
     def _call_loss(self, tensors: dict[str, torch.Tensor]) -> LossOutput:
         inputs = {name: tensors[name] for name in loss_inputs(self.loss_spec)}
         return self.loss_spec.fn(**inputs, beta=self.beta, **self.loss_options)
 
-    def _paired_step(self, batch: dict[str, torch.Tensor]) -> tuple[dict, LossOutput, dict]:
+    def _paired_step(self, batch: dict[str, torch.Tensor]) -> tuple[LossOutput, dict[str, torch.Tensor]]:
+        """The loss on chosen‖rejected rows, and per-pair metric values."""
         logps, ntokens = self.sequence_logps(self.policy, batch)
         policy_chosen_logps, policy_rejected_logps = split_pairs(logps)
         chosen_ntokens, rejected_ntokens = split_pairs(ntokens)
@@ -119,54 +131,48 @@ class PreferenceModule(L.LightningModule):
             "rejected_ntokens": rejected_ntokens,
             "chosen_nll": -policy_chosen_logps / chosen_ntokens,
         }
-        metrics = {
-            "logps/chosen": policy_chosen_logps.detach().mean(),
-            "logps/rejected": policy_rejected_logps.detach().mean(),
-        }
+        per_example = {"logps/chosen": policy_chosen_logps, "logps/rejected": policy_rejected_logps}
         if self.loss_spec.needs_reference:
             ref_chosen_logps, ref_rejected_logps = split_pairs(self.reference_logps(batch))
             tensors.update(ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
-            metrics["logratio/chosen"] = (policy_chosen_logps.detach() - ref_chosen_logps).mean()
-            metrics["logratio/rejected"] = (policy_rejected_logps.detach() - ref_rejected_logps).mean()
+            per_example["logratio/chosen"] = policy_chosen_logps - ref_chosen_logps
+            per_example["logratio/rejected"] = policy_rejected_logps - ref_rejected_logps
         output = self._call_loss(tensors)
-        margins = output.chosen_rewards - output.rejected_rewards
-        metrics.update(
+        per_example.update(
             {
-                "rewards/chosen": output.chosen_rewards.mean(),
-                "rewards/rejected": output.rejected_rewards.mean(),
-                "rewards/margin": margins.mean(),
-                "rewards/accuracy": (margins > 0).float().mean(),
+                "rewards/chosen": output.chosen_rewards,
+                "rewards/rejected": output.rejected_rewards,
+                "rewards/accuracy": (output.chosen_rewards > output.rejected_rewards).float(),
             }
         )
-        return tensors, output, metrics
+        return output, per_example
 
-    def _unpaired_step(self, batch: dict[str, torch.Tensor]) -> tuple[dict, LossOutput, dict]:
+    def _unpaired_step(self, batch: dict[str, torch.Tensor]) -> tuple[LossOutput, dict[str, torch.Tensor]]:
+        """The loss on labelled completions; "chosen" metrics are the desirable examples'."""
         policy_logps, _ = self.sequence_logps(self.policy, batch)
         ref_logps = self.reference_logps(batch)
         desirable = batch["desirable"]
+        kl_baseline = self._kl_baseline(batch)
         tensors = {
             "policy_logps": policy_logps,
             "ref_logps": ref_logps,
             "desirable": desirable,
-            "kl_baseline": self._kl_baseline(batch),
+            "kl_baseline": kl_baseline,
         }
         output = self._call_loss(tensors)
-        logratio = policy_logps.detach() - ref_logps
+        logratio = policy_logps - ref_logps
         # An unpaired reward is "right" when it sits on its label's side of the reference point.
-        above_baseline = self.beta * logratio > self.beta * tensors["kl_baseline"]
-        metrics = {
-            "logps/chosen": policy_logps.detach()[desirable].mean(),
-            "logps/rejected": policy_logps.detach()[~desirable].mean(),
-            "logratio/chosen": logratio[desirable].mean(),
-            "logratio/rejected": logratio[~desirable].mean(),
-            "rewards/chosen": output.chosen_rewards.mean(),
-            "rewards/rejected": output.rejected_rewards.mean(),
-            "rewards/margin": output.chosen_rewards.mean() - output.rejected_rewards.mean(),
-            "rewards/accuracy": (above_baseline == desirable).float().mean(),
+        above_baseline = logratio > kl_baseline
+        per_example = {
+            "logps/chosen": policy_logps[desirable],
+            "logps/rejected": policy_logps[~desirable],
+            "logratio/chosen": logratio[desirable],
+            "logratio/rejected": logratio[~desirable],
+            "rewards/chosen": output.chosen_rewards,
+            "rewards/rejected": output.rejected_rewards,
+            "rewards/accuracy": (above_baseline == desirable).float(),
         }
-        # A batch holding one label only has no mean for the other: leave it out, never log NaN.
-        metrics = {name: value for name, value in metrics.items() if torch.isfinite(value)}
-        return tensors, output, metrics
+        return output, per_example
 
     def _kl_baseline(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """KTO's z0: mean log-ratio on mismatched pairs, clamped at 0, averaged over processes."""

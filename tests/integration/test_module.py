@@ -65,7 +65,7 @@ def test_reference_equal_to_policy_gives_the_textbook_first_loss(beta):
 def _loss(module: PreferenceModule, datamodule: PreferenceDataModule) -> torch.Tensor:
     batch = first_batch(datamodule)
     step = module._paired_step if module.loss_spec.paired else module._unpaired_step
-    _, output, _ = step(batch)
+    output, _ = step(batch)
     return output.loss.mean()
 
 
@@ -116,3 +116,15 @@ def test_every_loss_trains_two_steps(loss_name, tmp_path: Path):
     assert 0.0 <= metrics["val/rewards/accuracy"] <= 1.0
     if get_loss(loss_name).has_grad_weight:
         assert 0.0 <= metrics["val/grad_weight"] <= 1.0
+
+
+def test_an_unpaired_batch_with_one_label_only_logs_no_nan():
+    _, module, datamodule = build(["loss=kto"])
+    batch = first_batch(datamodule)
+    batch["desirable"] = torch.ones_like(batch["desirable"])
+    logged = {}
+    module.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
+    module._step(batch, "train")
+    assert "train/rewards/rejected" not in logged and "train/rewards/margin" not in logged
+    assert all(torch.isfinite(torch.as_tensor(value)) for value in logged.values())
+    assert logged["train/rewards/accuracy"] <= 1
