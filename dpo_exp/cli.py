@@ -11,7 +11,9 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -94,11 +96,30 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train one run into `run_dir`; return its summary (also written to summary.json at the end)."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    launch_environment = {key: os.environ.get(key) for key in DISTRIBUTED_ENVIRONMENT}
     try:
         return _run(cfg, run_dir)
     except BaseException as error:
         write_failure(run_dir, error)
         raise
+    finally:
+        release_process_group(launch_environment)
+
+
+# Set by Lightning's launcher in the launching process; left behind, the next sweep member in
+# this process would take itself for a worker started by someone else and wait for its peers.
+DISTRIBUTED_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def release_process_group(launch_environment: dict[str, str | None]) -> None:
+    """End this run's process group and restore the environment it was launched from."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    for key, value in launch_environment.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -129,6 +150,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         batch_size=cfg.data.batch_size,
         eval_batch_size=cfg.data.eval_batch_size,
         seed=cfg.seed,
+        shuffle=cfg.data.shuffle,
     )
     throughput = TokenThroughput(cfg.trainer.log_every_n_steps)
     trainer = build_trainer(cfg, run_dir, callbacks=[throughput])
@@ -165,9 +187,26 @@ def headline(summary: dict[str, Any]) -> str:
     return f"run folder: {summary['run_dir']} | " + " | ".join(figures)
 
 
+def pin_sweep_member(run_dir: Path) -> None:
+    """Make processes launched for this sweep member re-run this member, not the whole sweep.
+
+    Lightning starts DDP workers by re-running the command line with `hydra.run.dir` set to
+    Hydra's run dir; in a multirun that command line is the sweep. Replace it with this member's
+    own overrides and point the run dir at the member's folder.
+    """
+    hydra_cfg = HydraConfig.get()
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    OmegaConf.set_readonly(hydra_cfg, False)
+    hydra_cfg.run.dir = str(run_dir)
+    OmegaConf.set_readonly(hydra_cfg, True)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        pin_sweep_member(run_dir)
+    run(cfg, run_dir)
 
 
 def console_main() -> None:

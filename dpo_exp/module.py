@@ -196,7 +196,11 @@ class PreferenceModule(L.LightningModule):
         optim = self.optim
         parameters = [p for p in self.policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
-            parameters, lr=optim["lr"], weight_decay=optim["weight_decay"], betas=tuple(optim["betas"])
+            parameters,
+            lr=optim["lr"],
+            weight_decay=optim["weight_decay"],
+            betas=tuple(optim["betas"]),
+            eps=optim["eps"],
         )
         scheduler = get_scheduler(
             optim["scheduler"],

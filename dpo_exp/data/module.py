@@ -81,6 +81,7 @@ class PreferenceDataModule(L.LightningDataModule):
         batch_size: int,
         eval_batch_size: int,
         seed: int,
+        shuffle: bool = True,
     ) -> None:
         super().__init__()
         self.data = data
@@ -88,13 +89,14 @@ class PreferenceDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.seed = seed
+        self.shuffle = shuffle
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             self.data.train.items,
             batch_size=self.batch_size,
-            shuffle=True,
+            shuffle=self.shuffle,
             drop_last=True,
             collate_fn=self.collate,
             generator=generator,

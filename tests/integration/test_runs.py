@@ -35,8 +35,13 @@ def test_same_config_and_seed_give_the_same_metrics(tmp_path: Path):
 
 
 def test_hh_rlhf_rows_from_shared_data_train(tmp_path: Path):
-    overrides = ["data=hh_helpful", "+data.options.max_rows=48", "data.max_length=192",
-                 "data.max_prompt_length=128", *TWO_STEPS]
+    overrides = [
+        "data=hh_helpful",
+        "+data.options.max_rows=48",
+        "data.max_length=192",
+        "data.max_prompt_length=128",
+        *TWO_STEPS,
+    ]
     summary = run(compose_config(FAST_MODEL + FAST_TRAINER + overrides, fast=False), tmp_path)
     assert summary["global_step"] == 2
     assert summary["data"]["train"]["rows_read"] == 48
@@ -59,8 +64,15 @@ def test_conversational_pairs_rendered_with_the_chat_template(tmp_path: Path):
         for i in range(40)
     ]
     data_file = write_jsonl(tmp_path / "chat.jsonl", rows)
-    overrides = ["data=pairs", f"data.train_path={data_file}", "data.val_size=8", "data.batch_size=8",
-                 "data.max_length=64", "data.max_prompt_length=48", *TWO_STEPS]
+    overrides = [
+        "data=pairs",
+        f"data.train_path={data_file}",
+        "data.val_size=8",
+        "data.batch_size=8",
+        "data.max_length=64",
+        "data.max_prompt_length=48",
+        *TWO_STEPS,
+    ]
     cfg = compose_config(FAST_MODEL + FAST_TRAINER + overrides, fast=False)
     text = report(cfg)
     assert "32 rows read, 32 kept" in text and "8 rows read, 8 kept" in text
@@ -69,30 +81,48 @@ def test_conversational_pairs_rendered_with_the_chat_template(tmp_path: Path):
 
 
 def test_kto_on_unpaired_records(tmp_path: Path):
-    rows = [{"prompt": f"{i}+{i}=", "completion": str(2 * i + (i % 2)), "label": i % 2 == 0} for i in range(48)]
+    rows = [
+        {"prompt": f"{i}+{i}=", "completion": str(2 * i + (i % 2)), "label": i % 2 == 0} for i in range(48)
+    ]
     data_file = write_jsonl(tmp_path / "kto.jsonl", rows)
-    overrides = ["loss=kto", "data=unpaired", f"data.train_path={data_file}", "data.val_size=8",
-                 "data.batch_size=8", "data.max_length=32", "data.max_prompt_length=16", *TWO_STEPS]
+    overrides = [
+        "loss=kto",
+        "data=unpaired",
+        f"data.train_path={data_file}",
+        "data.val_size=8",
+        "data.batch_size=8",
+        "data.max_length=32",
+        "data.max_prompt_length=16",
+        *TWO_STEPS,
+    ]
     summary = run(compose_config(FAST_MODEL + FAST_TRAINER + overrides, fast=False), tmp_path / "run")
     assert summary["metrics"]["val/kl"] >= 0
     assert 0 <= summary["metrics"]["val/rewards/accuracy"] <= 1
 
 
 def test_a_bad_row_names_file_row_and_field_before_any_model(tmp_path: Path, monkeypatch):
-    rows = [{"prompt": "a", "chosen": "b", "rejected": "c"}] * 5 + [{"prompt": "a", "chosen": None, "rejected": "c"}]
+    rows = [{"prompt": "a", "chosen": "b", "rejected": "c"}] * 5 + [
+        {"prompt": "a", "chosen": None, "rejected": "c"}
+    ]
     data_file = write_jsonl(tmp_path / "bad.jsonl", rows)
     monkeypatch.setattr("dpo_exp.cli.load_policy", lambda *a: pytest.fail("a model was loaded"))
-    cfg = compose_config(FAST_MODEL + FAST_TRAINER + ["data=pairs", f"data.train_path={data_file}"], fast=False)
+    cfg = compose_config(
+        FAST_MODEL + FAST_TRAINER + ["data=pairs", f"data.train_path={data_file}"], fast=False
+    )
     with pytest.raises(DataError) as raised:
         run(cfg, tmp_path / "run")
-    assert "bad.jsonl" in str(raised.value) and "row 5" in str(raised.value) and "'chosen'" in str(raised.value)
+    assert (
+        "bad.jsonl" in str(raised.value) and "row 5" in str(raised.value) and "'chosen'" in str(raised.value)
+    )
     assert not (tmp_path / "run" / "summary.json").exists()
 
 
 def test_an_empty_dataset_after_filtering_is_an_error(tmp_path: Path):
     rows = [{"prompt": "p", "chosen": "same", "rejected": "same"}] * 20
     data_file = write_jsonl(tmp_path / "ties.jsonl", rows)
-    cfg = compose_config(FAST_MODEL + FAST_TRAINER + ["data=pairs", f"data.train_path={data_file}"], fast=False)
+    cfg = compose_config(
+        FAST_MODEL + FAST_TRAINER + ["data=pairs", f"data.train_path={data_file}"], fast=False
+    )
     with pytest.raises(DataError, match="no examples left"):
         run(cfg, tmp_path / "run")
 
