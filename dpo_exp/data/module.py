@@ -10,9 +10,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from dpo_exp.data.collate import IndexedItem, PairCollator, UnpairedCollator
+from dpo_exp.data.collate import IndexedItem, PairCollator, SplitLogps, UnpairedCollator, WithReferenceLogps
 from dpo_exp.data.records import PreferencePair, Record
 from dpo_exp.data.report import DataReport, build_report, check_not_empty
+from dpo_exp.data.sampling import LengthGroupedBatchSampler, row_length
 from dpo_exp.data.sources import load_records, to_unpaired
 from dpo_exp.data.tokenize import tokenize_records
 
@@ -70,7 +71,11 @@ def prepare_data(data_cfg: Any, tokenizer: Any, *, paired: bool) -> PreparedData
 
 
 class PreferenceDataModule(L.LightningDataModule):
-    """Serves prepared splits; the training order is shuffled from the run's seed."""
+    """Serves prepared splits; the training order is shuffled from the run's seed.
+
+    `group_by_length` draws training batches of similar lengths (single process only; DDP shuffles
+    as usual). `ref_logps` ({"train": ..., "validation": ...}) adds cached reference log-probs.
+    """
 
     def __init__(
         self,
@@ -81,22 +86,35 @@ class PreferenceDataModule(L.LightningDataModule):
         batch_size: int,
         eval_batch_size: int,
         seed: int,
+        group_by_length: bool = False,
+        ref_logps: dict[str, SplitLogps] | None = None,
     ) -> None:
         super().__init__()
         self.data = data
         self.collate = PairCollator(pad_id) if paired else UnpairedCollator(pad_id)
+        self.train_collate = self.val_collate = self.collate
+        if ref_logps is not None:
+            self.train_collate = WithReferenceLogps(self.collate, ref_logps["train"])
+            self.val_collate = WithReferenceLogps(self.collate, ref_logps["validation"])
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.seed = seed
+        self.group_by_length = group_by_length
 
     def train_dataloader(self) -> DataLoader:
+        items = self.data.train.items
+        single_process = self.trainer is None or self.trainer.world_size == 1
+        if self.group_by_length and single_process:
+            lengths = [row_length(item) for item in items]
+            sampler = LengthGroupedBatchSampler(lengths, self.batch_size, seed=self.seed)
+            return DataLoader(items, batch_sampler=sampler, collate_fn=self.train_collate)
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             self.data.train.items,
             batch_size=self.batch_size,
             shuffle=True,
             drop_last=True,
-            collate_fn=self.collate,
+            collate_fn=self.train_collate,
             generator=generator,
         )
 
@@ -105,5 +123,5 @@ class PreferenceDataModule(L.LightningDataModule):
             self.data.validation.items,
             batch_size=self.eval_batch_size,
             shuffle=False,
-            collate_fn=self.collate,
+            collate_fn=self.val_collate,
         )
