@@ -47,7 +47,10 @@ def test_train_writes_a_finished_run_folder(tmp_path: Path):
     [
         (["beta=0"], "beta must be a finite number > 0"),
         (["loss=nope"], "Could not find 'loss/nope'"),
-        (["data=hh_helpful", "data.train_path=/nonexistent.jsonl"], "data file not found: /nonexistent.jsonl"),
+        (
+            ["data=hh_helpful", "data.train_path=/nonexistent.jsonl"],
+            "data file not found: /nonexistent.jsonl",
+        ),
     ],
 )
 def test_bad_config_fails_before_any_model_and_leaves_no_finished_run(tmp_path: Path, overrides, message):
