@@ -22,6 +22,7 @@ from dpo_exp.data.module import PreferenceDataModule, prepare_data
 from dpo_exp.data.report import format_report
 from dpo_exp.models import load_policy, load_reference, load_tokenizer
 from dpo_exp.module import PreferenceModule
+from dpo_exp.ref_cache import cache_wanted, check_cache_config, load_or_compute
 from dpo_exp.run_files import (
     SUMMARY,
     config_hash,
@@ -30,7 +31,7 @@ from dpo_exp.run_files import (
     write_json_atomically,
     write_resolved_config,
 )
-from dpo_exp.telemetry import TokenThroughput
+from dpo_exp.telemetry import TokenThroughput, model_flops_shape
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 HEADLINE = ("val/loss", "val/rewards/accuracy", "val/rewards/margin")
@@ -125,6 +126,7 @@ def release_process_group(launch_environment: dict[str, str | None]) -> None:
 def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     spec = validate_config(cfg)
+    check_cache_config(cfg.reference, spec)
     write_resolved_config(cfg, run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -134,7 +136,10 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     print(format_report(data.validation.report, f"validation data ({cfg.data.name})"))
 
     policy = load_policy(cfg.model, tokenizer)
-    reference = load_reference(cfg.model, policy) if spec.needs_reference else None
+    cache = None
+    if cache_wanted(cfg.reference, spec):
+        cache = load_or_compute(cfg, policy, tokenizer, data, lambda: load_reference(cfg.model, policy))
+    reference = load_reference(cfg.model, policy) if spec.needs_reference and cache is None else None
     module = PreferenceModule(
         policy,
         reference,
@@ -142,6 +147,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         beta=float(cfg.beta),
         loss_options=loss_options(cfg.loss),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        head_on_completions=bool(cfg.speed.head_on_completions),
     )
     datamodule = PreferenceDataModule(
         data,
@@ -151,8 +157,12 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         eval_batch_size=cfg.data.eval_batch_size,
         seed=cfg.seed,
         shuffle=cfg.data.shuffle,
+        group_by_length=bool(cfg.speed.group_by_length),
+        ref_logps=None if cache is None else {"train": cache.train, "validation": cache.validation},
     )
-    throughput = TokenThroughput(cfg.trainer.log_every_n_steps)
+    throughput = TokenThroughput(
+        cfg.trainer.log_every_n_steps, model=model_flops_shape(policy), peak_flops=float(cfg.speed.peak_flops)
+    )
     trainer = build_trainer(cfg, run_dir, callbacks=[throughput])
     trainer.fit(module, datamodule)
     if trainer.global_step % int(cfg.trainer.val_check_interval) != 0:
@@ -171,6 +181,9 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "train_time_s": throughput.train_seconds,
         "tokens_per_s": throughput.tokens_per_s,
         "padding_fraction": throughput.padding_fraction,
+        "peak_memory_gb": throughput.peak_memory_gb,
+        "mfu": throughput.mfu,
+        "reference_cached": cache is not None,
         "data": {"train": vars(data.train.report), "validation": vars(data.validation.report)},
         "versions": library_versions(),
     }

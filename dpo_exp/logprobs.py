@@ -35,3 +35,23 @@ def split_pairs(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Split a concatenated (2B, ...) chosen‖rejected tensor into its chosen and rejected halves."""
     half = values.shape[0] // 2
     return values[:half], values[half:]
+
+
+def completion_logps(
+    hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Module
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sequence_logps(head(hidden), labels)`, with the head run on scored positions only.
+
+    hidden: (B, T, H) last hidden states; head: the LM head, (..., H) -> (..., V). Prompt and
+    padding positions never need logits, so gathering the N scored positions first turns a
+    (B, T, V) head product and log-softmax into an (N, V) one.
+    Returns (logps (B,), ntokens (B,)), both fp32.
+    """
+    labels = labels[:, 1:]
+    mask = labels != IGNORE_INDEX
+    rows, columns = mask.nonzero(as_tuple=True)  # (N,), (N,): position t predicts token t + 1
+    logits = head(hidden[:, :-1][rows, columns])  # (N, V)
+    token_logps = token_log_softmax(logits, labels[rows, columns])  # (N,)
+    logps = torch.zeros(labels.shape[0], dtype=torch.float32, device=hidden.device)
+    logps = logps.index_add(0, rows, token_logps)
+    return logps, mask.sum(-1).to(torch.float32)

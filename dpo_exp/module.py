@@ -8,8 +8,9 @@ import lightning as L
 import torch
 from transformers import PreTrainedModel, get_scheduler
 
-from dpo_exp.logprobs import sequence_logps, split_pairs
+from dpo_exp.logprobs import split_pairs
 from dpo_exp.losses import LossOutput, get_loss, loss_inputs
+from dpo_exp.scoring import score_sequences
 
 
 class PreferenceModule(L.LightningModule):
@@ -29,6 +30,7 @@ class PreferenceModule(L.LightningModule):
         beta: float,
         loss_options: dict[str, Any],
         optim: dict[str, Any],
+        head_on_completions: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["policy", "reference"])
@@ -38,6 +40,7 @@ class PreferenceModule(L.LightningModule):
         self.beta = beta
         self.loss_options = loss_options
         self.optim = optim
+        self.head_on_completions = head_on_completions
 
     # -- modes and checkpoints ---------------------------------------------------------------
 
@@ -60,15 +63,17 @@ class PreferenceModule(L.LightningModule):
 
     # -- log-probs ---------------------------------------------------------------------------
 
-    @staticmethod
     def sequence_logps(
-        model: PreTrainedModel, batch: dict[str, torch.Tensor], prefix: str = ""
+        self, model: PreTrainedModel, batch: dict[str, torch.Tensor], prefix: str = ""
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed completion log-probs and token counts of every row, in one forward pass."""
-        logits = model(
-            input_ids=batch[f"{prefix}input_ids"], attention_mask=batch[f"{prefix}attention_mask"]
-        ).logits
-        return sequence_logps(logits, batch[f"{prefix}labels"])
+        return score_sequences(
+            model,
+            batch[f"{prefix}input_ids"],
+            batch[f"{prefix}attention_mask"],
+            batch[f"{prefix}labels"],
+            head_on_completions=self.head_on_completions,
+        )
 
     def reference_logps(self, batch: dict[str, torch.Tensor], prefix: str = "") -> torch.Tensor:
         if f"{prefix}ref_logps" in batch:

@@ -71,3 +71,25 @@ class UnpairedCollator:
         batch["desirable"] = torch.tensor([e.desirable for e in examples], dtype=torch.bool)
         batch["index"] = torch.tensor([item.index for item in items])
         return batch
+
+
+@dataclass
+class SplitLogps:
+    """Reference log-probs of one split's pairs, indexed by example index: (N,) each."""
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+
+
+@dataclass(frozen=True)
+class WithReferenceLogps:
+    """Wraps a pair collator: adds cached `ref_logps`, aligned with the chosen‖rejected rows."""
+
+    collate: PairCollator
+    logps: SplitLogps
+
+    def __call__(self, items: list[IndexedItem]) -> dict[str, torch.Tensor]:
+        batch = self.collate(items)
+        index = batch["index"]
+        batch["ref_logps"] = torch.cat([self.logps.chosen[index], self.logps.rejected[index]])
+        return batch

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
-import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
-from dpo_exp.data.collate import IndexedItem, PairCollator, UnpairedCollator
+from dpo_exp.data.collate import IndexedItem, PairCollator, SplitLogps, UnpairedCollator, WithReferenceLogps
 from dpo_exp.data.records import PreferencePair, Record
 from dpo_exp.data.report import DataReport, build_report, check_not_empty
+from dpo_exp.data.sampling import GlobalBatchSampler, row_length
 from dpo_exp.data.sources import load_records, to_unpaired
 from dpo_exp.data.tokenize import tokenize_records
 
@@ -70,7 +71,13 @@ def prepare_data(data_cfg: Any, tokenizer: Any, *, paired: bool) -> PreparedData
 
 
 class PreferenceDataModule(L.LightningDataModule):
-    """Serves prepared splits; the training order is shuffled from the run's seed."""
+    """Serves prepared splits; the training order is shuffled from the run's seed.
+
+    Training batches come from `GlobalBatchSampler`: the same global batches whatever the number
+    of processes, shuffled from the seed, of similar lengths with `group_by_length`. Validation is
+    split across processes without repeats. `ref_logps` ({"train": ..., "validation": ...}) adds
+    cached reference log-probs.
+    """
 
     def __init__(
         self,
@@ -82,30 +89,46 @@ class PreferenceDataModule(L.LightningDataModule):
         eval_batch_size: int,
         seed: int,
         shuffle: bool = True,
+        group_by_length: bool = False,
+        ref_logps: dict[str, SplitLogps] | None = None,
     ) -> None:
         super().__init__()
         self.data = data
         self.collate = PairCollator(pad_id) if paired else UnpairedCollator(pad_id)
+        self.train_collate = self.val_collate = self.collate
+        if ref_logps is not None:
+            self.train_collate = WithReferenceLogps(self.collate, ref_logps["train"])
+            self.val_collate = WithReferenceLogps(self.collate, ref_logps["validation"])
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.seed = seed
         self.shuffle = shuffle
+        self.group_by_length = group_by_length
+
+    def _world(self) -> tuple[int, int]:
+        """(world size, global rank); (1, 0) before a trainer is attached."""
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
-            self.data.train.items,
-            batch_size=self.batch_size,
+        items = self.data.train.items
+        world_size, rank = self._world()
+        sampler = GlobalBatchSampler(
+            [row_length(item) for item in items],
+            self.batch_size,
+            seed=self.seed,
             shuffle=self.shuffle,
-            drop_last=True,
-            collate_fn=self.collate,
-            generator=generator,
+            group_by_length=self.group_by_length,
+            world_size=world_size,
+            rank=rank,
         )
+        return DataLoader(items, batch_sampler=sampler, collate_fn=self.train_collate)
 
     def val_dataloader(self) -> DataLoader:
+        world_size, rank = self._world()
+        items = self.data.validation.items
+        sampler = UnrepeatedDistributedSampler(items, num_replicas=world_size, rank=rank, shuffle=False)
         return DataLoader(
-            self.data.validation.items,
-            batch_size=self.eval_batch_size,
-            shuffle=False,
-            collate_fn=self.collate,
+            items, batch_size=self.eval_batch_size, sampler=sampler, collate_fn=self.val_collate
         )

@@ -1,0 +1,127 @@
+"""Every fast path against the plain one on tiny models: head on completions, the reference cache."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from dpo_exp.cli import run
+from dpo_exp.data.collate import SplitLogps
+from dpo_exp.data.module import PreferenceDataModule
+from dpo_exp.models import load_tokenizer
+from dpo_exp.ref_cache import (
+    CacheError,
+    ReferenceCache,
+    cache_key,
+    cache_path,
+    compute_split,
+    load_cache,
+    save_cache,
+)
+from dpo_exp.scoring import score_sequences
+from tests.helpers import compose_config
+from tests.integration.test_module import build, first_batch
+
+
+def test_head_on_completions_equals_full_logits_on_a_tiny_llama():
+    _, module, datamodule = build(["model.config.tie_word_embeddings=false"])
+    batch = first_batch(datamodule)
+    args = (module.policy, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    fast = score_sequences(*args, head_on_completions=True)
+    plain = score_sequences(*args, head_on_completions=False)
+    assert_close(fast[0], plain[0], rtol=1e-5, atol=1e-5)
+    assert_close(fast[1], plain[1])
+
+
+def _cache_for(overrides: list[str], tmp_path: Path):
+    cfg, module, datamodule = build(overrides)
+    tokenizer = load_tokenizer(cfg.model)
+    key = cache_key(cfg.model, cfg.data, module.policy, tokenizer, datamodule.data)
+    return cfg, module, datamodule, key
+
+
+def test_cached_reference_logps_equal_the_on_the_fly_ones(tmp_path: Path):
+    _, module, datamodule, _ = _cache_for([], tmp_path)
+    cached = compute_split(
+        module.reference, datamodule.data.train.items, pad_id=datamodule.collate.pad_id, batch_size=5
+    )
+    cached_datamodule = PreferenceDataModule(
+        datamodule.data,
+        paired=True,
+        pad_id=datamodule.collate.pad_id,
+        batch_size=8,
+        eval_batch_size=16,
+        seed=0,
+        ref_logps={"train": cached, "validation": cached},
+    )
+    batch = first_batch(cached_datamodule)
+    on_the_fly = module.reference_logps({k: v for k, v in batch.items() if k != "ref_logps"})
+    assert_close(batch["ref_logps"], on_the_fly, rtol=1e-5, atol=1e-5)
+    module.reference = None  # the module now reads them from the batch
+    assert_close(module.reference_logps(batch), on_the_fly, rtol=1e-5, atol=1e-5)
+
+
+def test_a_mismatched_or_partial_cache_is_refused(tmp_path: Path):
+    _, module, datamodule, key = _cache_for([], tmp_path)
+    items = datamodule.data.validation.items
+    split = compute_split(module.reference, items, pad_id=datamodule.collate.pad_id, batch_size=16)
+    path = cache_path(tmp_path, key)
+    save_cache(path, key, ReferenceCache(train=split, validation=_copy(split)))
+    sizes = {"train": len(items), "validation": len(items)}
+    assert_close(load_cache(path, key, sizes).train.chosen, split.chosen)
+    with pytest.raises(CacheError, match="differs in: data_train"):
+        load_cache(path, {**key, "data_train": "something else"}, sizes)
+    with pytest.raises(CacheError, match="does not cover every train example"):
+        load_cache(path, key, {**sizes, "train": len(items) + 1})
+    split.rejected[3] = float("nan")  # an example never scored
+    save_cache(path, key, ReferenceCache(train=split, validation=_copy(split)))
+    with pytest.raises(CacheError, match="does not cover every"):
+        load_cache(path, key, sizes)
+
+
+def test_the_key_changes_with_weights_data_and_truncation(tmp_path: Path):
+    _, module, _, key = _cache_for([], tmp_path)
+    assert _cache_for(["seed=1"], tmp_path)[3]["reference_weights"] != key["reference_weights"]
+    assert _cache_for(["data.max_length=30"], tmp_path)[3]["truncation"] != key["truncation"]
+    assert _cache_for(["data.options.seed=1"], tmp_path)[3]["data_train"] != key["data_train"]
+    assert _cache_for([], tmp_path)[3] == key
+
+
+def _copy(split: SplitLogps) -> SplitLogps:
+    return SplitLogps(split.chosen.clone(), split.rejected.clone())
+
+
+def _train_losses(run_dir: Path) -> list[float]:
+    with (run_dir / "metrics.csv").open() as handle:
+        return [float(row["train/loss"]) for row in csv.DictReader(handle) if row.get("train/loss")]
+
+
+@pytest.mark.slow
+def test_training_with_the_cache_follows_the_same_loss_trajectory(tmp_path: Path):
+    overrides = [
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=4",
+        f"reference.cache_dir={tmp_path / 'cache'}",
+    ]
+    plain = run(compose_config(overrides), tmp_path / "plain")
+    computed = run(compose_config([*overrides, "reference.cache=true"]), tmp_path / "computed")
+    reused = run(compose_config([*overrides, "reference.cache=true", "beta=0.5"]), tmp_path / "reused")
+    assert not plain["reference_cached"] and computed["reference_cached"] and reused["reference_cached"]
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1  # the β change reused it
+    losses = _train_losses(tmp_path / "plain")
+    assert len(losses) == 4
+    assert_close(
+        torch.tensor(_train_losses(tmp_path / "computed")), torch.tensor(losses), rtol=1e-5, atol=1e-6
+    )
+    assert_close(computed["metrics"]["val/loss"], plain["metrics"]["val/loss"], rtol=1e-5, atol=1e-6)
+    for name in ("peak_memory_gb", "mfu", "tokens_per_s"):
+        assert plain[name] > 0
+
+
+def test_an_unpaired_loss_refuses_the_cache(tmp_path: Path):
+    with pytest.raises(ValueError, match="reference.cache: loss 'kto'"):
+        run(compose_config(["loss=kto", "reference.cache=true"]), tmp_path)
