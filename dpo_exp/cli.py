@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from dpo_exp.config import loss_options, validate_config
 from dpo_exp.data.module import PreferenceDataModule, prepare_data
 from dpo_exp.data.report import format_report
+from dpo_exp.eval_logps import EvalLogpsWriter
 from dpo_exp.models import load_policy, load_reference, load_tokenizer
 from dpo_exp.module import PreferenceModule
 from dpo_exp.run_files import (
@@ -28,6 +29,7 @@ from dpo_exp.run_files import (
     write_json_atomically,
     write_resolved_config,
 )
+from dpo_exp.sweep_summary import sweep_group
 from dpo_exp.telemetry import TokenThroughput
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -51,7 +53,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
                 project=cfg.logger.project,
                 entity=cfg.logger.entity,
                 name=cfg.run_name,
-                group=cfg.logger.group,
+                group=cfg.logger.group or sweep_group(),
                 tags=[
                     f"loss:{cfg.loss.name}",
                     f"model:{cfg.model.name}",
@@ -129,7 +131,10 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         seed=cfg.seed,
     )
     throughput = TokenThroughput(cfg.trainer.log_every_n_steps)
-    trainer = build_trainer(cfg, run_dir, callbacks=[throughput])
+    callbacks: list[L.Callback] = [throughput]
+    if cfg.save_eval_logps:
+        callbacks.append(EvalLogpsWriter(run_dir))
+    trainer = build_trainer(cfg, run_dir, callbacks=callbacks)
     trainer.fit(module, datamodule)
     if trainer.global_step % int(cfg.trainer.val_check_interval) != 0:
         trainer.validate(module, datamodule, verbose=False)
@@ -164,12 +169,24 @@ def headline(summary: dict[str, Any]) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> None:
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+def main(cfg: DictConfig) -> float | None:
+    """Train one run; return its `objective` metric, which sweepers such as Optuna optimise."""
+    summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    metrics = summary["metrics"]
+    if cfg.objective not in metrics:
+        print(f"objective {cfg.objective!r} is not among this run's metrics: {', '.join(metrics)}")
+        return None
+    return metrics[cfg.objective]
 
 
 def console_main() -> None:
-    """`dpo-exp [overrides]` trains like train.py; `dpo-exp data-report [overrides]` reports data."""
+    """`dpo-exp [overrides]` trains like train.py; `dpo-exp data-report [overrides]` reports data;
+    `dpo-exp compare <folder>` compares the runs under a folder."""
+    if len(sys.argv) > 1 and sys.argv[1] == "compare":
+        from dpo_exp import compare
+
+        compare.main(sys.argv[2:])
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "data-report":
         from dpo_exp import data_report
 

@@ -82,7 +82,10 @@ class PreferenceModule(L.LightningModule):
 
     # -- the step ----------------------------------------------------------------------------
 
-    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+    def _step(
+        self, batch: dict[str, torch.Tensor], stage: str
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Log the stage's metrics; return the mean loss and the per-example loss inputs."""
         if self.loss_spec.paired:
             tensors, output, metrics = self._paired_step(batch)
         else:
@@ -102,7 +105,7 @@ class PreferenceModule(L.LightningModule):
                 on_epoch=stage != "train",
                 prog_bar=name == "loss",
             )
-        return loss
+        return loss, tensors
 
     def _call_loss(self, tensors: dict[str, torch.Tensor]) -> LossOutput:
         inputs = {name: tensors[name] for name in loss_inputs(self.loss_spec)}
@@ -179,10 +182,12 @@ class PreferenceModule(L.LightningModule):
         return kl.clamp(min=0)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        return self._step(batch, "train")[0]
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        # The per-example loss inputs go to callbacks (EvalLogpsWriter keeps them for re-scoring).
+        _, tensors = self._step(batch, "val")
+        return {"index": batch["index"], **{name: value.detach() for name, value in tensors.items()}}
 
     # -- optimisation ------------------------------------------------------------------------
 
