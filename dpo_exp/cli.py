@@ -75,7 +75,7 @@ def _flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [
         pair
         for key, value in tree.items()
-        for pair in _flatten(value, f"{prefix}{key}." if prefix or key else key)
+        for pair in _flatten(value, f"{prefix}.{key}" if prefix else str(key))
     ]
 
 
