@@ -18,7 +18,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dpo_exp.run_files import FAILED, SUMMARY, write_json_atomically
+from dpo_exp.run_files import FAILED, SUMMARY, write_failure, write_json_atomically
 
 SWEEP_SUMMARY = "sweep_summary.json"
 SWEEP_TABLE = "sweep_summary.md"
@@ -96,6 +96,15 @@ def format_sweep_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _job_error(job_return: JobReturn) -> BaseException:
+    """The exception of a failed job (JobReturn raises it again when its value is read)."""
+    try:
+        job_return.return_value  # noqa: B018
+    except BaseException as error:  # noqa: BLE001
+        return error
+    raise AssertionError("the job did not fail")
+
+
 class SweepSummary(Callback):
     """Hydra callback: keep the sweep summary current as members end; say where it is at the end."""
 
@@ -105,8 +114,7 @@ class SweepSummary(Callback):
         if job_return.status == JobStatus.FAILED:
             member_dir = Path(config.hydra.runtime.output_dir)
             if not (member_dir / FAILED).exists():  # failed before `run` could record it
-                error = job_return._return_value
-                (member_dir / FAILED).write_text(f"{type(error).__name__}: {error}\n")
+                write_failure(member_dir, _job_error(job_return))
             print(f"sweep member failed, the others go on: {member_dir}")
         self._update(Path(config.hydra.sweep.dir))
 
