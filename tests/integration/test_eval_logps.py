@@ -22,6 +22,7 @@ def logged_val(run_dir: Path, step: int, name: str) -> float:
     return float(row[name])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("loss", "beta"), [("dpo", 0.3), ("ipo", 0.5)])
 def test_rescoring_at_the_runs_own_beta_reproduces_the_logged_val_loss(tmp_path: Path, loss, beta):
     cfg = compose_config([f"loss={loss}", f"beta={beta}", "save_eval_logps=true"])
