@@ -88,6 +88,26 @@ def read_runs(root: Path) -> list[RunRecord]:
     return [read_run(path) for path in find_run_dirs(root)]
 
 
+def read_wandb_runs(project: str, group: str | None = None) -> list[RunRecord]:
+    """The same records from the W&B API (needs network and a login): `entity/project`, one group."""
+    import wandb
+
+    filters = {"group": group} if group else {}
+    records = []
+    for run in wandb.Api().runs(project, filters=filters):
+        history = run.history(pandas=True).rename(columns={"_step": "step"})
+        summary = {
+            "metrics": {k: v for k, v in run.summary.items() if isinstance(v, int | float) and "/" in k},
+            "wall_time_s": run.summary.get("_runtime"),
+        }
+        status = {"finished": "finished", "failed": "failed", "crashed": "failed"}.get(
+            run.state, "incomplete"
+        )
+        params = {key: value for key, value in run.config.items() if key not in IGNORED_PARAMS}
+        records.append(RunRecord(Path(run.name), status, params, summary=summary, history=history))
+    return records
+
+
 def _read_params(path: Path) -> dict[str, Any]:
     """The resolved config when the run got far enough to write it, else Hydra's composed copy."""
     for candidate in (path / "config.yaml", path / ".hydra" / "config.yaml"):
@@ -130,7 +150,7 @@ def build_table(runs: list[RunRecord], root: Path) -> pd.DataFrame:
     bests = [name for name in BEST_METRICS if any(name in run.final for run in runs)]
     rows = []
     for run in runs:
-        row: dict[str, Any] = {"run": str(run.path.relative_to(root)) or ".", "status": run.status}
+        row: dict[str, Any] = {"run": run_id(run, root), "status": run.status}
         row.update({key: run.params.get(key) for key in params})
         row.update({name: run.final.get(name) for name in finals})
         row.update({f"best {name}": best_value(run, name) for name in bests})
@@ -139,6 +159,11 @@ def build_table(runs: list[RunRecord], root: Path) -> pd.DataFrame:
         row["error"] = run.error
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def run_id(run: RunRecord, root: Path) -> str:
+    """The run's folder relative to `root` (a W&B run's name as it is)."""
+    return str(run.path.relative_to(root)) if run.path.is_relative_to(root) else str(run.path)
 
 
 def format_markdown(table: pd.DataFrame) -> str:
@@ -269,7 +294,7 @@ def rescore_runs(
                 scores = rescore(tensors, loss=loss, beta=beta, loss_options=options)
                 rows.append(
                     {
-                        "run": str(run.path.relative_to(root)) or ".",
+                        "run": run_id(run, root),
                         "step": steps[-1],
                         "trained loss": own_loss,
                         "trained β": run.params.get("beta"),
@@ -292,10 +317,10 @@ def _loss_options(run: RunRecord) -> dict[str, Any]:
 # -- the command -------------------------------------------------------------------------------
 
 
-def compare(root: Path, out_dir: Path | None = None) -> pd.DataFrame:
-    """Write the table and plots for every run under `root`; return the table."""
+def compare(root: Path, out_dir: Path | None = None, runs: list[RunRecord] | None = None) -> pd.DataFrame:
+    """Write the table and plots for every run under `root` (or of `runs`); return the table."""
     root = Path(root)
-    runs = read_runs(root)
+    runs = read_runs(root) if runs is None else runs
     if not runs:
         raise FileNotFoundError(f"no run folders (with {SUMMARY} or {FAILED}) under {root}")
     out_dir = Path(out_dir or root / "compare")
@@ -313,6 +338,8 @@ def compare(root: Path, out_dir: Path | None = None) -> pd.DataFrame:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="dpo-exp compare", description=__doc__.split("\n")[0])
     parser.add_argument("folder", type=Path, help="a sweep folder, a run folder, or outputs/")
+    parser.add_argument("--wandb", default=None, help="read runs of this W&B entity/project instead")
+    parser.add_argument("--wandb-group", default=None, help="only this W&B group (a sweep)")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: <folder>/compare)")
     parser.add_argument("--rescore-beta", default=None, help="comma-separated β values, e.g. 0.05,0.1,0.5")
     parser.add_argument("--rescore-loss", default=None, help="comma-separated losses (default: each run's)")
@@ -322,7 +349,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     out_dir = args.out or args.folder / "compare"
-    table = compare(args.folder, out_dir)
+    runs = read_wandb_runs(args.wandb, args.wandb_group) if args.wandb else None
+    table = compare(args.folder, out_dir, runs)
     with pd.option_context("display.width", 200, "display.max_columns", None):
         print(table.drop(columns="error").to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     failed = table[table["status"] == "failed"]

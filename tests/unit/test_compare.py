@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from dpo_exp.compare import build_table, compare, read_runs, varying_params
+from dpo_exp.compare import build_table, compare, read_runs, read_wandb_runs, varying_params
 
 
 def write_run(root: Path, name: str, *, loss: str, beta: float, seed: int, val_losses: list[float], **final):
@@ -54,3 +54,31 @@ def test_compare_writes_every_plot_when_runs_carry_true_reward_and_kl(runs_root:
         assert (out / name).stat().st_size > 0, name
     markdown = (out / "runs.md").read_text().splitlines()
     assert len(markdown) == 2 + 4  # header, rule, one line per run
+
+
+def test_runs_read_from_the_wandb_api_fill_the_same_table(tmp_path: Path, monkeypatch):
+    """A stand-in for wandb.Api: the API itself needs a network and a login."""
+
+    class FakeRun:
+        def __init__(self, name, loss, beta, state):
+            self.name, self.state = name, state
+            self.config = {"loss.name": loss, "beta": beta, "run_name": name}
+            self.summary = {"val/loss": 0.4, "_runtime": 12.0, "_step": 3}
+
+        def history(self, pandas=True):
+            return pd.DataFrame({"_step": [1, 3], "val/loss": [0.6, 0.4]})
+
+    class FakeApi:
+        def runs(self, path, filters):
+            assert (path, filters) == ("me/dpo_exp", {"group": "20260101-000000"})
+            return [FakeRun("a", "dpo", 0.1, "finished"), FakeRun("b", "ipo", 0.1, "crashed")]
+
+    import wandb
+
+    monkeypatch.setattr(wandb, "Api", FakeApi)
+    runs = read_wandb_runs("me/dpo_exp", "20260101-000000")
+    table = compare(tmp_path, runs=runs).set_index("run")
+    assert list(table.index) == ["a", "b"] and list(table["loss.name"]) == ["dpo", "ipo"]
+    assert list(table["status"]) == ["finished", "failed"]
+    assert table.loc["a", "best val/loss"] == 0.4 and table.loc["a", "wall_time_s"] == 12.0
+    assert (tmp_path / "compare" / "metrics_vs_step.png").exists()
