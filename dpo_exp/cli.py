@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from dpo_exp.config import loss_options, validate_config
 from dpo_exp.data.module import PreferenceDataModule, prepare_data
 from dpo_exp.data.report import format_report
+from dpo_exp.eval_logps import EvalLogpsWriter
 from dpo_exp.models import load_policy, load_reference, load_tokenizer
 from dpo_exp.module import PreferenceModule
 from dpo_exp.ref_cache import cache_wanted, check_cache_config, load_or_compute
@@ -31,6 +32,7 @@ from dpo_exp.run_files import (
     write_json_atomically,
     write_resolved_config,
 )
+from dpo_exp.sweep_summary import sweep_group
 from dpo_exp.telemetry import TokenThroughput, model_flops_shape
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -56,7 +58,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
                 project=cfg.logger.project,
                 entity=cfg.logger.entity,
                 name=cfg.run_name,
-                group=cfg.logger.group,
+                group=cfg.logger.group or sweep_group(),
                 tags=[
                     f"loss:{cfg.loss.name}",
                     f"model:{cfg.model.name}",
@@ -78,7 +80,7 @@ def _flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [
         pair
         for key, value in tree.items()
-        for pair in _flatten(value, f"{prefix}{key}." if prefix or key else key)
+        for pair in _flatten(value, f"{prefix}.{key}" if prefix else str(key))
     ]
 
 
@@ -104,7 +106,16 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         write_failure(run_dir, error)
         raise
     finally:
+        finish_wandb_run()
         release_process_group(launch_environment)
+
+
+def finish_wandb_run() -> None:
+    """Close this run's W&B run, so the next sweep member in this process starts its own."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
 
 
 # Set by Lightning's launcher in the launching process; left behind, the next sweep member in
@@ -163,7 +174,10 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     throughput = TokenThroughput(
         cfg.trainer.log_every_n_steps, model=model_flops_shape(policy), peak_flops=float(cfg.speed.peak_flops)
     )
-    trainer = build_trainer(cfg, run_dir, callbacks=[throughput])
+    callbacks: list[L.Callback] = [throughput]
+    if cfg.save_eval_logps:
+        callbacks.append(EvalLogpsWriter(run_dir))
+    trainer = build_trainer(cfg, run_dir, callbacks=callbacks)
     trainer.fit(module, datamodule)
     if trainer.global_step % int(cfg.trainer.val_check_interval) != 0:
         trainer.validate(module, datamodule, verbose=False)
@@ -215,15 +229,27 @@ def pin_sweep_member(run_dir: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """Train one run; return its `objective` metric, which sweepers such as Optuna optimise."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         pin_sweep_member(run_dir)
-    run(cfg, run_dir)
+    summary = run(cfg, run_dir)
+    metrics = summary["metrics"]
+    if cfg.objective not in metrics:
+        print(f"objective {cfg.objective!r} is not among this run's metrics: {', '.join(metrics)}")
+        return None
+    return metrics[cfg.objective]
 
 
 def console_main() -> None:
-    """`dpo-exp [overrides]` trains like train.py; `dpo-exp data-report [overrides]` reports data."""
+    """`dpo-exp [overrides]` trains like train.py; `dpo-exp data-report [overrides]` reports data;
+    `dpo-exp compare <folder>` compares the runs under a folder."""
+    if len(sys.argv) > 1 and sys.argv[1] == "compare":
+        from dpo_exp import compare
+
+        compare.main(sys.argv[2:])
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "data-report":
         from dpo_exp import data_report
 

@@ -87,14 +87,17 @@ class PreferenceModule(L.LightningModule):
 
     # -- the step ----------------------------------------------------------------------------
 
-    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+    def _step(
+        self, batch: dict[str, torch.Tensor], stage: str
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Log the stage's metrics; return the mean loss and the per-example loss inputs."""
         step = self._paired_step if self.loss_spec.paired else self._unpaired_step
-        output, per_example = step(batch)
+        tensors, output, per_example = step(batch)
         per_example["loss"] = output.loss.detach()
         for name, value in output.metrics.items():
             per_example[name] = value
         self._log_means(per_example, stage)
-        return output.loss.mean()
+        return output.loss.mean(), tensors
 
     def _log_means(self, per_example: dict[str, torch.Tensor], stage: str) -> None:
         """Log each metric as its mean over all examples of all processes (not a mean of means)."""
@@ -124,7 +127,9 @@ class PreferenceModule(L.LightningModule):
         inputs = {name: tensors[name] for name in loss_inputs(self.loss_spec)}
         return self.loss_spec.fn(**inputs, beta=self.beta, **self.loss_options)
 
-    def _paired_step(self, batch: dict[str, torch.Tensor]) -> tuple[LossOutput, dict[str, torch.Tensor]]:
+    def _paired_step(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], LossOutput, dict[str, torch.Tensor]]:
         """The loss on chosen‖rejected rows, and per-pair metric values."""
         logps, ntokens = self.sequence_logps(self.policy, batch)
         policy_chosen_logps, policy_rejected_logps = split_pairs(logps)
@@ -150,9 +155,11 @@ class PreferenceModule(L.LightningModule):
                 "rewards/accuracy": (output.chosen_rewards > output.rejected_rewards).float(),
             }
         )
-        return output, per_example
+        return tensors, output, per_example
 
-    def _unpaired_step(self, batch: dict[str, torch.Tensor]) -> tuple[LossOutput, dict[str, torch.Tensor]]:
+    def _unpaired_step(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], LossOutput, dict[str, torch.Tensor]]:
         """The loss on labelled completions; "chosen" metrics are the desirable examples'."""
         policy_logps, _ = self.sequence_logps(self.policy, batch)
         ref_logps = self.reference_logps(batch)
@@ -177,7 +184,7 @@ class PreferenceModule(L.LightningModule):
             "rewards/rejected": output.rejected_rewards,
             "rewards/accuracy": (above_baseline == desirable).float(),
         }
-        return output, per_example
+        return tensors, output, per_example
 
     def _kl_baseline(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """KTO's z0: mean log-ratio on mismatched pairs, clamped at 0, averaged over processes."""
@@ -190,10 +197,12 @@ class PreferenceModule(L.LightningModule):
         return kl.clamp(min=0)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        return self._step(batch, "train")[0]
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        # The per-example loss inputs go to callbacks (EvalLogpsWriter keeps them for re-scoring).
+        _, tensors = self._step(batch, "val")
+        return {"index": batch["index"], **{name: value.detach() for name, value in tensors.items()}}
 
     # -- optimisation ------------------------------------------------------------------------
 

@@ -65,7 +65,7 @@ def test_reference_equal_to_policy_gives_the_textbook_first_loss(beta):
 def _loss(module: PreferenceModule, datamodule: PreferenceDataModule) -> torch.Tensor:
     batch = first_batch(datamodule)
     step = module._paired_step if module.loss_spec.paired else module._unpaired_step
-    output, _ = step(batch)
+    _, output, _ = step(batch)
     return output.loss.mean()
 
 

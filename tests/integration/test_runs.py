@@ -127,11 +127,5 @@ def test_an_empty_dataset_after_filtering_is_an_error(tmp_path: Path):
         run(cfg, tmp_path / "run")
 
 
-def test_wandb_logger_writes_an_offline_run(tmp_path: Path):
-    summary = run(compose_config(["logger=wandb", *TWO_STEPS]), tmp_path)
-    assert summary["global_step"] == 2
-    assert list((tmp_path / "wandb").glob("offline-run-*"))
-
-
 def test_shared_data_is_where_the_tests_expect_it():
     assert (SHARED_DATA / "hh_helpful_base.train.jsonl.gz").exists()

@@ -1,0 +1,76 @@
+"""Sweeps through the real command line: a β × loss grid, a failing member, and `compare` on them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dpo_exp.compare import compare
+from tests.conftest import PROJECT_ROOT
+from tests.helpers import FAST
+
+pytestmark = pytest.mark.slow
+
+
+def multirun(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "train.py", "-m", *FAST, f"output_root={tmp_path}", *overrides]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_beta_by_loss_grid_runs_every_member_and_compare_tables_them(tmp_path: Path):
+    result = multirun(tmp_path, "beta=0.1,0.5", "loss=dpo,ipo")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "sweeps").iterdir()
+    members = sorted(path.name for path in sweep_dir.iterdir() if path.is_dir())
+    assert members == [
+        "0_dpo_tiny_arithmetic_beta0.1_seed0",
+        "1_ipo_tiny_arithmetic_beta0.1_seed0",
+        "2_dpo_tiny_arithmetic_beta0.5_seed0",
+        "3_ipo_tiny_arithmetic_beta0.5_seed0",
+    ]
+    assert all((sweep_dir / member / "summary.json").exists() for member in members)
+    sweep_summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert (sweep_summary["finished"], sweep_summary["failed"]) == (4, 0)
+    assert f"sweep folder: {sweep_dir}" in result.stdout
+
+    table = compare(sweep_dir)
+    out = sweep_dir / "compare"
+    for name in ("runs.csv", "runs.md", "metrics_vs_step.png", "final_vs_beta.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert not (out / "frontier.png").exists()  # no eval/true_reward in these runs
+    written = pd.read_csv(out / "runs.csv")
+    assert len(written) == len(table) == 4
+    assert sorted(zip(written["loss.name"], written["beta"], strict=True)) == [
+        ("dpo", 0.1),
+        ("dpo", 0.5),
+        ("ipo", 0.1),
+        ("ipo", 0.5),
+    ]
+    assert set(written["status"]) == {"finished"}
+    assert (written["tokens_per_s"] > 0).all() and written["val/loss"].notna().all()
+    assert "| loss.name | beta |" in (out / "runs.md").read_text()
+
+
+def test_a_failing_member_is_reported_and_the_others_finish(tmp_path: Path):
+    result = multirun(tmp_path, "beta=-1,0.1", "loss=dpo")
+    assert result.returncode != 0  # the exit code says a member failed
+    (sweep_dir,) = (tmp_path / "sweeps").iterdir()
+    assert (sweep_dir / "1_dpo_tiny_arithmetic_beta0.1_seed0" / "summary.json").exists()
+    failed_member = sweep_dir / "0_dpo_tiny_arithmetic_beta-1_seed0"
+    assert "beta must be a finite number > 0" in (failed_member / "failed.txt").read_text()
+    sweep_summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert (sweep_summary["finished"], sweep_summary["failed"]) == (1, 1)
+    failed, finished = sweep_summary["runs"]
+    assert failed["status"] == "failed" and "beta must be a finite number > 0" in failed["error"]
+    assert finished["status"] == "finished" and "val/loss" in finished["metrics"]
+
+    table = compare(sweep_dir).set_index("beta")
+    assert table.loc[-1, "status"] == "failed" and "beta must be" in table.loc[-1, "error"]
+    assert table.loc[0.1, "status"] == "finished"
