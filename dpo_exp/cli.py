@@ -17,6 +17,7 @@ from hydra.types import RunMode
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from dpo_exp.checkpoints import check_checkpoint, checkpoint_callback, find_resume_checkpoint
 from dpo_exp.config import loss_options, validate_config
 from dpo_exp.data.module import PreferenceDataModule, prepare_data
 from dpo_exp.data.report import format_report
@@ -27,6 +28,7 @@ from dpo_exp.ref_cache import cache_wanted, check_cache_config, load_or_compute
 from dpo_exp.run_files import (
     SUMMARY,
     config_hash,
+    keep_earlier_metrics,
     library_versions,
     write_failure,
     write_json_atomically,
@@ -138,6 +140,11 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     spec = validate_config(cfg)
     check_cache_config(cfg.reference, spec)
+    resume_from = find_resume_checkpoint(cfg.resume, run_dir)
+    if resume_from is not None:
+        check_checkpoint(resume_from)
+        print(f"resuming from {resume_from}")
+        keep_earlier_metrics(run_dir)
     write_resolved_config(cfg, run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -175,10 +182,12 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         cfg.trainer.log_every_n_steps, model=model_flops_shape(policy), peak_flops=float(cfg.speed.peak_flops)
     )
     callbacks: list[L.Callback] = [throughput]
+    if cfg.trainer.enable_checkpointing:
+        callbacks.append(checkpoint_callback(run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.keep_last))
     if cfg.save_eval_logps:
         callbacks.append(EvalLogpsWriter(run_dir))
     trainer = build_trainer(cfg, run_dir, callbacks=callbacks)
-    trainer.fit(module, datamodule)
+    trainer.fit(module, datamodule, ckpt_path=resume_from, weights_only=True)
     if trainer.global_step % int(cfg.trainer.val_check_interval) != 0:
         trainer.validate(module, datamodule, verbose=False)
 
@@ -190,6 +199,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "seed": int(cfg.seed),
         "config_hash": config_hash(cfg),
         "global_step": trainer.global_step,
+        "resumed_from": None if resume_from is None else str(resume_from),
         "metrics": {name: float(value) for name, value in sorted(trainer.callback_metrics.items())},
         "wall_time_s": time.perf_counter() - start,
         "train_time_s": throughput.train_seconds,

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from transformers import PreTrainedModel, get_scheduler
 
+from dpo_exp.checkpoints import restore_rng_state, rng_state
 from dpo_exp.logprobs import split_pairs
 from dpo_exp.losses import LossOutput, get_loss, loss_inputs
 from dpo_exp.scoring import score_sequences
@@ -51,11 +52,14 @@ class PreferenceModule(L.LightningModule):
         return self
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_state"] = rng_state()
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("reference.")]:
             del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_state" in checkpoint:
+            restore_rng_state(checkpoint["rng_state"])
         # The reference is rebuilt from config, never read back; restore its keys so loading stays strict.
         if self.reference is not None:
             reference_state = {f"reference.{k}": v for k, v in self.reference.state_dict().items()}

@@ -50,3 +50,11 @@ def write_json_atomically(data: dict[str, Any], path: Path) -> None:
 
 def write_failure(run_dir: Path, error: BaseException) -> None:
     (run_dir / FAILED).write_text(f"{type(error).__name__}: {error}\n")
+
+
+def keep_earlier_metrics(run_dir: Path) -> None:
+    """Before a resumed run writes metrics.csv afresh, keep the interrupted run's as metrics.partN.csv."""
+    metrics = run_dir / "metrics.csv"
+    if metrics.exists():
+        part = 1 + len(list(run_dir.glob("metrics.part*.csv")))
+        metrics.rename(run_dir / f"metrics.part{part}.csv")

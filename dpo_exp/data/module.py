@@ -123,6 +123,10 @@ class PreferenceDataModule(L.LightningDataModule):
             world_size=world_size,
             rank=rank,
         )
+        if self.trainer is not None and self.trainer.global_step:
+            # Resumed from a checkpoint: Lightning restored the step before asking for data.
+            batches_done = self.trainer.global_step * self.trainer.accumulate_grad_batches
+            sampler.resume_at(self.trainer.current_epoch, batches_done % len(sampler))
         return DataLoader(items, batch_sampler=sampler, collate_fn=self.train_collate)
 
     def val_dataloader(self) -> DataLoader:

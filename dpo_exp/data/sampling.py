@@ -23,6 +23,16 @@ def row_length(item: IndexedItem) -> int:
     return len(record.prompt_ids) + max(len(ids) for ids in completions)
 
 
+class EpochClock:
+    """The epoch a batch sampler draws. Lightning calls `set_epoch` on `batch_sampler.sampler`."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
 class GlobalBatchSampler(Sampler[list[int]]):
     """Global batches of `batch_size × world_size` examples; each process takes its contiguous share.
 
@@ -51,11 +61,24 @@ class GlobalBatchSampler(Sampler[list[int]]):
         self.group_by_length = group_by_length
         self.world_size = world_size
         self.rank = rank
-        self.epoch = 0
+        self.sampler = EpochClock()
+        self.resume_epoch, self.resume_batch = 0, 0  # set on resume: where training stopped
+
+    def resume_at(self, epoch: int, batch: int) -> None:
+        """Continue mid-epoch: passes over `epoch` start at `batch`; other epochs start at 0.
+
+        Lightning may start iterating an epoch more than once (a prefetch, then the loop), so
+        the skip belongs to the epoch, not to the first iteration.
+        """
+        self.set_epoch(epoch)
+        self.resume_epoch, self.resume_batch = epoch, batch
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at the start of every epoch."""
-        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
 
     def global_batches(self, epoch: int) -> list[list[int]]:
         rng = random.Random(f"{self.seed}:{epoch}")
@@ -75,7 +98,8 @@ class GlobalBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         share = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
-        for batch in self.global_batches(self.epoch):
+        start = self.resume_batch if self.epoch == self.resume_epoch else 0
+        for batch in self.global_batches(self.epoch)[start:]:
             yield batch[share]
 
     def __len__(self) -> int:

@@ -67,3 +67,22 @@ def test_order_is_reproducible_and_changes_between_epochs():
     assert epoch0 == list(second)
     first.set_epoch(1)
     assert list(first) != epoch0
+
+
+def test_lightning_reaches_the_epoch_through_the_dataloader():
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+    from torch.utils.data import DataLoader
+
+    sampler = GlobalBatchSampler(list(range(64)), 4, seed=3)
+    loader = DataLoader(list(range(64)), batch_sampler=sampler)
+    _set_sampler_epoch(loader, 2)
+    assert sampler.epoch == 2 and [b.tolist() for b in loader] == sampler.global_batches(2)
+
+
+def test_resuming_mid_epoch_skips_the_batches_done_in_every_pass_over_that_epoch():
+    sampler = GlobalBatchSampler(list(range(40)), 4, seed=0)
+    epoch1 = sampler.global_batches(1)
+    sampler.resume_at(1, 3)
+    assert list(sampler) == epoch1[3:] and list(sampler) == epoch1[3:]  # a prefetch pass, then the loop's
+    sampler.set_epoch(2)
+    assert list(sampler) == sampler.global_batches(2)
