@@ -9,15 +9,16 @@ import torch
 from transformers import PreTrainedModel, get_scheduler
 
 from dpo_exp.logprobs import sequence_logps, split_pairs
+from dpo_exp.lora import is_lora, reference_mode
 from dpo_exp.losses import LossOutput, get_loss, loss_inputs
 
 
 class PreferenceModule(L.LightningModule):
     """Preference optimisation of `policy` against a frozen `reference` with a registered loss.
 
-    The reference is `None` for reference-free losses (ORPO, SimPO) and when reference log-probs
-    arrive with the batch (a precomputed cache). It is kept in eval mode, out of the optimizer and
-    out of checkpoints.
+    The reference is `None` for reference-free losses (ORPO, SimPO), when reference log-probs
+    arrive with the batch (a precomputed cache), and for a LoRA policy, whose own base (adapter
+    off) is the reference. It is kept in eval mode, out of the optimizer and out of checkpoints.
     """
 
     def __init__(
@@ -73,6 +74,9 @@ class PreferenceModule(L.LightningModule):
     def reference_logps(self, batch: dict[str, torch.Tensor], prefix: str = "") -> torch.Tensor:
         if f"{prefix}ref_logps" in batch:
             return batch[f"{prefix}ref_logps"]
+        if self.reference is None and is_lora(self.policy):
+            with reference_mode(self.policy):
+                return self.sequence_logps(self.policy, batch, prefix)[0]
         if self.reference is None:
             raise RuntimeError(
                 "this loss needs reference log-probs, but no reference model or cache was given"
