@@ -18,6 +18,7 @@ LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
 ADAPTER_REFERENCES = ("base", "adapter")
 QUANTIZATIONS = ("4bit",)
 EXPORT_LORA = ("merged", "adapter")
+CASTING_PRECISIONS = ("bf16-true", "16-true", "64-true")  # Lightning casts every weight to these
 
 
 class ModelConfigError(ValueError):
@@ -89,7 +90,7 @@ def check_quantization(model_cfg: Any, precision: Any) -> None:
         raise ModelConfigError("model.quantization trains through LoRA: set model.lora or model.adapter_path")
     if model_cfg.get("path") is None:
         raise ModelConfigError("model.quantization needs a pretrained model.path to quantize")
-    if str(precision).endswith("-true"):
+    if str(precision) in CASTING_PRECISIONS:
         raise ModelConfigError(
             f"model.quantization: trainer.precision={precision} would cast the 4-bit weights; use bf16-mixed"
         )
