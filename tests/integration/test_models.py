@@ -156,6 +156,17 @@ def test_activation_checkpointing_gives_the_same_gradients(family_dirs):
 # -- LoRA ------------------------------------------------------------------------------------
 
 
+def test_lora_with_activation_checkpointing_reaches_the_first_layer(family_dirs):
+    # Frozen embeddings give checkpointed layers no input that requires grad; the adapters must still learn.
+    cfg = compose(family_dirs["llama"], "llama", LORA, "model.activation_checkpointing=true")
+    module, batch = assemble(cfg)
+    assert module.policy.base_model.model.is_activation_checkpointing
+    module.train()
+    module.sequence_logps(module.policy, batch)[0].sum().backward()
+    first_layer = [p for n, p in module.policy.named_parameters() if "layers.0." in n and "lora_B" in n]
+    assert first_layer and all(p.grad is not None and p.grad.abs().sum() > 0 for p in first_layer)
+
+
 def test_adapter_off_reference_equals_a_separately_loaded_base(family_dirs):
     # GPT-2 has dropout 0.1: the reference must be computed in eval mode even while training.
     cfg = compose(family_dirs["gpt2"], "gpt2", LORA)
