@@ -22,6 +22,7 @@ from dpo_exp.config import loss_options, validate_config
 from dpo_exp.data.module import PreferenceDataModule, prepare_data
 from dpo_exp.data.report import format_report
 from dpo_exp.eval_logps import EvalLogpsWriter
+from dpo_exp.export import EXPORT_DIR, export_policy
 from dpo_exp.models import load_policy, load_reference, load_tokenizer
 from dpo_exp.module import PreferenceModule
 from dpo_exp.ref_cache import cache_wanted, check_cache_config, load_or_compute
@@ -212,6 +213,9 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "versions": library_versions(),
     }
     if trainer.is_global_zero:
+        if cfg.export.save:
+            summary["export_dir"] = str(run_dir / EXPORT_DIR)
+            export_policy(module.policy, tokenizer, run_dir / EXPORT_DIR, cfg=cfg, summary=summary)
         write_json_atomically(summary, run_dir / SUMMARY)
         print(headline(summary))
     return summary

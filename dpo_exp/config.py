@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dpo_exp.data.sources import get_source
 from dpo_exp.losses import LossSpec, get_loss, loss_hyperparameters
+from dpo_exp.model_config import check_model_config
 
 
 class ConfigError(ValueError):
@@ -25,6 +26,7 @@ def validate_config(cfg: DictConfig) -> LossSpec:
     spec = get_loss(cfg.loss.name)
     check_loss_options(cfg.loss, spec)
     check_data(cfg.data)
+    check_model_config(cfg)
     check_positive_number(cfg.optim.lr, "optim.lr")
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")

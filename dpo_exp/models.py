@@ -9,6 +9,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from dpo_exp.lora import apply_lora, quantization_config, uses_lora
 from dpo_exp.tokenizer import build_char_tokenizer
 
 
@@ -31,9 +32,19 @@ def _dtype(name: str | None) -> torch.dtype | None:
 
 
 def load_policy(model_cfg: Any, tokenizer: Any) -> PreTrainedModel:
+    """The trainable policy: the base model, checkpointed and wrapped in LoRA as the config says."""
+    model = load_base(model_cfg, tokenizer)
+    if model_cfg.get("activation_checkpointing") and model_cfg.get("quantization") is None:
+        model.activation_checkpointing_enable()  # QLoRA's preparation enables it itself
+    return apply_lora(model, model_cfg)
+
+
+def load_base(model_cfg: Any, tokenizer: Any) -> PreTrainedModel:
     """`from_pretrained(path)` when the config names a path or hub id, else a fresh tiny model."""
     if model_cfg.get("path") is not None:
-        return load_pretrained(model_cfg.path, model_cfg, dtype=model_cfg.get("dtype"))
+        return load_pretrained(
+            model_cfg.path, model_cfg, dtype=model_cfg.get("dtype"), **quantization_config(model_cfg)
+        )
     architecture = OmegaConf.to_container(model_cfg.config, resolve=True)
     config = AutoConfig.for_model(
         model_cfg.architecture,
@@ -47,8 +58,9 @@ def load_policy(model_cfg: Any, tokenizer: Any) -> PreTrainedModel:
     return model
 
 
-def load_pretrained(path: str, model_cfg: Any, *, dtype: str | None) -> PreTrainedModel:
+def load_pretrained(path: str, model_cfg: Any, *, dtype: str | None, **extra: Any) -> PreTrainedModel:
     kwargs = {
+        **extra,
         "revision": model_cfg.get("revision"),
         "dtype": _dtype(dtype),
         "trust_remote_code": bool(model_cfg.get("trust_remote_code")),
@@ -58,8 +70,13 @@ def load_pretrained(path: str, model_cfg: Any, *, dtype: str | None) -> PreTrain
     return AutoModelForCausalLM.from_pretrained(path, **kwargs)
 
 
-def load_reference(model_cfg: Any, policy: PreTrainedModel) -> PreTrainedModel:
-    """The frozen reference: `ref_path` when given, else a copy of the initial policy."""
+def load_reference(model_cfg: Any, policy: PreTrainedModel) -> PreTrainedModel | None:
+    """The frozen reference: `ref_path` when given, else a copy of the initial policy.
+
+    None for a LoRA policy without `ref_path`: its own base (adapter off) is the reference.
+    """
+    if model_cfg.get("ref_path") is None and uses_lora(model_cfg):
+        return None
     if model_cfg.get("ref_path") is not None:
         reference = load_pretrained(model_cfg.ref_path, model_cfg, dtype=model_cfg.get("ref_dtype"))
     else:

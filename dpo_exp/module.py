@@ -10,6 +10,7 @@ from transformers import PreTrainedModel, get_scheduler
 
 from dpo_exp.checkpoints import restore_rng_state, rng_state
 from dpo_exp.logprobs import split_pairs
+from dpo_exp.lora import is_lora, reference_mode
 from dpo_exp.losses import LossOutput, get_loss, loss_inputs
 from dpo_exp.scoring import score_sequences
 
@@ -17,9 +18,9 @@ from dpo_exp.scoring import score_sequences
 class PreferenceModule(L.LightningModule):
     """Preference optimisation of `policy` against a frozen `reference` with a registered loss.
 
-    The reference is `None` for reference-free losses (ORPO, SimPO) and when reference log-probs
-    arrive with the batch (a precomputed cache). It is kept in eval mode, out of the optimizer and
-    out of checkpoints.
+    The reference is `None` for reference-free losses (ORPO, SimPO), when reference log-probs
+    arrive with the batch (a precomputed cache), and for a LoRA policy, whose own base (adapter
+    off) is the reference. It is kept in eval mode, out of the optimizer and out of checkpoints.
     """
 
     def __init__(
@@ -82,6 +83,9 @@ class PreferenceModule(L.LightningModule):
     def reference_logps(self, batch: dict[str, torch.Tensor], prefix: str = "") -> torch.Tensor:
         if f"{prefix}ref_logps" in batch:
             return batch[f"{prefix}ref_logps"]
+        if self.reference is None and is_lora(self.policy):
+            with reference_mode(self.policy):
+                return self.sequence_logps(self.policy, batch, prefix)[0]
         if self.reference is None:
             raise RuntimeError(
                 "this loss needs reference log-probs, but no reference model or cache was given"

@@ -1,0 +1,72 @@
+"""The trained policy, handed back as a Hugging Face model folder: weights, tokenizer, model card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from transformers import PreTrainedModel
+
+from dpo_exp.lora import TRAINED_ADAPTER, is_lora
+
+EXPORT_DIR = "model"  # inside the run folder
+
+
+def export_policy(
+    policy: PreTrainedModel, tokenizer: Any, directory: Path, *, cfg: DictConfig, summary: dict[str, Any]
+) -> Path:
+    """`save_pretrained` the policy and its tokenizer into `directory`, with a model card (README.md).
+
+    A LoRA policy is merged into its base (`export.lora=merged`, in place: call this after
+    training) or saved as the adapter alone (`export.lora=adapter`), which
+    `AutoModelForCausalLM.from_pretrained` loads on top of the base named in its adapter_config.json.
+    """
+    model = policy
+    if is_lora(policy) and cfg.export.lora == "merged":
+        model = policy.merge_and_unload()
+    if is_lora(model):
+        # Only the trained adapter: a frozen reference copy of the starting adapter is not the result.
+        model.save_pretrained(directory, selected_adapters=[TRAINED_ADAPTER])
+    else:
+        model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    (directory / "README.md").write_text(model_card(cfg, summary, adapter=is_lora(model)))
+    return directory
+
+
+def model_card(cfg: DictConfig, summary: dict[str, Any], *, adapter: bool) -> str:
+    """A short card: what was trained on what, the final metrics, and the full resolved config."""
+    base = cfg.model.get("path")
+    front_matter = [
+        "---",
+        f"library_name: {'peft' if adapter else 'transformers'}",
+        *([f"base_model: {base}"] if base else []),
+        "tags: [dpo_exp, preference-optimization, " + str(cfg.loss.name) + "]",
+        "---",
+    ]
+    metrics = summary.get("metrics", {})
+    rows = [f"| `{name}` | {value:.6g} |" for name, value in sorted(metrics.items())]
+    lines = [
+        *front_matter,
+        "",
+        f"# {cfg.run_name}",
+        "",
+        f"Trained with dpo_exp: loss `{cfg.loss.name}`, beta {cfg.beta}, data `{cfg.data.name}`, "
+        f"{summary.get('global_step', '?')} steps from `{base or cfg.model.name}`"
+        + (" (LoRA adapter; loads its base by path)." if adapter else "."),
+        "",
+        "## Final metrics",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *rows,
+        "",
+        "## Config",
+        "",
+        "```yaml",
+        OmegaConf.to_yaml(cfg, resolve=True).rstrip(),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
