@@ -23,6 +23,7 @@ from dpo_exp.data.module import PreferenceDataModule, prepare_data
 from dpo_exp.data.report import format_report
 from dpo_exp.eval_logps import EvalLogpsWriter
 from dpo_exp.export import EXPORT_DIR, export_policy
+from dpo_exp.guards import NonFiniteGuard
 from dpo_exp.models import load_policy, load_reference, load_tokenizer
 from dpo_exp.module import PreferenceModule
 from dpo_exp.ref_cache import cache_wanted, check_cache_config, load_or_compute
@@ -182,7 +183,8 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     throughput = TokenThroughput(
         cfg.trainer.log_every_n_steps, model=model_flops_shape(policy), peak_flops=float(cfg.speed.peak_flops)
     )
-    callbacks: list[L.Callback] = [throughput]
+    guard = NonFiniteGuard(cfg.nonfinite)
+    callbacks: list[L.Callback] = [throughput, guard]
     if cfg.trainer.enable_checkpointing:
         callbacks.append(checkpoint_callback(run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.keep_last))
     if cfg.save_eval_logps:
@@ -200,6 +202,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "seed": int(cfg.seed),
         "config_hash": config_hash(cfg),
         "global_step": trainer.global_step,
+        "skipped_steps": guard.skipped_steps,
         "resumed_from": None if resume_from is None else str(resume_from),
         "metrics": {name: float(value) for name, value in sorted(trainer.callback_metrics.items())},
         "wall_time_s": time.perf_counter() - start,

@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dpo_exp.data.sources import get_source
+from dpo_exp.guards import ACTIONS as NONFINITE_ACTIONS
 from dpo_exp.losses import LossSpec, get_loss, loss_hyperparameters
 from dpo_exp.model_config import check_model_config
 
@@ -28,6 +29,8 @@ def validate_config(cfg: DictConfig) -> LossSpec:
     check_data(cfg.data)
     check_model_config(cfg)
     check_positive_number(cfg.optim.lr, "optim.lr")
+    if cfg.nonfinite not in NONFINITE_ACTIONS:
+        raise ConfigError(f"nonfinite must be one of {', '.join(NONFINITE_ACTIONS)}, got {cfg.nonfinite!r}")
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
     return spec

@@ -77,6 +77,7 @@ def test_every_loss_yaml_names_a_registered_loss():
         ),
         (["data=pairs"], ConfigError, "required values are not set: data.train_path"),
         (["seed=1.5"], ConfigError, "seed must be an integer"),
+        (["nonfinite=ignore"], ConfigError, "nonfinite must be one of stop, skip"),
     ],
 )
 def test_bad_settings_fail_before_anything_loads(overrides, error, message, tmp_path):
