@@ -89,17 +89,29 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -
     )
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train one run into `run_dir`; return its summary (also written to summary.json at the end)."""
+def run(
+    cfg: DictConfig,
+    run_dir: Path,
+    *,
+    callbacks: list[L.Callback] | None = None,
+    extra_summary: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train one run into `run_dir`; return its summary (also written to summary.json at the end).
+
+    `callbacks` join the trainer's; `extra_summary` is merged into the summary (the pipeline's
+    reference figures and stage folders).
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _run(cfg, run_dir)
+        return _run(cfg, run_dir, callbacks or [], extra_summary or {})
     except BaseException as error:
         write_failure(run_dir, error)
         raise
 
 
-def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def _run(
+    cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback], extra_summary: dict[str, Any]
+) -> dict[str, Any]:
     start = time.perf_counter()
     spec = validate_config(cfg)
     write_resolved_config(cfg, run_dir)
@@ -129,7 +141,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         seed=cfg.seed,
     )
     throughput = TokenThroughput(cfg.trainer.log_every_n_steps)
-    trainer = build_trainer(cfg, run_dir, callbacks=[throughput])
+    trainer = build_trainer(cfg, run_dir, callbacks=[throughput, *callbacks])
     trainer.fit(module, datamodule)
     if trainer.global_step % int(cfg.trainer.val_check_interval) != 0:
         trainer.validate(module, datamodule, verbose=False)
@@ -149,6 +161,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "padding_fraction": throughput.padding_fraction,
         "data": {"train": vars(data.train.report), "validation": vars(data.validation.report)},
         "versions": library_versions(),
+        **extra_summary,
     }
     if trainer.is_global_zero:
         write_json_atomically(summary, run_dir / SUMMARY)
@@ -165,7 +178,13 @@ def headline(summary: dict[str, Any]) -> str:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.get("task") is None:
+        run(cfg, run_dir)
+        return
+    from dpo_exp.pipeline.run import run_pipeline  # the built-in experiment: SFT -> sample -> train
+
+    run_pipeline(cfg, run_dir)
 
 
 def console_main() -> None:
