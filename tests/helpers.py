@@ -25,7 +25,9 @@ FAST_TRAINER = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 ]
-FAST = FAST_MODEL + FAST_DATA + FAST_TRAINER
+# One preference run on `data`, not the built-in pipeline (the default config's `task`).
+SINGLE_RUN = ["task=null"]
+FAST = SINGLE_RUN + FAST_MODEL + FAST_DATA + FAST_TRAINER
 
 
 def compose_config(overrides: list[str] | None = None, *, fast: bool = True) -> DictConfig:

@@ -225,6 +225,12 @@ class PipelineContext:
         cfg = self.cfg.copy()
         paired = validate_config(cfg).paired
         kind = "pairs" if paired else "unpaired"
+        for split in ("train", "val"):
+            if not read_jsonl(sample.path / split_files(split)[kind]):
+                raise ValueError(
+                    f"no prompt of the {split} split gave a usable {kind} example (see [sample] above): "
+                    "train the SFT model longer, or draw more samples (sample.num_samples)"
+                )
         with open_dict(cfg):
             cfg.model.path = str(sft.path / MODEL_DIR)
             cfg.data.source = kind
