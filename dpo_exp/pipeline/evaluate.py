@@ -79,7 +79,9 @@ def evaluate_policy(
     }
 
 
-def mean_reward(problems: list[Problem], completions: list[list[int]], tokenizer: Any, reward: Reward) -> float:
+def mean_reward(
+    problems: list[Problem], completions: list[list[int]], tokenizer: Any, reward: Reward
+) -> float:
     scores = [
         reward(problem.prompt, decode(tokenizer, ids), problem.answer)
         for problem, ids in zip(problems, completions, strict=True)
@@ -126,9 +128,13 @@ class TrueRewardEval(L.Callback):
 
     def evaluate(self, policy: PreTrainedModel) -> dict[str, float]:
         self.reference.to(next(policy.parameters()).device)
-        metrics = evaluate_policy(policy, self.reference, self.tokenizer, self.problems, self.reward, **self.options)
+        metrics = evaluate_policy(
+            policy, self.reference, self.tokenizer, self.problems, self.reward, **self.options
+        )
         if self.drift_pairs:
-            metrics.update(logprob_drift(policy, self.reference, self.drift_pairs, self.tokenizer.pad_token_id))
+            metrics.update(
+                logprob_drift(policy, self.reference, self.drift_pairs, self.tokenizer.pad_token_id)
+            )
         return metrics
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

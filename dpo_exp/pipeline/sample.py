@@ -118,7 +118,9 @@ def label_stats(labelled: list[Labelled], threshold: float) -> dict[str, float]:
         "samples": samples,
         "mean_reward": sum(sum(item.rewards) for item in labelled) / max(samples, 1),
         "prompts_with_pair": sum(len(set(item.rewards)) > 1 for item in labelled),
-        "prompts_all_pass": sum(count == len(item.rewards) for count, item in zip(passing, labelled)),
+        "prompts_all_pass": sum(
+            count == len(item.rewards) for count, item in zip(passing, labelled, strict=True)
+        ),
         "prompts_all_fail": sum(count == 0 for count in passing),
     }
 

@@ -25,14 +25,27 @@ from dpo_exp.models import freeze, load_policy, load_pretrained, load_tokenizer
 from dpo_exp.pipeline.cache import StageResult, cached_stage
 from dpo_exp.pipeline.evaluate import TrueRewardEval, evaluate_policy
 from dpo_exp.pipeline.generation import load_function
-from dpo_exp.pipeline.sample import PAIR_MODES, STATS, format_stats, sample_and_label, split_files, write_split
+from dpo_exp.pipeline.sample import (
+    PAIR_MODES,
+    STATS,
+    format_stats,
+    sample_and_label,
+    split_files,
+    write_split,
+)
 from dpo_exp.pipeline.sft import (
     SupervisedModule,
     optim_settings,
     supervised_loader,
     tokenize_demonstrations,
 )
-from dpo_exp.run_files import SUMMARY, config_hash, library_versions, write_json_atomically, write_resolved_config
+from dpo_exp.run_files import (
+    SUMMARY,
+    config_hash,
+    library_versions,
+    write_json_atomically,
+    write_resolved_config,
+)
 from dpo_exp.tasks import Problem
 
 SPLITS = ("eval", "tune", "sft", "sample", "sample_val")  # disjoint problem sets, drawn in this order
@@ -50,7 +63,9 @@ def validate_pipeline(cfg: DictConfig) -> None:
     if cfg.method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
     if cfg.sample.pair_mode not in PAIR_MODES:
-        raise ConfigError(f"sample.pair_mode must be one of {', '.join(PAIR_MODES)}, got {cfg.sample.pair_mode!r}")
+        raise ConfigError(
+            f"sample.pair_mode must be one of {', '.join(PAIR_MODES)}, got {cfg.sample.pair_mode!r}"
+        )
     if cfg.evaluate.split not in ("eval", "tune"):
         raise ConfigError(f"evaluate.split must be eval (held out) or tune, got {cfg.evaluate.split!r}")
     for split in SPLITS:
@@ -131,7 +146,9 @@ class PipelineContext:
     def load_sft(self, path: Path) -> tuple[Any, Any]:
         """(tokenizer, frozen SFT model) from the SFT stage's folder."""
         model_cfg = OmegaConf.create({"path": str(path / MODEL_DIR)})
-        return load_tokenizer(model_cfg), freeze(load_pretrained(str(path / MODEL_DIR), model_cfg, dtype=None))
+        return load_tokenizer(model_cfg), freeze(
+            load_pretrained(str(path / MODEL_DIR), model_cfg, dtype=None)
+        )
 
     # -- stage 2: sample and label -----------------------------------------------------------
 
@@ -143,7 +160,9 @@ class PipelineContext:
             "pass_threshold": self.cfg.task.pass_threshold,
             "max_new_tokens": self.cfg.task.max_new_tokens,
         }
-        result = cached_stage(self.cache_dir, "sample", settings, lambda folder: self._build_sample(sft, folder))
+        result = cached_stage(
+            self.cache_dir, "sample", settings, lambda folder: self._build_sample(sft, folder)
+        )
         stats = json.loads((result.path / STATS).read_text())
         for split, split_stats in stats.items():
             print(f"[sample] {'reused' if result.reused else 'built'} " + format_stats(split_stats, split))
@@ -192,7 +211,9 @@ class PipelineContext:
 
         def build(folder: Path) -> None:
             tokenizer, model = self.load_sft(sft.path)
-            metrics = evaluate_policy(model, model, tokenizer, self.eval_problems(), self.reward, **self.eval_options())
+            metrics = evaluate_policy(
+                model, model, tokenizer, self.eval_problems(), self.reward, **self.eval_options()
+            )
             (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
         result = cached_stage(self.cache_dir, "reference_eval", settings, build)
@@ -243,7 +264,9 @@ class PipelineContext:
         callback = self.eval_callback(sft, sample)
         if self.cfg.method == "rft":
             return self.train_rft(sft, sample, callback, extra)
-        return run(self.preference_config(sft, sample), self.run_dir, callbacks=[callback], extra_summary=extra)
+        return run(
+            self.preference_config(sft, sample), self.run_dir, callbacks=[callback], extra_summary=extra
+        )
 
     def train_rft(
         self, sft: StageResult, sample: StageResult, callback: TrueRewardEval, extra: dict[str, Any]

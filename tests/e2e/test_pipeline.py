@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def partial_credit(prompt: str, completion: str, answer: str) -> float:
     """The fraction of answer characters right: a graded reward, so an untrained model gives pairs."""
     parse_prompt(prompt)  # a user reward may read the prompt; this one only checks it parses
-    return sum(a == b for a, b in zip(completion, answer)) / len(answer)
+    return sum(a == b for a, b in zip(completion, answer, strict=False)) / len(answer)
 
 
 SMALL = [
@@ -50,7 +50,16 @@ def test_pipeline_writes_every_stage_and_a_second_run_reuses_them(tmp_path: Path
     sft, sample = (Path(first["stages"][stage]["path"]) for stage in ("sft", "sample"))
     assert not first["stages"]["sft"]["reused"] and not first["stages"]["sample"]["reused"]
     assert (sft / "model" / "model.safetensors").exists() and (sft / "model" / "tokenizer.json").exists()
-    for name in ("pairs", "unpaired", "rft", "samples", "pairs_val", "unpaired_val", "rft_val", "samples_val"):
+    for name in (
+        "pairs",
+        "unpaired",
+        "rft",
+        "samples",
+        "pairs_val",
+        "unpaired_val",
+        "rft_val",
+        "samples_val",
+    ):
         assert (sample / f"{name}.jsonl").stat().st_size > 0, name
     stats = json.loads((sample / "stats.json").read_text())
     assert stats["train"]["prompts"] == 32 and stats["train"]["samples"] == 128

@@ -31,7 +31,9 @@ def test_completions_end_at_eos_and_greedy_is_deterministic(tiny_policy, char_to
     for ids in (ids for rows in sampled for ids in rows):
         assert 1 <= len(ids) <= 5 and eos not in ids[:-1]
     greedy = [generate_completions(tiny_policy, char_tokenizer, prompt_ids, greedy=True, max_new_tokens=5)]
-    greedy.append(generate_completions(tiny_policy, char_tokenizer, prompt_ids, greedy=True, max_new_tokens=5))
+    greedy.append(
+        generate_completions(tiny_policy, char_tokenizer, prompt_ids, greedy=True, max_new_tokens=5)
+    )
     assert greedy[0] == greedy[1]
     # Left padding must not change what a prompt generates: alone, the short prompt gives the same.
     alone = generate_completions(tiny_policy, char_tokenizer, prompt_ids[:1], greedy=True, max_new_tokens=5)
@@ -42,7 +44,9 @@ def _train_a_little(policy, tokenizer, problems, steps=30):
     """A few supervised steps toward the correct answers: the policy leaves its reference."""
     optimizer = torch.optim.AdamW(policy.parameters(), lr=3e-3)
     prompts = encode_prompts(tokenizer, [p.prompt for p in problems])
-    answers = [tokenizer.encode(p.answer, add_special_tokens=False) + [tokenizer.eos_token_id] for p in problems]
+    answers = [
+        tokenizer.encode(p.answer, add_special_tokens=False) + [tokenizer.eos_token_id] for p in problems
+    ]
     batch = pad_sequences(prompts, answers, tokenizer.pad_token_id)
     policy.train()
     for _ in range(steps):
@@ -70,7 +74,10 @@ def test_logprob_drift_is_zero_against_itself(tiny_policy, char_tokenizer):
 
     pairs = [TokenizedPair([5, 6, 7], [8, 9, 2], [10, 2])]
     drift = logprob_drift(tiny_policy, copy.deepcopy(tiny_policy), pairs, char_tokenizer.pad_token_id)
-    assert drift == {"logratio/chosen": pytest.approx(0.0, abs=1e-6), "logratio/rejected": pytest.approx(0.0, abs=1e-6)}
+    assert drift == {
+        "logratio/chosen": pytest.approx(0.0, abs=1e-6),
+        "logratio/rejected": pytest.approx(0.0, abs=1e-6),
+    }
 
 
 def test_sample_and_label_on_gsm8k_with_a_saved_model_and_a_reward_by_path(tiny_model_dir, tmp_path):
@@ -81,7 +88,15 @@ def test_sample_and_label_on_gsm8k_with_a_saved_model_and_a_reward_by_path(tiny_
     problems = gsm8k.problems(3, path=str(SHARED_DATA / "gsm8k.test.jsonl"))
     reward = load_function("dpo_exp.tasks.gsm8k:reward")
     labelled = sample_and_label(
-        model, tokenizer, problems, reward, num_samples=2, temperature=1.0, top_p=0.9, max_new_tokens=8, batch_size=2
+        model,
+        tokenizer,
+        problems,
+        reward,
+        num_samples=2,
+        temperature=1.0,
+        top_p=0.9,
+        max_new_tokens=8,
+        batch_size=2,
     )
     assert [item.prompt for item in labelled] == [p.prompt for p in problems]
     assert labelled[0].prompt.startswith("Question: ") and labelled[0].prompt.endswith("\nAnswer:")
