@@ -26,7 +26,7 @@ FAST_TRAINER = [
     "trainer.enable_model_summary=false",
 ]
 # One preference run on `data`, not the built-in pipeline (the default config's `task`).
-SINGLE_RUN = ["task=null"]
+SINGLE_RUN = ["~task"]
 FAST = SINGLE_RUN + FAST_MODEL + FAST_DATA + FAST_TRAINER
 
 

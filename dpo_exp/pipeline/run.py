@@ -1,6 +1,6 @@
 """The whole built-in experiment in one call: SFT -> sample and label -> train -> evaluate.
 
-`python train.py` runs it (the default config); `task=null` turns it off for a single
+`python train.py` runs it (the default config); `~task` turns it off for a single
 preference run on `data`. `python -m dpo_exp.pipeline.sample [overrides]` runs stages 1-2 only.
 """
 
