@@ -108,3 +108,31 @@ def test_sample_and_label_on_gsm8k_with_a_saved_model_and_a_reward_by_path(tiny_
         assert (tmp_path / name).exists()
     rows = [json.loads(line) for line in (tmp_path / "unpaired.jsonl").read_text().splitlines()]
     assert rows and all(set(row) == {"prompt", "completion", "label"} for row in rows)
+
+
+@pytest.mark.parametrize("task", ["arithmetic", "gsm8k"])
+def test_every_task_validates(task):
+    from dpo_exp.pipeline.stages import validate_pipeline
+    from tests.helpers import compose_config
+
+    validate_pipeline(compose_config([f"task={task}"], fast=False))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("method=ppo", "method must be one of preference, rft, got 'ppo'"),
+        ("sample.pair_mode=random", "sample.pair_mode must be one of best_vs_worst, all"),
+        ("evaluate.split=sft", "evaluate.split must be eval (held out) or tune"),
+        ("task.splits.eval=0", "task.splits.eval must be a positive integer"),
+        ("task.reward=dpo_exp.tasks.arithmetic:nope", "task.reward: 'dpo_exp.tasks.arithmetic:nope'"),
+    ],
+)
+def test_bad_pipeline_settings_fail_with_the_key(override, message):
+    from dpo_exp.config import ConfigError
+    from dpo_exp.pipeline.stages import validate_pipeline
+    from tests.helpers import compose_config
+
+    with pytest.raises(ConfigError) as raised:
+        validate_pipeline(compose_config([override], fast=False))
+    assert message in str(raised.value)
