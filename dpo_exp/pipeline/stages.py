@@ -110,7 +110,6 @@ class PipelineContext:
             "model": container(cfg.model),
             "sft": container(cfg.sft),
             "lengths": [cfg.data.max_length, cfg.data.max_prompt_length],
-            "seed": cfg.seed,
         }
 
     def sft(self) -> StageResult:
@@ -120,7 +119,7 @@ class PipelineContext:
 
     def _build_sft(self, folder: Path) -> None:
         cfg = self.cfg
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        L.seed_everything(cfg.sft.seed, workers=True, verbose=False)
         tokenizer = load_tokenizer(cfg.model)
         policy = load_policy(cfg.model, tokenizer)
         demos = [(p.prompt, p.answer) for p in self.problems["sft"]]
@@ -138,7 +137,9 @@ class PipelineContext:
             limit_val_batches=0,
             default_root_dir=str(folder),
         )
-        loader = supervised_loader(examples, tokenizer.pad_token_id, int(cfg.sft.batch_size), seed=cfg.seed)
+        loader = supervised_loader(
+            examples, tokenizer.pad_token_id, int(cfg.sft.batch_size), seed=cfg.sft.seed
+        )
         trainer.fit(module, train_dataloaders=loader)
         policy.save_pretrained(folder / MODEL_DIR)
         tokenizer.save_pretrained(folder / MODEL_DIR)
@@ -155,6 +156,7 @@ class PipelineContext:
     def sample(self, sft: StageResult) -> StageResult:
         settings = {
             "sft": sft.path.name,
+            "seed": self.cfg.seed,  # the sampling draws
             "sample": container(self.cfg.sample),
             "reward": self.cfg.task.reward,
             "pass_threshold": self.cfg.task.pass_threshold,
