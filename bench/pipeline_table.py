@@ -22,12 +22,12 @@ from dpo_exp.cli import CONF_DIR
 from dpo_exp.pipeline.run import run_pipeline
 
 # Each method's overrides on top of the preset (conf/task/arithmetic.yaml). β means a different
-# thing per loss (README): IPO's τ and ORPO's λ are set to common values, not tuned here.
+# thing per loss (README): IPO's τ, KTO's β and ORPO's λ are set to common values, not tuned here.
 METHODS = {
     "rft": ["method=rft"],
     "dpo": ["loss=dpo"],
     "ipo": ["loss=ipo", "beta=0.5"],
-    "kto": ["loss=kto"],
+    "kto": ["loss=kto", "beta=0.5"],
     "orpo": ["loss=orpo", "beta=0.1"],
     "rpo": ["loss=rpo"],
 }
@@ -78,16 +78,20 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. optim.lr=1e-4")
     args = parser.parse_args()
 
-    common = [f"output_root={args.output_root}", f"evaluate.split={args.split}", *args.overrides]
+    root = Path(args.output_root)
+    common = [
+        f"output_root={root}",
+        f"cache_dir={root / 'cache'}",
+        f"evaluate.split={args.split}",
+        *args.overrides,
+    ]
     runs = [(name, METHODS[name]) for name in args.methods]
     runs += [(f"dpo β={beta:g}", ["loss=dpo", f"beta={beta}"]) for beta in args.betas]
     rows: dict[str, list[dict]] = {"sft": []}
     for seed in args.seeds:
         for label, overrides in runs:
             tag = label.replace(" ", "_").replace("=", "")
-            result = run_one(
-                [*common, *overrides, f"seed={seed}"], Path(args.output_root) / tag / f"seed{seed}"
-            )
+            result = run_one([*common, *overrides, f"seed={seed}"], root / args.split / tag / f"seed{seed}")
             rows.setdefault(label, []).append(result["row"])
             if label == runs[0][0]:
                 rows["sft"].append(result["sft"])
