@@ -100,12 +100,22 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -
     )
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train one run into `run_dir`; return its summary (also written to summary.json at the end)."""
+def run(
+    cfg: DictConfig,
+    run_dir: Path,
+    *,
+    callbacks: list[L.Callback] | None = None,
+    extra_summary: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train one run into `run_dir`; return its summary (also written to summary.json at the end).
+
+    `callbacks` join the trainer's; `extra_summary` is merged into the summary (the pipeline's
+    reference figures and stage folders).
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     launch_environment = {key: os.environ.get(key) for key in DISTRIBUTED_ENVIRONMENT}
     try:
-        return _run(cfg, run_dir)
+        return _run(cfg, run_dir, callbacks or [], extra_summary or {})
     except BaseException as error:
         write_failure(run_dir, error)
         raise
@@ -138,7 +148,9 @@ def release_process_group(launch_environment: dict[str, str | None]) -> None:
             os.environ[key] = value
 
 
-def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def _run(
+    cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback], extra_summary: dict[str, Any]
+) -> dict[str, Any]:
     start = time.perf_counter()
     spec = validate_config(cfg)
     check_cache_config(cfg.reference, spec)
@@ -184,7 +196,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         cfg.trainer.log_every_n_steps, model=model_flops_shape(policy), peak_flops=float(cfg.speed.peak_flops)
     )
     guard = NonFiniteGuard(cfg.nonfinite)
-    callbacks: list[L.Callback] = [throughput, guard]
+    callbacks = [throughput, guard, *callbacks]
     if cfg.trainer.enable_checkpointing:
         callbacks.append(checkpoint_callback(run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.keep_last))
     if cfg.save_eval_logps:
@@ -214,6 +226,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "reference_cached": cache is not None,
         "data": {"train": vars(data.train.report), "validation": vars(data.validation.report)},
         "versions": library_versions(),
+        **extra_summary,
     }
     if trainer.is_global_zero:
         if cfg.export.save:
@@ -247,11 +260,16 @@ def pin_sweep_member(run_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """Train one run; return its `objective` metric, which sweepers such as Optuna optimise."""
+    """Train one run, or the built-in pipeline when a task is set; return the `objective` metric."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         pin_sweep_member(run_dir)
-    summary = run(cfg, run_dir)
+    if cfg.get("task") is None:
+        summary = run(cfg, run_dir)
+    else:
+        from dpo_exp.pipeline.run import run_pipeline  # the built-in experiment: SFT -> sample -> train
+
+        summary = run_pipeline(cfg, run_dir)
     metrics = summary["metrics"]
     if cfg.objective not in metrics:
         print(f"objective {cfg.objective!r} is not among this run's metrics: {', '.join(metrics)}")

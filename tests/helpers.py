@@ -19,6 +19,7 @@ FAST_DATA = [
     "data.eval_batch_size=16",
 ]
 FAST_TRAINER = [
+    "~task",  # one preference run on `data`, not the built-in pipeline (the default config's `task`)
     "trainer.max_steps=4",
     "trainer.val_check_interval=2",
     "trainer.log_every_n_steps=1",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 
 from dpo_exp.data.records import PreferencePair
+from dpo_exp.tasks import Problem
 
 
 def make_problems(count: int, *, digits: int, seed: int) -> list[tuple[int, int]]:
@@ -38,10 +39,22 @@ def parse_prompt(prompt: str) -> tuple[int, int, int]:
     return int(left), int(right), len(left)
 
 
-def reward(prompt: str, completion: str) -> float:
-    """1.0 when the completion is exactly the reversed, zero-padded sum; else 0.0."""
+def reward(prompt: str, completion: str, answer: str | None = None) -> float:
+    """1.0 when the completion is exactly the reversed, zero-padded sum; else 0.0.
+
+    `answer` (the reference answer the pipeline passes to every reward) is not needed: the
+    prompt alone determines the sum.
+    """
     a, b, digits = parse_prompt(prompt)
     return float(completion.strip() == format_answer(a + b, digits=digits))
+
+
+def problems(count: int, *, digits: int = 3, seed: int = 0) -> list[Problem]:
+    """`count` addition problems with their correct answers: the pipeline's prompts and demonstrations."""
+    return [
+        Problem(format_prompt(a, b, digits=digits), format_answer(a + b, digits=digits))
+        for a, b in make_problems(count, digits=digits, seed=seed)
+    ]
 
 
 def corrupt_answer(answer: str, rng: random.Random) -> str:

@@ -1,0 +1,144 @@
+"""Held-out evaluation against the task's true reward, and how far the policy moved from the reference.
+
+- `true_reward`: mean reward of one sample per prompt at temperature 1 (the policy's own distribution);
+- `true_reward_greedy`: mean reward of the greedy completion;
+- `kl`: KL(policy || reference), estimated from those same samples as the mean over prompts of the
+  sequence log-ratio sum_t [log policy(y_t | ...) - log reference(y_t | ...)];
+- `logratio/chosen`, `logratio/rejected`: mean policy - reference log-prob of held-out preference
+  pairs' chosen and rejected completions (the drift that shows likelihood displacement).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from transformers import PreTrainedModel
+
+from dpo_exp.data.collate import pad_sequences
+from dpo_exp.data.tokenize import TokenizedPair
+from dpo_exp.logprobs import sequence_logps
+from dpo_exp.pipeline.generation import decode, encode_prompts, generate_completions
+from dpo_exp.tasks import Problem
+
+Reward = Callable[[str, str, str], float]
+
+
+@torch.no_grad()
+def completion_logps(
+    model: PreTrainedModel,
+    prompt_ids: list[list[int]],
+    completion_ids: list[list[int]],
+    pad_id: int,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """(N,) summed log-probs of each completion given its prompt."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    values = []
+    for start in range(0, len(prompt_ids), batch_size):
+        batch = pad_sequences(
+            prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size], pad_id
+        )
+        batch = {name: tensor.to(device) for name, tensor in batch.items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        values.append(sequence_logps(logits, batch["labels"])[0].cpu())
+    model.train(was_training)
+    return torch.cat(values)
+
+
+def evaluate_policy(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: Any,
+    problems: list[Problem],
+    reward: Reward,
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int,
+) -> dict[str, float]:
+    """True reward (sampled and greedy) of `policy` on `problems`, and KL(policy || reference)."""
+    prompt_ids = encode_prompts(tokenizer, [problem.prompt for problem in problems])
+    options = {"max_new_tokens": max_new_tokens, "batch_size": batch_size}
+    with torch.random.fork_rng():  # the same draws for every evaluation, and training's RNG untouched
+        torch.manual_seed(seed)
+        sampled = [rows[0] for rows in generate_completions(policy, tokenizer, prompt_ids, **options)]
+    greedy = [rows[0] for rows in generate_completions(policy, tokenizer, prompt_ids, greedy=True, **options)]
+    pad_id = tokenizer.pad_token_id
+    log_ratio = completion_logps(policy, prompt_ids, sampled, pad_id, batch_size) - completion_logps(
+        reference, prompt_ids, sampled, pad_id, batch_size
+    )
+    return {
+        "true_reward": mean_reward(problems, sampled, tokenizer, reward),
+        "true_reward_greedy": mean_reward(problems, greedy, tokenizer, reward),
+        "kl": float(log_ratio.mean()),
+    }
+
+
+def mean_reward(
+    problems: list[Problem], completions: list[list[int]], tokenizer: Any, reward: Reward
+) -> float:
+    scores = [
+        reward(problem.prompt, decode(tokenizer, ids), problem.answer)
+        for problem, ids in zip(problems, completions, strict=True)
+    ]
+    return sum(scores) / len(scores)
+
+
+def logprob_drift(
+    policy: PreTrainedModel, reference: PreTrainedModel, pairs: list[TokenizedPair], pad_id: int
+) -> dict[str, float]:
+    """Mean policy - reference log-prob of the chosen and of the rejected completions."""
+    prompts = [pair.prompt_ids for pair in pairs]
+    drift = {}
+    for name in ("chosen", "rejected"):
+        completions = [getattr(pair, f"{name}_ids") for pair in pairs]
+        ratio = completion_logps(policy, prompts, completions, pad_id) - completion_logps(
+            reference, prompts, completions, pad_id
+        )
+        drift[f"logratio/{name}"] = float(ratio.mean())
+    return drift
+
+
+class TrueRewardEval(L.Callback):
+    """At every validation (the interval is the trainer's val_check_interval), logs `eval/...`."""
+
+    def __init__(
+        self,
+        reference: PreTrainedModel,
+        tokenizer: Any,
+        problems: list[Problem],
+        reward: Reward,
+        drift_pairs: list[TokenizedPair],
+        *,
+        max_new_tokens: int,
+        batch_size: int,
+        seed: int,
+    ) -> None:
+        self.reference = reference
+        self.tokenizer = tokenizer
+        self.problems = problems
+        self.reward = reward
+        self.drift_pairs = drift_pairs
+        self.options = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed}
+
+    def evaluate(self, policy: PreTrainedModel) -> dict[str, float]:
+        self.reference.to(next(policy.parameters()).device)
+        metrics = evaluate_policy(
+            policy, self.reference, self.tokenizer, self.problems, self.reward, **self.options
+        )
+        if self.drift_pairs:
+            metrics.update(
+                logprob_drift(policy, self.reference, self.drift_pairs, self.tokenizer.pad_token_id)
+            )
+        return metrics
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        for name, value in self.evaluate(pl_module.policy).items():
+            pl_module.log(f"eval/{name}", value, prog_bar=name == "true_reward")

@@ -1,0 +1,100 @@
+"""Completions from any Hugging Face causal LM with `generate`, as token ids cut at EOS."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+
+def load_function(path: str) -> Callable[..., Any]:
+    """The function named by "package.module:function" (a user's reward, a task's problems)."""
+    module_name, _, name = path.partition(":")
+    if not module_name or not name:
+        raise ValueError(f"expected 'module:function', got {path!r}")
+    function = getattr(importlib.import_module(module_name), name, None)
+    if not callable(function):
+        raise ValueError(f"{path!r}: module {module_name} has no function {name}")
+    return function
+
+
+def encode_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
+    """Prompt ids as training tokenises them (the tokenizer's own special tokens, e.g. BOS)."""
+    return [tokenizer.encode(prompt, add_special_tokens=True) for prompt in prompts]
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), padded on the left so every row's last token is a prompt token."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for index, row in enumerate(rows):
+        input_ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        attention_mask[index, width - len(row) :] = 1
+    return input_ids, attention_mask
+
+
+def cut_at_eos(ids: list[int], eos_id: int | None) -> list[int]:
+    """The ids up to and including the first EOS (the rest is padding `generate` appended)."""
+    if eos_id is not None and eos_id in ids:
+        return ids[: ids.index(eos_id) + 1]
+    return ids
+
+
+@torch.no_grad()
+def generate_completions(
+    model: PreTrainedModel,
+    tokenizer: Any,
+    prompt_ids: list[list[int]],
+    *,
+    num_samples: int = 1,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_new_tokens: int,
+    batch_size: int = 256,
+) -> list[list[list[int]]]:
+    """For each prompt, `num_samples` completions as ids ending in EOS (unless cut by max_new_tokens).
+
+    Sampling is from the model's own distribution reshaped only by `temperature` and `top_p`
+    (top-k is switched off); `greedy` takes the argmax and one completion per prompt.
+    """
+    was_training = model.training
+    model.eval()
+    options: dict[str, Any] = {"do_sample": False, "num_return_sequences": 1}
+    if not greedy:
+        options = {
+            "do_sample": True,
+            "temperature": temperature,
+            "top_p": top_p,
+            "top_k": 0,
+            "num_return_sequences": num_samples,
+        }
+    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    completions: list[list[list[int]]] = []
+    for start in range(0, len(prompt_ids), batch_size):
+        rows = prompt_ids[start : start + batch_size]
+        input_ids, attention_mask = left_pad(rows, pad_id)
+        output = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad_id,
+            eos_token_id=eos_id,
+            **options,
+        )
+        new_tokens = output[:, input_ids.shape[1] :].tolist()
+        per_prompt = options["num_return_sequences"]
+        for row in range(len(rows)):
+            samples = new_tokens[row * per_prompt : (row + 1) * per_prompt]
+            completions.append([cut_at_eos(sample, eos_id) for sample in samples])
+    model.train(was_training)
+    return completions
+
+
+def decode(tokenizer: Any, ids: list[int]) -> str:
+    return tokenizer.decode(ids, skip_special_tokens=True)

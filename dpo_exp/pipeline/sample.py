@@ -1,0 +1,176 @@
+"""Sample and label: k completions per prompt, scored by a reward, turned into training sets.
+
+`python -m dpo_exp.pipeline.sample [overrides]` builds (or finds in the cache) stages 1-2.
+
+From the labelled samples come preference pairs (best vs worst, or every higher x lower pair;
+a prompt whose samples all score the same gives none), unpaired KTO examples (each distinct
+sample, desirable when it passes) and the RFT set (the distinct passing samples).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedModel
+
+from dpo_exp.data.records import PreferencePair, UnpairedExample
+from dpo_exp.pipeline.generation import decode, encode_prompts, generate_completions
+from dpo_exp.tasks import Problem
+
+PAIR_MODES = ("best_vs_worst", "all")
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """One prompt's samples and their rewards."""
+
+    prompt: str
+    answer: str
+    completions: list[str]
+    rewards: list[float]
+
+
+def sample_and_label(
+    model: PreTrainedModel,
+    tokenizer: Any,
+    problems: list[Problem],
+    reward: Callable[[str, str, str], float],
+    *,
+    num_samples: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    batch_size: int,
+) -> list[Labelled]:
+    """Draw `num_samples` completions per problem and score each with `reward(prompt, completion, answer)`."""
+    prompt_ids = encode_prompts(tokenizer, [problem.prompt for problem in problems])
+    samples = generate_completions(
+        model,
+        tokenizer,
+        prompt_ids,
+        num_samples=num_samples,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
+    labelled = []
+    for problem, ids in zip(problems, samples, strict=True):
+        texts = [decode(tokenizer, sample) for sample in ids]
+        rewards = [float(reward(problem.prompt, text, problem.answer)) for text in texts]
+        labelled.append(Labelled(problem.prompt, problem.answer, texts, rewards))
+    return labelled
+
+
+def _distinct(item: Labelled) -> list[tuple[str, float]]:
+    """(completion, reward) for each distinct completion, in first-seen order."""
+    return list(dict(zip(item.completions, item.rewards, strict=True)).items())
+
+
+def build_pairs(labelled: list[Labelled], mode: str = "best_vs_worst") -> list[PreferencePair]:
+    """Preference pairs from samples; ties (equal rewards) never make a pair."""
+    if mode not in PAIR_MODES:
+        raise ValueError(f"unknown pair mode {mode!r}; valid modes: {', '.join(PAIR_MODES)}")
+    pairs = []
+    for item in labelled:
+        distinct = _distinct(item)
+        if mode == "best_vs_worst":
+            best = max(distinct, key=lambda sample: sample[1])
+            worst = min(distinct, key=lambda sample: sample[1])
+            candidates = [(best, worst)]
+        else:
+            candidates = [(high, low) for high in distinct for low in distinct]
+        pairs += [
+            PreferencePair(item.prompt, high[0], low[0]) for high, low in candidates if high[1] > low[1]
+        ]
+    return pairs
+
+
+def build_unpaired(labelled: list[Labelled], threshold: float) -> list[UnpairedExample]:
+    """Each distinct sample, desirable when its reward reaches `threshold` (KTO's data)."""
+    return [
+        UnpairedExample(item.prompt, completion, desirable=score >= threshold)
+        for item in labelled
+        for completion, score in _distinct(item)
+    ]
+
+
+def build_rft(labelled: list[Labelled], threshold: float) -> list[tuple[str, str]]:
+    """(prompt, completion) for each distinct sample whose reward reaches `threshold`."""
+    return [
+        (item.prompt, completion)
+        for item in labelled
+        for completion, score in _distinct(item)
+        if score >= threshold
+    ]
+
+
+def label_stats(labelled: list[Labelled], threshold: float) -> dict[str, float]:
+    """How many prompts gave a usable pair, and why the others did not."""
+    passing = [sum(score >= threshold for score in item.rewards) for item in labelled]
+    samples = sum(len(item.rewards) for item in labelled)
+    return {
+        "prompts": len(labelled),
+        "samples": samples,
+        "mean_reward": sum(sum(item.rewards) for item in labelled) / max(samples, 1),
+        "prompts_with_pair": sum(len(set(item.rewards)) > 1 for item in labelled),
+        "prompts_all_pass": sum(
+            count == len(item.rewards) for count, item in zip(passing, labelled, strict=True)
+        ),
+        "prompts_all_fail": sum(count == 0 for count in passing),
+    }
+
+
+# -- the stage's files ----------------------------------------------------------------------
+
+SAMPLES, STATS = "samples.jsonl", "stats.json"
+
+
+def split_files(split: str) -> dict[str, str]:
+    """File names of one split's training sets: `pairs`, `unpaired` and `rft`."""
+    suffix = "" if split == "train" else f"_{split}"
+    return {kind: f"{kind}{suffix}.jsonl" for kind in ("pairs", "unpaired", "rft")}
+
+
+def write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as stream:
+        for row in rows:
+            stream.write(json.dumps(row) + "\n")
+
+
+def write_split(folder: Path, split: str, labelled: list[Labelled], *, mode: str, threshold: float) -> dict:
+    """Write one split's samples and training sets; return its counts."""
+    files = split_files(split)
+    pairs = build_pairs(labelled, mode)
+    unpaired = build_unpaired(labelled, threshold)
+    rft = build_rft(labelled, threshold)
+    write_jsonl([asdict(pair) for pair in pairs], folder / files["pairs"])
+    write_jsonl(
+        [{"prompt": e.prompt, "completion": e.completion, "label": e.desirable} for e in unpaired],
+        folder / files["unpaired"],
+    )
+    write_jsonl([{"prompt": p, "completion": c} for p, c in rft], folder / files["rft"])
+    suffix = "" if split == "train" else f"_{split}"
+    write_jsonl([asdict(item) for item in labelled], folder / f"samples{suffix}.jsonl")
+    stats = label_stats(labelled, threshold)
+    stats.update(pairs=len(pairs), unpaired=len(unpaired), rft=len(rft))
+    return stats
+
+
+def format_stats(stats: dict[str, float], split: str) -> str:
+    return (
+        f"sampled ({split}): {stats['prompts']} prompts x k, mean reward {stats['mean_reward']:.3f}; "
+        f"{stats['prompts_with_pair']} prompts gave a usable pair "
+        f"({stats['prompts_all_pass']} all passed, {stats['prompts_all_fail']} all failed); "
+        f"{stats['pairs']} pairs, {stats['unpaired']} unpaired, {stats['rft']} RFT examples"
+    )
+
+
+if __name__ == "__main__":
+    from dpo_exp.pipeline.run import sample_main
+
+    sample_main()

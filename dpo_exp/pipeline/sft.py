@@ -1,0 +1,106 @@
+"""Supervised fine-tuning (the NLL of completions): the SFT stage and the RFT baseline.
+
+`python -m dpo_exp.pipeline.sft [overrides]` builds (or finds in the cache) the SFT checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+from transformers import PreTrainedModel
+
+from dpo_exp.cli import CONF_DIR
+from dpo_exp.data.collate import pad_sequences
+from dpo_exp.data.records import UnpairedExample
+from dpo_exp.data.tokenize import TokenizedUnpaired, tokenize_records
+from dpo_exp.logprobs import sequence_logps
+from dpo_exp.module import PreferenceModule
+
+
+class SupervisedModule(L.LightningModule):
+    """Minimises the per-token NLL of completions given their prompts."""
+
+    def __init__(self, policy: PreTrainedModel, *, optim: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["policy"])
+        self.policy = policy
+        self.optim = optim
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        logits = self.policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logps, ntokens = sequence_logps(logits, batch["labels"])
+        loss = -logps.sum() / ntokens.sum()
+        batch_size = int(batch["input_ids"].shape[0])
+        self.log(f"{stage}/nll", loss.detach(), batch_size=batch_size, prog_bar=True,
+                 on_step=stage == "train", on_epoch=stage != "train")  # fmt: skip
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        # The same AdamW and schedule as preference training: it reads only policy, optim and trainer.
+        return PreferenceModule.configure_optimizers(self)
+
+
+def tokenize_demonstrations(
+    examples: list[tuple[str, str]], tokenizer: Any, data_cfg: Any
+) -> list[TokenizedUnpaired]:
+    records = [UnpairedExample(prompt, completion, desirable=True) for prompt, completion in examples]
+    kept, _ = tokenize_records(
+        records, tokenizer, max_length=data_cfg.max_length, max_prompt_length=data_cfg.max_prompt_length
+    )
+    return kept
+
+
+def supervised_loader(
+    examples: list[TokenizedUnpaired], pad_id: int, batch_size: int, *, seed: int | None
+) -> DataLoader:
+    """Shuffled from `seed` when training (seed given); in order otherwise."""
+
+    def collate(items: list[TokenizedUnpaired]) -> dict[str, torch.Tensor]:
+        return pad_sequences([e.prompt_ids for e in items], [e.completion_ids for e in items], pad_id)
+
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    return DataLoader(
+        examples,
+        batch_size=batch_size,
+        shuffle=seed is not None,
+        drop_last=seed is not None and len(examples) >= batch_size,
+        collate_fn=collate,
+        generator=generator,
+    )
+
+
+def optim_settings(stage_cfg: Any) -> dict[str, Any]:
+    """An `optim` dict for the shared optimizer set-up from a stage's lr / warmup / schedule."""
+    return {
+        "lr": float(stage_cfg.lr),
+        "weight_decay": 0.0,
+        "betas": [0.9, 0.999],
+        "warmup_steps": int(stage_cfg.warmup_steps),
+        "scheduler": stage_cfg.scheduler,
+    }
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> None:
+    from dpo_exp.pipeline.stages import PipelineContext
+
+    context = PipelineContext(cfg, Path(HydraConfig.get().runtime.output_dir))
+    result = context.sft()
+    print(f"SFT checkpoint: {result.path} ({'reused' if result.reused else 'built'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The built-in experiment end to end at a reduced size: every stage's artefacts, then the cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dpo_exp.pipeline.run import run_pipeline
+from dpo_exp.tasks.arithmetic import parse_prompt
+from tests.helpers import FAST_MODEL, FAST_TRAINER, compose_config
+
+pytestmark = pytest.mark.slow
+
+
+def partial_credit(prompt: str, completion: str, answer: str) -> float:
+    """The fraction of answer characters right: a graded reward, so an untrained model gives pairs."""
+    parse_prompt(prompt)  # a user reward may read the prompt; this one only checks it parses
+    return sum(a == b for a, b in zip(completion, answer, strict=False)) / len(answer)
+
+
+SMALL = [
+    *FAST_MODEL,
+    *FAST_TRAINER,
+    "task.reward=tests.e2e.test_pipeline:partial_credit",
+    "task.pass_threshold=0.5",
+    "task.splits.eval=32",
+    "task.splits.tune=8",
+    "task.splits.sft=64",
+    "task.splits.sample=32",
+    "task.splits.sample_val=16",
+    "sft.steps=30",
+    "sft.batch_size=16",
+    "sft.lr=1e-2",
+    "data.batch_size=4",
+    "data.eval_batch_size=16",
+    "sample.num_samples=4",
+    "evaluate.batch_size=32",
+]
+
+
+def pipeline(tmp_path: Path, name: str, *overrides: str) -> dict:
+    cfg = compose_config([*SMALL, f"cache_dir={tmp_path / 'cache'}", *overrides], fast=False)
+    return run_pipeline(cfg, tmp_path / name)
+
+
+def test_pipeline_writes_every_stage_and_a_second_run_reuses_them(tmp_path: Path):
+    first = pipeline(tmp_path, "dpo")
+    sft, sample = (Path(first["stages"][stage]["path"]) for stage in ("sft", "sample"))
+    assert not first["stages"]["sft"]["reused"] and not first["stages"]["sample"]["reused"]
+    assert (sft / "model" / "model.safetensors").exists() and (sft / "model" / "tokenizer.json").exists()
+    for name in (
+        "pairs",
+        "unpaired",
+        "rft",
+        "samples",
+        "pairs_val",
+        "unpaired_val",
+        "rft_val",
+        "samples_val",
+    ):
+        assert (sample / f"{name}.jsonl").stat().st_size > 0, name
+    stats = json.loads((sample / "stats.json").read_text())
+    assert stats["train"]["prompts"] == 32 and stats["train"]["samples"] == 128
+    assert 0 < stats["train"]["prompts_with_pair"] <= 32
+
+    summary = json.loads((tmp_path / "dpo" / "summary.json").read_text())
+    for key in ("eval/true_reward", "eval/true_reward_greedy", "eval/kl", "eval/logratio/chosen"):
+        assert key in summary["metrics"], key
+    assert set(summary["reference"]) == {"eval/true_reward", "eval/true_reward_greedy", "eval/kl"}
+    assert summary["reference"]["eval/kl"] == pytest.approx(0.0, abs=1e-5)
+    config = (tmp_path / "dpo" / "config.yaml").read_text()
+    assert str(sft / "model") in config  # the preference run started from the SFT checkpoint
+
+    # A β sweep member and an RFT baseline with the same SFT and sampling settings share stages 1-2.
+    second = pipeline(tmp_path, "dpo_beta", "beta=0.5")
+    rft = pipeline(tmp_path, "rft", "method=rft")
+    for summary in (second, rft):
+        assert summary["stages"]["sft"] == {"path": str(sft), "reused": True}
+        assert summary["stages"]["sample"] == {"path": str(sample), "reused": True}
+        assert summary["reference"] == first["reference"]
+    assert rft["loss"] == "rft" and "eval/true_reward" in rft["metrics"]
+    assert len([p for p in (tmp_path / "cache" / "sft").iterdir() if p.is_dir()]) == 1
+
+    # A different sampling setting reuses the SFT checkpoint but samples again.
+    third = pipeline(tmp_path, "k2", "sample.num_samples=2")
+    assert third["stages"]["sft"]["reused"] and not third["stages"]["sample"]["reused"]
