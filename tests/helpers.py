@@ -19,14 +19,15 @@ FAST_DATA = [
     "data.eval_batch_size=16",
 ]
 FAST_TRAINER = [
-    "~task",  # one preference run on `data`, not the built-in pipeline (the default config's `task`)
     "trainer.max_steps=4",
     "trainer.val_check_interval=2",
     "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 ]
-FAST = FAST_MODEL + FAST_DATA + FAST_TRAINER
+# One preference run on `data`, not the built-in pipeline (the default config's `task`).
+SINGLE_RUN = ["~task"]
+FAST = SINGLE_RUN + FAST_MODEL + FAST_DATA + FAST_TRAINER
 
 
 def compose_config(overrides: list[str] | None = None, *, fast: bool = True) -> DictConfig:

@@ -88,6 +88,7 @@ def optim_settings(stage_cfg: Any) -> dict[str, Any]:
         "lr": float(stage_cfg.lr),
         "weight_decay": 0.0,
         "betas": [0.9, 0.999],
+        "eps": 1e-8,
         "warmup_steps": int(stage_cfg.warmup_steps),
         "scheduler": stage_cfg.scheduler,
     }

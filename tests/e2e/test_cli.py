@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import PROJECT_ROOT
-from tests.helpers import FAST, FAST_MODEL, FAST_TRAINER
+from tests.helpers import FAST, FAST_MODEL, FAST_TRAINER, SINGLE_RUN
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def test_train_writes_a_finished_run_folder(tmp_path: Path):
     ],
 )
 def test_bad_config_fails_before_any_model_and_leaves_no_finished_run(tmp_path: Path, overrides, message):
-    result = train(tmp_path, *overrides, fast=FAST_MODEL + FAST_TRAINER)
+    result = train(tmp_path, *overrides, fast=SINGLE_RUN + FAST_MODEL + FAST_TRAINER)
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
     assert "LlamaForCausalLM" not in result.stdout  # stopped before any model was built

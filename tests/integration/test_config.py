@@ -12,7 +12,7 @@ from dpo_exp.cli import CONF_DIR, run
 from dpo_exp.config import ConfigError, validate_config
 from dpo_exp.data.records import DataError
 from tests.conftest import SHARED_DATA
-from tests.helpers import FAST_MODEL, FAST_TRAINER, compose_config
+from tests.helpers import FAST_MODEL, FAST_TRAINER, SINGLE_RUN, compose_config
 
 # Values a user must supply for some options (a path of their own); the tests supply real ones.
 REQUIRED = {
@@ -81,7 +81,7 @@ def test_every_loss_yaml_names_a_registered_loss():
     ],
 )
 def test_bad_settings_fail_before_anything_loads(overrides, error, message, tmp_path):
-    cfg = compose_config(FAST_MODEL + FAST_TRAINER + overrides, fast=False)
+    cfg = compose_config(SINGLE_RUN + FAST_MODEL + FAST_TRAINER + overrides, fast=False)
     with pytest.raises(error, match=None) as raised:
         run(cfg, tmp_path)
     assert message in str(raised.value)

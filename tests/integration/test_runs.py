@@ -11,7 +11,7 @@ from dpo_exp.cli import run
 from dpo_exp.data.records import DataError
 from dpo_exp.data_report import report
 from tests.conftest import SHARED_DATA
-from tests.helpers import FAST_DATA, FAST_MODEL, FAST_TRAINER, compose_config
+from tests.helpers import FAST_DATA, FAST_MODEL, FAST_TRAINER, SINGLE_RUN, compose_config
 
 TWO_STEPS = ["trainer.max_steps=2", "trainer.val_check_interval=2"]
 
@@ -42,7 +42,7 @@ def test_hh_rlhf_rows_from_shared_data_train(tmp_path: Path):
         "data.max_prompt_length=128",
         *TWO_STEPS,
     ]
-    summary = run(compose_config(FAST_MODEL + FAST_TRAINER + overrides, fast=False), tmp_path)
+    summary = run(compose_config(SINGLE_RUN + FAST_MODEL + FAST_TRAINER + overrides, fast=False), tmp_path)
     assert summary["global_step"] == 2
     assert summary["data"]["train"]["rows_read"] == 48
     assert summary["metrics"]["val/logps/chosen"] < 0
@@ -50,7 +50,7 @@ def test_hh_rlhf_rows_from_shared_data_train(tmp_path: Path):
 
 def test_pretrained_model_by_local_path(tmp_path: Path, tiny_model_dir: Path):
     overrides = ["model=hf", f"model.path={tiny_model_dir}", *TWO_STEPS]
-    summary = run(compose_config(FAST_DATA + FAST_TRAINER + overrides, fast=False), tmp_path)
+    summary = run(compose_config(SINGLE_RUN + FAST_DATA + FAST_TRAINER + overrides, fast=False), tmp_path)
     assert summary["global_step"] == 2
 
 
@@ -73,7 +73,7 @@ def test_conversational_pairs_rendered_with_the_chat_template(tmp_path: Path):
         "data.max_prompt_length=48",
         *TWO_STEPS,
     ]
-    cfg = compose_config(FAST_MODEL + FAST_TRAINER + overrides, fast=False)
+    cfg = compose_config(SINGLE_RUN + FAST_MODEL + FAST_TRAINER + overrides, fast=False)
     text = report(cfg)
     assert "32 rows read, 32 kept" in text and "8 rows read, 8 kept" in text
     summary = run(cfg, tmp_path / "run")
@@ -95,7 +95,9 @@ def test_kto_on_unpaired_records(tmp_path: Path):
         "data.max_prompt_length=16",
         *TWO_STEPS,
     ]
-    summary = run(compose_config(FAST_MODEL + FAST_TRAINER + overrides, fast=False), tmp_path / "run")
+    summary = run(
+        compose_config(SINGLE_RUN + FAST_MODEL + FAST_TRAINER + overrides, fast=False), tmp_path / "run"
+    )
     assert summary["metrics"]["val/kl"] >= 0
     assert 0 <= summary["metrics"]["val/rewards/accuracy"] <= 1
 
@@ -107,7 +109,7 @@ def test_a_bad_row_names_file_row_and_field_before_any_model(tmp_path: Path, mon
     data_file = write_jsonl(tmp_path / "bad.jsonl", rows)
     monkeypatch.setattr("dpo_exp.cli.load_policy", lambda *a: pytest.fail("a model was loaded"))
     cfg = compose_config(
-        FAST_MODEL + FAST_TRAINER + ["data=pairs", f"data.train_path={data_file}"], fast=False
+        SINGLE_RUN + FAST_MODEL + FAST_TRAINER + ["data=pairs", f"data.train_path={data_file}"], fast=False
     )
     with pytest.raises(DataError) as raised:
         run(cfg, tmp_path / "run")
@@ -121,7 +123,7 @@ def test_an_empty_dataset_after_filtering_is_an_error(tmp_path: Path):
     rows = [{"prompt": "p", "chosen": "same", "rejected": "same"}] * 20
     data_file = write_jsonl(tmp_path / "ties.jsonl", rows)
     cfg = compose_config(
-        FAST_MODEL + FAST_TRAINER + ["data=pairs", f"data.train_path={data_file}"], fast=False
+        SINGLE_RUN + FAST_MODEL + FAST_TRAINER + ["data=pairs", f"data.train_path={data_file}"], fast=False
     )
     with pytest.raises(DataError, match="no examples left"):
         run(cfg, tmp_path / "run")
