@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-THREADS = "2"
+THREADS = os.environ.get("BENCH_THREADS", "2")  # torch threads of every worker
 VOCAB = 2000
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,6 +181,7 @@ def trl_worker(directory: Path, *, steps: int, precompute: bool, beta: float, ou
 
 def dpo_exp_overrides(directory: Path, *, steps: int, cache_dir: Path) -> list[str]:
     return [
+        "~task",  # one preference run, not the built-in pipeline
         "model=hf",
         f"model.path={directory}",
         "data=pairs",
@@ -197,6 +198,7 @@ def dpo_exp_overrides(directory: Path, *, steps: int, cache_dir: Path) -> list[s
         "trainer.enable_model_summary=false",
         f"reference.cache_dir={cache_dir}",
         "optim.lr=5.0e-4",
+        "export.save=false",  # TRL saves nothing either
     ]
 
 
@@ -225,7 +227,7 @@ def dpo_exp_worker(overrides: list[str], out: Path) -> dict:
 
 def single_mode(directory: Path, *, steps: int, repeats: int) -> None:
     cache_dir = directory / "ref_cache"
-    base = dpo_exp_overrides(directory, steps=steps, cache_dir=cache_dir)
+    base = [*dpo_exp_overrides(directory, steps=steps, cache_dir=cache_dir), "beta=0.1"]  # TRL's default β
     variants = {
         "trl default": ["trl", "--precompute", "0"],
         "trl precomputed": ["trl", "--precompute", "1"],

@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -90,7 +91,7 @@ def _flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
-    strategy_args = OmegaConf.to_container(cfg.strategy, resolve=True)
+    strategy_args = instantiate(cfg.strategy, _convert_="all")  # `strategy` may be a Lightning object
     return L.Trainer(
         **trainer_args,
         **strategy_args,

@@ -212,6 +212,20 @@ class PreferenceModule(L.LightningModule):
         _, tensors = self._step(batch, "val")
         return {"index": batch["index"], **{name: value.detach() for name, value in tensors.items()}}
 
+    def configure_model(self) -> None:
+        """Shard policy and reference with FSDP2 when the strategy provides a device mesh.
+
+        Under Lightning's ModelParallelStrategy each decoder layer (the model's own
+        `_no_split_modules` classes) and then the whole model are wrapped with `fully_shard`, the
+        frozen reference alongside the policy. Other strategies leave the models as they are.
+        """
+        mesh = self.device_mesh
+        if mesh is None:
+            return
+        for model in (self.policy, self.reference):
+            if model is not None:
+                shard_model(model, mesh["data_parallel"])
+
     # -- optimisation ------------------------------------------------------------------------
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -231,3 +245,14 @@ class PreferenceModule(L.LightningModule):
             num_training_steps=self.trainer.estimated_stepping_batches,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def shard_model(model: torch.nn.Module, mesh: Any) -> None:
+    """FSDP2: each decoder layer its own shard group, then the rest (embeddings, head) at the root."""
+    from torch.distributed.fsdp import fully_shard
+
+    layer_classes = set(getattr(model, "_no_split_modules", None) or [])
+    for module in model.modules():
+        if type(module).__name__ in layer_classes:
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
