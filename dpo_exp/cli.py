@@ -230,7 +230,9 @@ def _run(
         **extra_summary,
     }
     if trainer.is_global_zero:
-        if cfg.export.save:
+        if cfg.export.save and module.device_mesh is not None:
+            print("export skipped: the policy is sharded (FSDP); export from a single-process run")
+        elif cfg.export.save:
             summary["export_dir"] = str(run_dir / EXPORT_DIR)
             export_policy(module.policy, tokenizer, run_dir / EXPORT_DIR, cfg=cfg, summary=summary)
         write_json_atomically(summary, run_dir / SUMMARY)

@@ -225,6 +225,8 @@ class PreferenceModule(L.LightningModule):
         for model in (self.policy, self.reference):
             if model is not None:
                 shard_model(model, mesh["data_parallel"])
+        # FSDP2 gathers parameters when the root module runs; the head-only path calls its parts.
+        self.head_on_completions = False
 
     # -- optimisation ------------------------------------------------------------------------
 
