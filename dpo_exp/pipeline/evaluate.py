@@ -6,15 +6,22 @@
   sequence log-ratio sum_t [log policy(y_t | ...) - log reference(y_t | ...)];
 - `logratio/chosen`, `logratio/rejected`: mean policy - reference log-prob of held-out preference
   pairs' chosen and rejected completions (the drift that shows likelihood displacement).
+
+Every `table_every` evaluations, a sample table (prompt, policy sample, reference sample, rewards)
+of the first `table_size` prompts goes to `<run>/samples/step_<step>.jsonl` and, with W&B, to a
+W&B table `eval/samples`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import WandbLogger
 from transformers import PreTrainedModel
 
 from dpo_exp.data.collate import pad_sequences
@@ -104,6 +111,38 @@ def logprob_drift(
     return drift
 
 
+def sample_rows(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: Any,
+    problems: list[Problem],
+    reward: Reward,
+    *,
+    max_new_tokens: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """One sample per prompt from the policy and from the reference (same draws), with rewards."""
+    prompt_ids = encode_prompts(tokenizer, [problem.prompt for problem in problems])
+    samples = {}
+    for name, model in (("policy", policy), ("reference", reference)):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            rows = generate_completions(model, tokenizer, prompt_ids, max_new_tokens=max_new_tokens)
+        samples[name] = [decode(tokenizer, row[0]) for row in rows]
+    return [
+        {
+            "prompt": problem.prompt,
+            "policy_sample": policy_text,
+            "policy_reward": reward(problem.prompt, policy_text, problem.answer),
+            "reference_sample": reference_text,
+            "reference_reward": reward(problem.prompt, reference_text, problem.answer),
+        }
+        for problem, policy_text, reference_text in zip(
+            problems, samples["policy"], samples["reference"], strict=True
+        )
+    ]
+
+
 class TrueRewardEval(L.Callback):
     """At every validation (the interval is the trainer's val_check_interval), logs `eval/...`."""
 
@@ -118,7 +157,14 @@ class TrueRewardEval(L.Callback):
         max_new_tokens: int,
         batch_size: int,
         seed: int,
+        run_dir: Path | None = None,
+        table_every: int = 0,
+        table_size: int = 8,
     ) -> None:
+        self.run_dir = run_dir
+        self.table_every = table_every
+        self.table_size = table_size
+        self.evaluations = 0
         self.reference = reference
         self.tokenizer = tokenizer
         self.problems = problems
@@ -142,3 +188,27 @@ class TrueRewardEval(L.Callback):
             return
         for name, value in self.evaluate(pl_module.policy).items():
             pl_module.log(f"eval/{name}", value, prog_bar=name == "true_reward")
+        self.evaluations += 1
+        if self.table_every and self.evaluations % self.table_every == 0 and trainer.is_global_zero:
+            self.write_sample_table(trainer, pl_module.policy)
+
+    def write_sample_table(self, trainer: L.Trainer, policy: PreTrainedModel) -> None:
+        rows = sample_rows(
+            policy,
+            self.reference,
+            self.tokenizer,
+            self.problems[: self.table_size],
+            self.reward,
+            max_new_tokens=self.options["max_new_tokens"],
+            seed=self.options["seed"],
+        )
+        if self.run_dir is not None:
+            folder = self.run_dir / "samples"
+            folder.mkdir(parents=True, exist_ok=True)
+            lines = "".join(json.dumps(row) + "\n" for row in rows)
+            (folder / f"step_{trainer.global_step:06d}.jsonl").write_text(lines)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                columns = list(rows[0])
+                data = [[row[column] for column in columns] for row in rows]
+                logger.log_table(key="eval/samples", columns=columns, data=data, step=trainer.global_step)

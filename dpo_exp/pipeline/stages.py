@@ -232,6 +232,9 @@ class PipelineContext:
             self.reward,
             self.drift_pairs(sample, tokenizer),
             **self.eval_options(),
+            run_dir=self.run_dir,
+            table_every=int(self.cfg.evaluate.table_every),
+            table_size=int(self.cfg.evaluate.table_size),
         )
 
     def drift_pairs(self, sample: StageResult, tokenizer: Any) -> list[TokenizedPair]:

@@ -72,6 +72,16 @@ def test_pipeline_writes_every_stage_and_a_second_run_reuses_them(tmp_path: Path
     assert summary["reference"]["eval/kl"] == pytest.approx(0.0, abs=1e-5)
     config = (tmp_path / "dpo" / "config.yaml").read_text()
     assert str(sft / "model") in config  # the preference run started from the SFT checkpoint
+    tables = sorted((tmp_path / "dpo" / "samples").glob("step_*.jsonl"))
+    assert tables, "no sample table was written"
+    rows = [json.loads(line) for line in tables[-1].read_text().splitlines()]
+    assert len(rows) == 8 and set(rows[0]) == {
+        "prompt",
+        "policy_sample",
+        "policy_reward",
+        "reference_sample",
+        "reference_reward",
+    }
 
     # A β sweep member and an RFT baseline with the same SFT and sampling settings share stages 1-2.
     second = pipeline(tmp_path, "dpo_beta", "beta=0.5")
