@@ -59,3 +59,12 @@ def test_bad_config_fails_before_any_model_and_leaves_no_finished_run(tmp_path: 
     assert message in result.stderr + result.stdout
     assert "LlamaForCausalLM" not in result.stdout  # stopped before any model was built
     assert not list(tmp_path.rglob("summary.json"))
+
+
+def test_an_output_folder_that_cannot_be_made_is_named(tmp_path: Path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    command = [sys.executable, "train.py", *FAST, f"output_root={blocker}/outputs"]
+    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert f"{blocker}/outputs" in result.stderr and "Not a directory" in result.stderr
