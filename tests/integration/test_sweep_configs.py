@@ -62,7 +62,7 @@ def test_the_optuna_search_optimises_a_metric_the_main_returns():
 
 
 def test_the_wandb_sweep_spec_calls_train_py_with_hydra_overrides():
-    spec = yaml.safe_load((SWEEPS_DIR / "wandb" / "beta_loss.yaml").read_text())
+    spec = yaml.safe_load((SWEEPS_DIR / "wandb_agent" / "beta_loss.yaml").read_text())
     assert spec["program"] == "train.py" and "${args_no_hyphens}" in spec["command"]
     first = [f"{key}={values['values'][0]}" for key, values in spec["parameters"].items()]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
