@@ -57,6 +57,15 @@ def completion_logps(
     return torch.cat(values)
 
 
+def sample_once(
+    model: PreTrainedModel, tokenizer: Any, prompt_ids: list[list[int]], *, seed: int, **options: Any
+) -> list[list[int]]:
+    """One sample per prompt, from `seed`: the same draws at every evaluation, training's RNG untouched."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return [rows[0] for rows in generate_completions(model, tokenizer, prompt_ids, **options)]
+
+
 def evaluate_policy(
     policy: PreTrainedModel,
     reference: PreTrainedModel,
@@ -71,9 +80,7 @@ def evaluate_policy(
     """True reward (sampled and greedy) of `policy` on `problems`, and KL(policy || reference)."""
     prompt_ids = encode_prompts(tokenizer, [problem.prompt for problem in problems])
     options = {"max_new_tokens": max_new_tokens, "batch_size": batch_size}
-    with torch.random.fork_rng():  # the same draws for every evaluation, and training's RNG untouched
-        torch.manual_seed(seed)
-        sampled = [rows[0] for rows in generate_completions(policy, tokenizer, prompt_ids, **options)]
+    sampled = sample_once(policy, tokenizer, prompt_ids, seed=seed, **options)
     greedy = [rows[0] for rows in generate_completions(policy, tokenizer, prompt_ids, greedy=True, **options)]
     pad_id = tokenizer.pad_token_id
     log_ratio = completion_logps(policy, prompt_ids, sampled, pad_id, batch_size) - completion_logps(
@@ -123,12 +130,13 @@ def sample_rows(
 ) -> list[dict[str, Any]]:
     """One sample per prompt from the policy and from the reference (same draws), with rewards."""
     prompt_ids = encode_prompts(tokenizer, [problem.prompt for problem in problems])
-    samples = {}
-    for name, model in (("policy", policy), ("reference", reference)):
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            rows = generate_completions(model, tokenizer, prompt_ids, max_new_tokens=max_new_tokens)
-        samples[name] = [decode(tokenizer, row[0]) for row in rows]
+    options = {"max_new_tokens": max_new_tokens}
+    samples = {
+        name: [
+            decode(tokenizer, ids) for ids in sample_once(model, tokenizer, prompt_ids, seed=seed, **options)
+        ]
+        for name, model in (("policy", policy), ("reference", reference))
+    }
     return [
         {
             "prompt": problem.prompt,
