@@ -17,6 +17,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
+from transformers import PreTrainedModel
 
 from dpo_exp.checkpoints import check_checkpoint, checkpoint_callback, find_resume_checkpoint
 from dpo_exp.config import loss_options, validate_config
@@ -25,6 +26,7 @@ from dpo_exp.data.report import format_report
 from dpo_exp.eval_logps import EvalLogpsWriter
 from dpo_exp.export import EXPORT_DIR, export_policy
 from dpo_exp.guards import NonFiniteGuard
+from dpo_exp.losses import LossSpec
 from dpo_exp.models import load_policy, load_reference, load_tokenizer
 from dpo_exp.module import PreferenceModule
 from dpo_exp.ref_cache import cache_wanted, check_cache_config, load_or_compute
@@ -101,6 +103,21 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -
     )
 
 
+def build_module(
+    cfg: DictConfig, spec: LossSpec, policy: PreTrainedModel, reference: PreTrainedModel | None
+) -> PreferenceModule:
+    """The LightningModule of a run, from its config and its loaded models."""
+    return PreferenceModule(
+        policy,
+        reference,
+        loss=spec.name,
+        beta=float(cfg.beta),
+        loss_options=loss_options(cfg.loss),
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        head_on_completions=bool(cfg.speed.head_on_completions),
+    )
+
+
 def run(
     cfg: DictConfig,
     run_dir: Path,
@@ -173,15 +190,7 @@ def _run(
     if cache_wanted(cfg.reference, spec):
         cache = load_or_compute(cfg, policy, tokenizer, data, lambda: load_reference(cfg.model, policy))
     reference = load_reference(cfg.model, policy) if spec.needs_reference and cache is None else None
-    module = PreferenceModule(
-        policy,
-        reference,
-        loss=spec.name,
-        beta=float(cfg.beta),
-        loss_options=loss_options(cfg.loss),
-        optim=OmegaConf.to_container(cfg.optim, resolve=True),
-        head_on_completions=bool(cfg.speed.head_on_completions),
-    )
+    module = build_module(cfg, spec, policy, reference)
     datamodule = PreferenceDataModule(
         data,
         paired=spec.paired,

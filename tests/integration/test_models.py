@@ -18,8 +18,8 @@ from transformers import (
     Qwen2Config,
 )
 
-from dpo_exp.cli import run
-from dpo_exp.config import loss_options, validate_config
+from dpo_exp.cli import build_module, run
+from dpo_exp.config import validate_config
 from dpo_exp.data.module import PreferenceDataModule, prepare_data
 from dpo_exp.export import export_policy
 from dpo_exp.lora import REFERENCE_ADAPTER, TRAINED_ADAPTER, lora_config
@@ -93,14 +93,7 @@ def assemble(cfg) -> tuple[PreferenceModule, dict[str, torch.Tensor]]:
     data = prepare_data(cfg.data, tokenizer, paired=spec.paired)
     policy = load_policy(cfg.model, tokenizer)
     reference = load_reference(cfg.model, policy) if spec.needs_reference else None
-    module = PreferenceModule(
-        policy,
-        reference,
-        loss=spec.name,
-        beta=float(cfg.beta),
-        loss_options=loss_options(cfg.loss),
-        optim=dict(cfg.optim),
-    )
+    module = build_module(cfg, spec, policy, reference)
     datamodule = PreferenceDataModule(
         data, paired=True, pad_id=tokenizer.pad_token_id, batch_size=8, eval_batch_size=8, seed=0
     )

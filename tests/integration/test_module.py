@@ -10,8 +10,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from dpo_exp.cli import run
-from dpo_exp.config import loss_options
+from dpo_exp.cli import build_module, run
 from dpo_exp.data.module import PreferenceDataModule, prepare_data
 from dpo_exp.losses import LOSSES, get_loss
 from dpo_exp.models import load_policy, load_reference, load_tokenizer
@@ -27,14 +26,7 @@ def build(overrides: list[str]) -> tuple:
     data = prepare_data(cfg.data, tokenizer, paired=spec.paired)
     policy = load_policy(cfg.model, tokenizer)
     reference = load_reference(cfg.model, policy) if spec.needs_reference else None
-    module = PreferenceModule(
-        policy,
-        reference,
-        loss=spec.name,
-        beta=float(cfg.beta),
-        loss_options=loss_options(cfg.loss),
-        optim=dict(cfg.optim),
-    )
+    module = build_module(cfg, spec, policy, reference)
     datamodule = PreferenceDataModule(
         data,
         paired=spec.paired,
