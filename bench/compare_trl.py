@@ -233,6 +233,8 @@ def single_mode(directory: Path, *, steps: int, repeats: int) -> None:
         "trl precomputed": ["trl", "--precompute", "1"],
         "dpo_exp": ["dpo_exp", "--", *base],
         "dpo_exp cached": ["dpo_exp", "--", *base, "reference.cache=true"],
+        # Ablation: one padded row per sequence, the prompt computed twice (as TRL does).
+        "dpo_exp 2 rows": ["dpo_exp", "--", *base, "speed.share_prompt=false"],
     }
     results: dict[str, list[dict]] = {name: [] for name in variants}
     for repeat in range(repeats):

@@ -39,6 +39,7 @@ from dpo_exp.run_files import (
     write_json_atomically,
     write_resolved_config,
 )
+from dpo_exp.scoring import shared_prompt_supported
 from dpo_exp.sweep_summary import sweep_group
 from dpo_exp.telemetry import TokenThroughput, model_flops_shape
 
@@ -116,6 +117,14 @@ def build_module(
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         head_on_completions=bool(cfg.speed.head_on_completions),
     )
+
+
+def share_prompt_wanted(
+    cfg: DictConfig, spec: LossSpec, policy: PreTrainedModel, reference: PreTrainedModel | None
+) -> bool:
+    """Prompt ‖ chosen ‖ rejected rows when asked for, the data is paired and the models allow it."""
+    models = [model for model in (policy, reference) if model is not None]
+    return bool(cfg.speed.share_prompt) and spec.paired and all(map(shared_prompt_supported, models))
 
 
 def run(
@@ -201,6 +210,7 @@ def _run(
         shuffle=cfg.data.shuffle,
         group_by_length=bool(cfg.speed.group_by_length),
         ref_logps=None if cache is None else {"train": cache.train, "validation": cache.validation},
+        share_prompt=share_prompt_wanted(cfg, spec, policy, reference),
     )
     throughput = TokenThroughput(
         cfg.trainer.log_every_n_steps, model=model_flops_shape(policy), peak_flops=float(cfg.speed.peak_flops)
@@ -229,11 +239,13 @@ def _run(
         "metrics": {name: float(value) for name, value in sorted(trainer.callback_metrics.items())},
         "wall_time_s": time.perf_counter() - start,
         "train_time_s": throughput.train_seconds,
+        "tokens": throughput.tokens,
         "tokens_per_s": throughput.tokens_per_s,
         "padding_fraction": throughput.padding_fraction,
         "peak_memory_gb": throughput.peak_memory_gb,
         "mfu": throughput.mfu,
         "reference_cached": cache is not None,
+        "shared_prompt": datamodule.share_prompt,
         "data": {"train": vars(data.train.report), "validation": vars(data.validation.report)},
         "versions": library_versions(),
         **extra_summary,

@@ -12,7 +12,7 @@ from dpo_exp.checkpoints import restore_rng_state, rng_state
 from dpo_exp.logprobs import split_pairs
 from dpo_exp.lora import is_lora, reference_mode
 from dpo_exp.losses import LossOutput, get_loss, loss_inputs
-from dpo_exp.scoring import score_sequences
+from dpo_exp.scoring import score_batch
 
 
 class PreferenceModule(L.LightningModule):
@@ -71,14 +71,8 @@ class PreferenceModule(L.LightningModule):
     def sequence_logps(
         self, model: PreTrainedModel, batch: dict[str, torch.Tensor], prefix: str = ""
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed completion log-probs and token counts of every row, in one forward pass."""
-        return score_sequences(
-            model,
-            batch[f"{prefix}input_ids"],
-            batch[f"{prefix}attention_mask"],
-            batch[f"{prefix}labels"],
-            head_on_completions=self.head_on_completions,
-        )
+        """Summed completion log-probs and token counts of every sequence, in one forward pass."""
+        return score_batch(model, batch, prefix, head_on_completions=self.head_on_completions)
 
     def reference_logps(self, batch: dict[str, torch.Tensor], prefix: str = "") -> torch.Tensor:
         if f"{prefix}ref_logps" in batch:

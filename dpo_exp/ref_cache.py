@@ -26,11 +26,11 @@ from filelock import FileLock
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
-from dpo_exp.data.collate import IndexedItem, PairCollator, SplitLogps
-from dpo_exp.data.module import PreparedData
+from dpo_exp.data.collate import IndexedItem, SplitLogps
+from dpo_exp.data.module import PreparedData, pair_collator
 from dpo_exp.logprobs import split_pairs
 from dpo_exp.losses import LossSpec
-from dpo_exp.scoring import score_sequences
+from dpo_exp.scoring import score_batch, shared_prompt_supported
 
 # Bump when the numbers `score_sequences` gives for the same inputs change (label shift, dtype,
 # masking): caches written by older code then stop matching.
@@ -147,19 +147,20 @@ def cache_path(cache_dir: str | Path, key: dict) -> Path:
 
 @torch.no_grad()
 def compute_split(
-    reference: torch.nn.Module, items: list[IndexedItem], *, pad_id: int, batch_size: int
+    reference: torch.nn.Module,
+    items: list[IndexedItem],
+    *,
+    pad_id: int,
+    batch_size: int,
+    share_prompt: bool = False,
 ) -> SplitLogps:
     """Score every pair of a split with the reference; NaN marks anything left unscored."""
     chosen = torch.full((len(items),), float("nan"))
     rejected = torch.full((len(items),), float("nan"))
     device = next(reference.parameters()).device
-    for batch in DataLoader(items, batch_size=batch_size, collate_fn=PairCollator(pad_id)):
-        logps, _ = score_sequences(
-            reference,
-            batch["input_ids"].to(device),
-            batch["attention_mask"].to(device),
-            batch["labels"].to(device),
-        )
+    share_prompt = share_prompt and shared_prompt_supported(reference)
+    for batch in DataLoader(items, batch_size=batch_size, collate_fn=pair_collator(pad_id, share_prompt)):
+        logps, _ = score_batch(reference, {name: value.to(device) for name, value in batch.items()})
         chosen_logps, rejected_logps = split_pairs(logps.float().cpu())
         chosen[batch["index"]] = chosen_logps
         rejected[batch["index"]] = rejected_logps
@@ -228,9 +229,10 @@ def load_or_compute(
         reference = load_reference()
         batch_size = int(cfg.data.eval_batch_size)
         pad_id = tokenizer.pad_token_id
+        options = {"pad_id": pad_id, "batch_size": batch_size, "share_prompt": bool(cfg.speed.share_prompt)}
         cache = ReferenceCache(
-            train=compute_split(reference, data.train.items, pad_id=pad_id, batch_size=batch_size),
-            validation=compute_split(reference, data.validation.items, pad_id=pad_id, batch_size=batch_size),
+            train=compute_split(reference, data.train.items, **options),
+            validation=compute_split(reference, data.validation.items, **options),
         )
         del reference
         save_cache(path, key, cache)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from dpo_exp.logprobs import completion_logps, sequence_logps
+from dpo_exp.data.collate import CHOSEN, PAD, REJECTED
+from dpo_exp.logprobs import completion_logps, sequence_logps, token_log_softmax
 
 # Config attributes that make logits more than `lm_head(hidden)`: such models take the plain path.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier")
@@ -40,3 +41,81 @@ def score_sequences(
         return completion_logps(hidden, labels, model.get_output_embeddings())
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
     return sequence_logps(logits, labels)
+
+
+# -- shared-prompt rows (`SharedPromptCollator`) -----------------------------------------------------
+
+# Attention kernels that take an explicit (B, 1, T, T) mask; flash attention builds its own.
+_MASKED_ATTENTION = ("sdpa", "eager")
+
+
+def shared_prompt_supported(model: torch.nn.Module) -> bool:
+    """Whether the model attends through a custom 4D mask with full (not sliding-window) attention."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "_attn_implementation", None) not in _MASKED_ATTENTION:
+        return False
+    layer_types = getattr(config, "layer_types", None) or []
+    return not any("sliding" in str(kind) for kind in layer_types)
+
+
+def shared_prompt_mask(token_parts: torch.Tensor, *, dtype: torch.dtype, additive: bool) -> torch.Tensor:
+    """(B, 1, T, T) mask: causal within a row, padding unseen, rejected tokens blind to chosen ones.
+
+    Padding queries see themselves, so no softmax row is empty (their outputs are never scored).
+    `additive` gives 0 / -inf-like floats of `dtype` (eager attention) instead of booleans (SDPA).
+    """
+    width = token_parts.shape[1]
+    causal = torch.ones(width, width, dtype=torch.bool, device=token_parts.device).tril()
+    real_keys = (token_parts != PAD)[:, None, :]
+    rejected_sees_chosen = (token_parts == REJECTED)[:, :, None] & (token_parts == CHOSEN)[:, None, :]
+    mask = causal & real_keys & ~rejected_sees_chosen
+    mask |= torch.eye(width, dtype=torch.bool, device=token_parts.device)
+    mask = mask[:, None]
+    if not additive:
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+
+def score_shared_prompt(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], *, head_on_completions: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs and token counts of the 2B chosen‖rejected sequences of shared-prompt rows."""
+    additive = model.config._attn_implementation == "eager"
+    mask = shared_prompt_mask(batch["token_parts"], dtype=model.dtype, additive=additive)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": mask, "position_ids": batch["position_ids"]}
+    index = batch["score_index"]
+    if head_on_completions and head_on_completions_supported(model):
+        hidden = model.get_decoder()(**inputs).last_hidden_state
+        logits = model.get_output_embeddings()(hidden.flatten(0, 1)[index])  # (N, V)
+    else:
+        logits = model(**inputs).logits.flatten(0, 1)[index]
+    token_logps = token_log_softmax(logits, batch["score_targets"])
+    sequences = batch["sequence_lengths"].shape[0]
+    logps = torch.zeros(sequences, dtype=torch.float32, device=logits.device)
+    logps = logps.index_add(0, batch["score_sequence"], token_logps)
+    ntokens = torch.bincount(batch["score_sequence"], minlength=sequences).to(torch.float32)
+    return logps, ntokens
+
+
+def score_batch(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    prefix: str = "",
+    *,
+    head_on_completions: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed completion log-probs and token counts of a batch's sequences, whatever its layout.
+
+    `prefix` selects a second set of rows in the batch (KTO's mismatched `kl_` rows).
+    """
+    if prefix:
+        batch = {name.removeprefix(prefix): value for name, value in batch.items() if name.startswith(prefix)}
+    if "token_parts" in batch:
+        return score_shared_prompt(model, batch, head_on_completions=head_on_completions)
+    return score_sequences(
+        model,
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["labels"],
+        head_on_completions=head_on_completions,
+    )

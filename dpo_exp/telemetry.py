@@ -21,6 +21,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from dpo_exp.data.collate import PAD
+
 
 @dataclass(frozen=True)
 class ModelShape:
@@ -52,8 +54,25 @@ def peak_memory_gb() -> float:
     return peak / 2**30 if sys.platform == "darwin" else peak / 2**20  # bytes on macOS, KiB on Linux
 
 
+def row_lengths(batch: dict[str, torch.Tensor], prefix: str = "") -> torch.Tensor:
+    """Non-padding positions of each row the model runs on."""
+    if f"{prefix}token_parts" in batch:
+        return (batch[f"{prefix}token_parts"] != PAD).sum(-1)
+    return batch[f"{prefix}attention_mask"].sum(-1)
+
+
+def sequence_tokens(batch: dict[str, torch.Tensor], prefix: str = "") -> int:
+    """Tokens of the batch's chosen and rejected sequences, a shared prompt counted in each."""
+    if f"{prefix}sequence_lengths" in batch:
+        return int(batch[f"{prefix}sequence_lengths"].sum())
+    return int(batch[f"{prefix}attention_mask"].sum())
+
+
 class TokenThroughput(L.Callback):
-    """Counts non-padding tokens (every row, chosen and rejected) and model FLOPs over measured time.
+    """Counts tokens of chosen and rejected sequences, and model FLOPs, over measured time.
+
+    Tokens are counted as in one padded row per sequence whatever the layout, so tokens/s compare
+    across layouts; the padding fraction and the FLOPs are those of the rows actually run.
 
     Time runs from the first training batch to the last, so start-up and validation are excluded.
     """
@@ -64,8 +83,9 @@ class TokenThroughput(L.Callback):
         self.log_every_n_steps = log_every_n_steps
         self.model = model
         self.peak_flops = peak_flops
-        self.tokens = 0
-        self.padded_tokens = 0
+        self.tokens = 0  # of the chosen and rejected sequences, however they are laid out in rows
+        self.real_positions = 0  # input positions that are not padding
+        self.positions = 0
         self.flops = 0.0
         self.train_seconds = 0.0
         self._batch_start = 0.0
@@ -80,10 +100,10 @@ class TokenThroughput(L.Callback):
     ) -> None:
         self.train_seconds += time.perf_counter() - self._batch_start
         for prefix in ("", "kl_"):
-            if f"{prefix}attention_mask" in batch:
-                mask = batch[f"{prefix}attention_mask"]
-                self.tokens += int(mask.sum())
-                self.padded_tokens += mask.numel()
+            if f"{prefix}input_ids" in batch:
+                self.tokens += int(sequence_tokens(batch, prefix))
+                self.real_positions += int(row_lengths(batch, prefix).sum())
+                self.positions += batch[f"{prefix}input_ids"].numel()
         if self.model is not None:
             self.flops += self.batch_flops(
                 batch, reference_runs=getattr(module, "reference", None) is not None
@@ -100,11 +120,11 @@ class TokenThroughput(L.Callback):
 
     def batch_flops(self, batch: dict[str, torch.Tensor], *, reference_runs: bool) -> float:
         """Model FLOPs of one training step on `batch` (see the module docstring)."""
-        forward = self.model.forward_flops(batch["attention_mask"].sum(-1))
+        forward = self.model.forward_flops(row_lengths(batch))
         reference_forward = reference_runs and "ref_logps" not in batch
         flops = 3 * forward + (forward if reference_forward else 0.0)
         if "kl_attention_mask" in batch:
-            kl_forward = self.model.forward_flops(batch["kl_attention_mask"].sum(-1))
+            kl_forward = self.model.forward_flops(row_lengths(batch, "kl_"))
             flops += kl_forward * (2 if reference_runs else 1)
         return flops
 
@@ -114,7 +134,7 @@ class TokenThroughput(L.Callback):
 
     @property
     def padding_fraction(self) -> float:
-        return 1 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
+        return 1 - self.real_positions / self.positions if self.positions else 0.0
 
     @property
     def mfu(self) -> float:

@@ -50,6 +50,68 @@ class PairCollator:
         return batch
 
 
+# What each position of a shared-prompt row holds (`token_parts`).
+PAD, PROMPT, CHOSEN, REJECTED = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class SharedPromptCollator:
+    """One row per pair, prompt ‖ chosen ‖ rejected: the prompt is computed once for both.
+
+    The rejected completion restarts its positions where the prompt ends and, through the mask
+    built from `token_parts` (see `scoring.shared_prompt_mask`), sees the prompt but not the
+    chosen completion, so each completion gets exactly the log-probs of its own padded row.
+    Scored tokens are listed flat: `score_index` (the position predicting the token, in the
+    flattened (B·T) batch), `score_targets` (the token) and `score_sequence` (which of the 2B
+    chosen‖rejected sequences it belongs to, the order of `PairCollator`'s rows).
+    `sequence_lengths` (2B,) are prompt + completion lengths, as the padded rows would have.
+    """
+
+    pad_id: int
+
+    def __call__(self, items: list[IndexedItem]) -> dict[str, torch.Tensor]:
+        pairs = [item.record for item in items]
+        width = max(len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
+        input_ids = torch.full((len(pairs), width), self.pad_id, dtype=torch.long)
+        position_ids = torch.zeros((len(pairs), width), dtype=torch.long)
+        token_parts = torch.full((len(pairs), width), PAD, dtype=torch.int8)
+        score_index, score_targets, score_sequence = [], [], []
+        for row, pair in enumerate(pairs):
+            prompt, chosen, rejected = pair.prompt_ids, pair.chosen_ids, pair.rejected_ids
+            start = len(prompt)  # first chosen token
+            split = start + len(chosen)  # first rejected token
+            end = split + len(rejected)
+            input_ids[row, :end] = torch.tensor(prompt + chosen + rejected, dtype=torch.long)
+            position_ids[row, :split] = torch.arange(split)
+            position_ids[row, split:end] = torch.arange(start, start + len(rejected))
+            token_parts[row, :start], token_parts[row, start:split] = PROMPT, CHOSEN
+            token_parts[row, split:end] = REJECTED
+            # Token t of a completion is predicted by the position before it in its own sequence:
+            # the last prompt token for t = 0 (none when the prompt is empty, as in a padded row).
+            chosen_predictors = torch.arange(start - 1, split - 1)
+            rejected_predictors = torch.cat([torch.tensor([start - 1]), torch.arange(split, end - 1)])
+            for sequence, completion, predictors in (
+                (row, chosen, chosen_predictors),
+                (row + len(pairs), rejected, rejected_predictors[: len(rejected)]),
+            ):
+                scored = slice(1 if start == 0 else 0, None)
+                score_index.append(row * width + predictors[scored])
+                score_targets.append(torch.tensor(completion, dtype=torch.long)[scored])
+                score_sequence.append(torch.full((len(completion),), sequence)[scored])
+        lengths = [len(p.prompt_ids) + len(p.chosen_ids) for p in pairs]
+        lengths += [len(p.prompt_ids) + len(p.rejected_ids) for p in pairs]
+        return {
+            "input_ids": input_ids,
+            "position_ids": position_ids,
+            "token_parts": token_parts,
+            "score_index": torch.cat(score_index),
+            "score_targets": torch.cat(score_targets),
+            "score_sequence": torch.cat(score_sequence),
+            "sequence_lengths": torch.tensor(lengths, dtype=torch.long),
+            "index": torch.tensor([item.index for item in items]),
+        }
+
+
 @dataclass(frozen=True)
 class UnpairedCollator:
     """Completions with their labels, plus mismatched (prompt i, completion i+1) rows.
@@ -85,7 +147,7 @@ class SplitLogps:
 class WithReferenceLogps:
     """Wraps a pair collator: adds cached `ref_logps`, aligned with the chosen‖rejected rows."""
 
-    collate: PairCollator
+    collate: PairCollator | SharedPromptCollator
     logps: SplitLogps
 
     def __call__(self, items: list[IndexedItem]) -> dict[str, torch.Tensor]:

@@ -10,7 +10,14 @@ import lightning as L
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
-from dpo_exp.data.collate import IndexedItem, PairCollator, SplitLogps, UnpairedCollator, WithReferenceLogps
+from dpo_exp.data.collate import (
+    IndexedItem,
+    PairCollator,
+    SharedPromptCollator,
+    SplitLogps,
+    UnpairedCollator,
+    WithReferenceLogps,
+)
 from dpo_exp.data.records import PreferencePair, Record
 from dpo_exp.data.report import DataReport, build_report, check_not_empty
 from dpo_exp.data.sampling import GlobalBatchSampler, row_length
@@ -70,13 +77,18 @@ def prepare_data(data_cfg: Any, tokenizer: Any, *, paired: bool) -> PreparedData
     )
 
 
+def pair_collator(pad_id: int, share_prompt: bool) -> PairCollator | SharedPromptCollator:
+    return SharedPromptCollator(pad_id) if share_prompt else PairCollator(pad_id)
+
+
 class PreferenceDataModule(L.LightningDataModule):
     """Serves prepared splits; the training order is shuffled from the run's seed.
 
     Training batches come from `GlobalBatchSampler`: the same global batches whatever the number
     of processes, shuffled from the seed, of similar lengths with `group_by_length`. Validation is
     split across processes without repeats. `ref_logps` ({"train": ..., "validation": ...}) adds
-    cached reference log-probs.
+    cached reference log-probs. With `share_prompt`, pairs are collated as prompt ‖ chosen ‖
+    rejected rows (`SharedPromptCollator`); the examples and their order do not change.
     """
 
     def __init__(
@@ -91,10 +103,12 @@ class PreferenceDataModule(L.LightningDataModule):
         shuffle: bool = True,
         group_by_length: bool = False,
         ref_logps: dict[str, SplitLogps] | None = None,
+        share_prompt: bool = False,
     ) -> None:
         super().__init__()
         self.data = data
-        self.collate = PairCollator(pad_id) if paired else UnpairedCollator(pad_id)
+        self.share_prompt = share_prompt and paired
+        self.collate = pair_collator(pad_id, share_prompt) if paired else UnpairedCollator(pad_id)
         self.train_collate = self.val_collate = self.collate
         if ref_logps is not None:
             self.train_collate = WithReferenceLogps(self.collate, ref_logps["train"])

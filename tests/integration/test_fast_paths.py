@@ -1,4 +1,4 @@
-"""Every fast path against the plain one on tiny models: head on completions, the reference cache."""
+"""Every fast path against the plain one on tiny models: head on completions, shared prompts, the cache."""
 
 from __future__ import annotations
 
@@ -120,6 +120,19 @@ def test_training_with_the_cache_follows_the_same_loss_trajectory(tmp_path: Path
     assert_close(computed["metrics"]["val/loss"], plain["metrics"]["val/loss"], rtol=1e-5, atol=1e-6)
     for name in ("peak_memory_gb", "mfu", "tokens_per_s"):
         assert plain[name] > 0
+
+
+@pytest.mark.slow
+def test_training_on_shared_prompt_rows_follows_the_padded_loss_trajectory(tmp_path: Path):
+    overrides = ["trainer.max_steps=4", "trainer.val_check_interval=4"]
+    padded = run(compose_config([*overrides, "speed.share_prompt=false"]), tmp_path / "padded")
+    shared = run(compose_config([*overrides, "speed.share_prompt=true"]), tmp_path / "shared")
+    losses = torch.tensor(_train_losses(tmp_path / "padded"))
+    assert len(losses) == 4
+    assert_close(torch.tensor(_train_losses(tmp_path / "shared")), losses, rtol=1e-5, atol=1e-6)
+    assert_close(shared["metrics"]["val/loss"], padded["metrics"]["val/loss"], rtol=1e-5, atol=1e-6)
+    assert shared["tokens"] == padded["tokens"]  # the same sequences, counted alike
+    assert shared["shared_prompt"] and not padded["shared_prompt"]
 
 
 def test_an_unpaired_loss_refuses_the_cache(tmp_path: Path):

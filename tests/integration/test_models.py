@@ -20,12 +20,13 @@ from transformers import (
 
 from dpo_exp.cli import build_module, run
 from dpo_exp.config import validate_config
+from dpo_exp.data.collate import PairCollator, SharedPromptCollator
 from dpo_exp.data.module import PreferenceDataModule, prepare_data
 from dpo_exp.export import export_policy
 from dpo_exp.lora import REFERENCE_ADAPTER, TRAINED_ADAPTER, lora_config
 from dpo_exp.models import load_policy, load_reference, load_tokenizer
 from dpo_exp.module import PreferenceModule
-from dpo_exp.scoring import score_sequences
+from dpo_exp.scoring import score_batch, score_sequences, shared_prompt_supported
 from tests.conftest import tiny_llama_config
 from tests.helpers import FAST_DATA, FAST_TRAINER, compose_config
 
@@ -145,6 +146,40 @@ def test_activation_checkpointing_gives_the_same_gradients(family_dirs):
         logps.sum().backward()
         gradients[enabled] = torch.cat([p.grad.flatten() for p in module.policy.parameters()])
     assert_close(gradients[True], gradients[False], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2", "pythia"])
+def test_shared_prompt_rows_give_the_padded_rows_logps_and_gradients(family, attention, family_dirs):
+    cfg = compose(family_dirs[family], family, f"model.attn_implementation={attention}")
+    module, _ = assemble(cfg)
+    assert shared_prompt_supported(module.policy)
+    items = prepare_data(cfg.data, load_tokenizer(cfg.model), paired=True).train.items[:8]
+    pad_id = module.policy.config.pad_token_id
+    module.eval()  # GPT-2's dropout off: both layouts see the same function
+    results = {}
+    for collate in (PairCollator(pad_id), SharedPromptCollator(pad_id)):
+        batch = collate(items)
+        for head_on_completions in (True, False):
+            module.policy.zero_grad()
+            logps, ntokens = score_batch(module.policy, batch, head_on_completions=head_on_completions)
+            logps.sum().backward()
+            gradients = torch.cat([p.grad.flatten() for p in module.policy.parameters()])
+            results[type(collate).__name__, head_on_completions] = (logps.detach(), ntokens, gradients)
+    padded = results["PairCollator", False]
+    for key, (logps, ntokens, gradients) in results.items():
+        assert_close(logps, padded[0], rtol=1e-5, atol=1e-5, msg=str(key))
+        assert_close(ntokens, padded[1], msg=str(key))
+        assert_close(gradients, padded[2], rtol=1e-4, atol=1e-5, msg=str(key))
+
+
+def test_flash_or_sliding_window_attention_keeps_one_row_per_sequence(family_dirs):
+    cfg = compose(family_dirs["qwen2"], "qwen2")
+    module, _ = assemble(cfg)
+    module.policy.config.layer_types = ["sliding_attention"] * module.policy.config.num_hidden_layers
+    assert not shared_prompt_supported(module.policy)
+    module.policy.config._attn_implementation = "flash_attention_2"
+    assert not shared_prompt_supported(module.policy)
 
 
 # -- LoRA ------------------------------------------------------------------------------------
