@@ -13,6 +13,7 @@ on how a batch is drawn, so it keeps its on-the-fly reference.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ from torch.utils.data import DataLoader
 from dpo_exp.data.collate import IndexedItem, SplitLogps
 from dpo_exp.data.module import PreparedData, pair_collator
 from dpo_exp.logprobs import split_pairs
+from dpo_exp.lora import REFERENCE_ADAPTER, is_lora, reference_mode
 from dpo_exp.losses import LossSpec
 from dpo_exp.scoring import score_batch, shared_prompt_supported
 
@@ -88,6 +90,9 @@ def weights_fingerprint(model_cfg: Any, policy: torch.nn.Module) -> str:
             raise CacheError(f"model.ref_path: no weight files found under {ref_path}")
         return _sha256(_file_chunks(files))
     state = policy.state_dict()
+    if is_lora(policy) and REFERENCE_ADAPTER not in policy.peft_config:
+        # The reference is the base with the adapter off: the new adapter's random start is not part of it.
+        state = {name: tensor for name, tensor in state.items() if "lora_" not in name}
     return _sha256(
         name.encode()
         + str(tensor.dtype).encode()
@@ -227,14 +232,19 @@ def load_or_compute(
             print(f"reference log-probs: read from {path}")
             return load_cache(path, key, sizes)
         reference = load_reference()
-        batch_size = int(cfg.data.eval_batch_size)
-        pad_id = tokenizer.pad_token_id
-        options = {"pad_id": pad_id, "batch_size": batch_size, "share_prompt": bool(cfg.speed.share_prompt)}
-        cache = ReferenceCache(
-            train=compute_split(reference, data.train.items, **options),
-            validation=compute_split(reference, data.validation.items, **options),
-        )
-        del reference
+        options = {
+            "pad_id": tokenizer.pad_token_id,
+            "batch_size": int(cfg.data.eval_batch_size),
+            "share_prompt": bool(cfg.speed.share_prompt),
+        }
+        # A LoRA policy without a separate reference is its own reference, adapter off.
+        scorer = policy if reference is None and is_lora(policy) else reference
+        with reference_mode(scorer) if scorer is policy else contextlib.nullcontext():
+            cache = ReferenceCache(
+                train=compute_split(scorer, data.train.items, **options),
+                validation=compute_split(scorer, data.validation.items, **options),
+            )
+        del reference, scorer
         save_cache(path, key, cache)
         print(f"reference log-probs: computed and written to {path}")
     return load_cache(path, key, sizes)

@@ -135,6 +135,25 @@ def test_training_on_shared_prompt_rows_follows_the_padded_loss_trajectory(tmp_p
     assert shared["shared_prompt"] and not padded["shared_prompt"]
 
 
+@pytest.mark.slow
+def test_lora_reads_its_adapter_off_reference_from_the_cache(tmp_path: Path):
+    overrides = [
+        "model.lora={r:4,alpha:8,dropout:0.0,target_modules:all-linear}",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=4",
+        f"reference.cache_dir={tmp_path / 'cache'}",
+    ]
+    plain = run(compose_config(overrides), tmp_path / "plain")
+    cached = run(compose_config([*overrides, "reference.cache=true"]), tmp_path / "cached")
+    rank_8 = run(compose_config([*overrides, "reference.cache=true", "model.lora.r=8"]), tmp_path / "rank_8")
+    assert cached["reference_cached"] and rank_8["reference_cached"]
+    # Another adapter on the same base has the same reference: the cache is reused.
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
+    losses = torch.tensor(_train_losses(tmp_path / "plain"))
+    assert_close(torch.tensor(_train_losses(tmp_path / "cached")), losses, rtol=1e-5, atol=1e-6)
+    assert_close(cached["metrics"]["val/loss"], plain["metrics"]["val/loss"], rtol=1e-5, atol=1e-6)
+
+
 def test_an_unpaired_loss_refuses_the_cache(tmp_path: Path):
     with pytest.raises(ValueError, match="reference.cache: loss 'kto'"):
         run(compose_config(["loss=kto", "reference.cache=true"]), tmp_path)
