@@ -29,7 +29,7 @@ from dpo_exp.guards import NonFiniteGuard
 from dpo_exp.losses import LossSpec
 from dpo_exp.models import load_policy, load_reference, load_tokenizer
 from dpo_exp.module import PreferenceModule
-from dpo_exp.ref_cache import cache_wanted, check_cache_config, load_or_compute
+from dpo_exp.ref_cache import cache_wanted, load_or_compute
 from dpo_exp.run_files import (
     SUMMARY,
     config_hash,
@@ -180,7 +180,6 @@ def _run(
 ) -> dict[str, Any]:
     start = time.perf_counter()
     spec = validate_config(cfg)
-    check_cache_config(cfg.reference, spec)
     resume_from = find_resume_checkpoint(cfg.resume, run_dir)
     if resume_from is not None:
         check_checkpoint(resume_from)
@@ -197,7 +196,9 @@ def _run(
     policy = load_policy(cfg.model, tokenizer)
     cache = None
     if cache_wanted(cfg.reference, spec):
-        cache = load_or_compute(cfg, policy, tokenizer, data, lambda: load_reference(cfg.model, policy))
+        cache = load_or_compute(
+            cfg, policy, tokenizer, data, lambda: load_reference(cfg.model, policy), paired=spec.paired
+        )
     reference = load_reference(cfg.model, policy) if spec.needs_reference and cache is None else None
     module = build_module(cfg, spec, policy, reference)
     datamodule = PreferenceDataModule(

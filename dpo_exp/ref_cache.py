@@ -7,13 +7,14 @@ atomically under a lock (sweep members may start together), and checked on load:
 must equal the expected one and every example of both splits must have a finite value. Anything
 else is refused with a message, never used. A run that uses the cache loads no reference model.
 
-Only paired losses are cached: KTO's reference point is scored on mismatched rows that depend
-on how a batch is drawn, so it keeps its on-the-fly reference.
+Paired data stores `chosen` and `rejected` per example; unpaired data (KTO) stores `completion`
+and `mismatched`, the latter on the example's fixed mismatched row (`mismatch_partners`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,8 +28,8 @@ from filelock import FileLock
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
-from dpo_exp.data.collate import IndexedItem, SplitLogps
-from dpo_exp.data.module import PreparedData, pair_collator
+from dpo_exp.data.collate import IndexedItem, SplitLogps, UnpairedLogps
+from dpo_exp.data.module import PreparedData, split_collator
 from dpo_exp.logprobs import split_pairs
 from dpo_exp.lora import REFERENCE_ADAPTER, is_lora, reference_mode
 from dpo_exp.losses import LossSpec
@@ -47,25 +48,16 @@ class CacheError(RuntimeError):
 
 @dataclass
 class ReferenceCache:
-    train: SplitLogps
-    validation: SplitLogps
+    train: SplitLogps | UnpairedLogps
+    validation: SplitLogps | UnpairedLogps
 
 
 # -- config ------------------------------------------------------------------------------------
 
 
-def check_cache_config(reference_cfg: Any, spec: LossSpec) -> None:
-    """Refuse `reference.cache=true` where it cannot apply, before anything is loaded."""
-    if reference_cfg.cache and spec.needs_reference and not spec.paired:
-        raise ValueError(
-            f"reference.cache: loss '{spec.name}' trains on unpaired data, whose KL rows are drawn per "
-            "batch and cannot be cached; set reference.cache=false"
-        )
-
-
 def cache_wanted(reference_cfg: Any, spec: LossSpec) -> bool:
     """Whether this run reads reference log-probs from the cache (reference-free losses need none)."""
-    return bool(reference_cfg.cache) and spec.needs_reference and spec.paired
+    return bool(reference_cfg.cache) and spec.needs_reference
 
 
 # -- the key -----------------------------------------------------------------------------------
@@ -118,13 +110,8 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 
 def data_fingerprint(items: list[IndexedItem]) -> str:
-    """The tokenised ids of every example, in index order."""
-    return _sha256(
-        json.dumps(
-            [item.index, item.record.prompt_ids, item.record.chosen_ids, item.record.rejected_ids]
-        ).encode()
-        for item in items
-    )
+    """The tokenised ids (and labels) of every example, in index order."""
+    return _sha256(json.dumps([item.index, *vars(item.record).values()]).encode() for item in items)
 
 
 def cache_key(
@@ -150,6 +137,11 @@ def cache_path(cache_dir: str | Path, key: dict) -> Path:
 # -- compute, store, verify --------------------------------------------------------------------
 
 
+def sides(paired: bool) -> tuple[str, str]:
+    """The two values cached per example."""
+    return ("chosen", "rejected") if paired else ("completion", "mismatched")
+
+
 @torch.no_grad()
 def compute_split(
     reference: torch.nn.Module,
@@ -157,28 +149,34 @@ def compute_split(
     *,
     pad_id: int,
     batch_size: int,
+    paired: bool = True,
     share_prompt: bool = False,
-) -> SplitLogps:
-    """Score every pair of a split with the reference; NaN marks anything left unscored."""
-    chosen = torch.full((len(items),), float("nan"))
-    rejected = torch.full((len(items),), float("nan"))
+) -> SplitLogps | UnpairedLogps:
+    """Score every example of a split with the reference; NaN marks anything left unscored."""
+    first = torch.full((len(items),), float("nan"))
+    second = torch.full((len(items),), float("nan"))
     device = next(reference.parameters()).device
     share_prompt = share_prompt and shared_prompt_supported(reference)
-    for batch in DataLoader(items, batch_size=batch_size, collate_fn=pair_collator(pad_id, share_prompt)):
-        logps, _ = score_batch(reference, {name: value.to(device) for name, value in batch.items()})
-        chosen_logps, rejected_logps = split_pairs(logps.float().cpu())
-        chosen[batch["index"]] = chosen_logps
-        rejected[batch["index"]] = rejected_logps
-    return SplitLogps(chosen, rejected)
+    collate = split_collator(items, pad_id, paired=paired, share_prompt=share_prompt)
+    for batch in DataLoader(items, batch_size=batch_size, collate_fn=collate):
+        batch = {name: value.to(device) for name, value in batch.items()}
+        logps = score_batch(reference, batch)[0].float().cpu()
+        if paired:
+            first_logps, second_logps = split_pairs(logps)
+        else:
+            first_logps, second_logps = logps, score_batch(reference, batch, "kl_")[0].float().cpu()
+        index = batch["index"].cpu()
+        first[index], second[index] = first_logps, second_logps
+    return SplitLogps(first, second) if paired else UnpairedLogps(first, second)
 
 
 def save_cache(path: Path, key: dict, cache: ReferenceCache) -> None:
     """Write atomically: a reader sees the whole file or none."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {
-        f"{split}.{side}": getattr(getattr(cache, split), side).contiguous()
+        f"{split}.{field.name}": getattr(getattr(cache, split), field.name).contiguous()
         for split in SPLITS
-        for side in ("chosen", "rejected")
+        for field in dataclasses.fields(getattr(cache, split))
     }
     handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(handle)
@@ -190,7 +188,7 @@ def save_cache(path: Path, key: dict, cache: ReferenceCache) -> None:
             os.remove(temporary)
 
 
-def load_cache(path: Path, key: dict, sizes: dict[str, int]) -> ReferenceCache:
+def load_cache(path: Path, key: dict, sizes: dict[str, int], *, paired: bool = True) -> ReferenceCache:
     """Read and verify a cache: same key, one finite value per example of each split."""
     from safetensors import safe_open
 
@@ -206,21 +204,30 @@ def load_cache(path: Path, key: dict, sizes: dict[str, int]) -> ReferenceCache:
     tensors = load_file(str(path))
     splits = {}
     for split in SPLITS:
-        sides = {}
-        for side in ("chosen", "rejected"):
-            values = tensors.get(f"{split}.{side}")
-            if values is None or values.shape != (sizes[split],) or not torch.isfinite(values).all():
+        values = {}
+        for side in sides(paired):
+            values[side] = tensors.get(f"{split}.{side}")
+            if (
+                values[side] is None
+                or values[side].shape != (sizes[split],)
+                or not values[side].isfinite().all()
+            ):
                 raise CacheError(
                     f"reference cache {path} does not cover every {split} example ({side}); "
                     "delete it to recompute"
                 )
-            sides[side] = values
-        splits[split] = SplitLogps(**sides)
+        splits[split] = SplitLogps(**values) if paired else UnpairedLogps(**values)
     return ReferenceCache(**splits)
 
 
 def load_or_compute(
-    cfg: Any, policy: torch.nn.Module, tokenizer: Any, data: PreparedData, load_reference: Any
+    cfg: Any,
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    data: PreparedData,
+    load_reference: Any,
+    *,
+    paired: bool = True,
 ) -> ReferenceCache:
     """The verified cache for this run's inputs, computed (with `load_reference()`) if absent."""
     key = cache_key(cfg.model, cfg.data, policy, tokenizer, data)
@@ -230,11 +237,12 @@ def load_or_compute(
     with FileLock(str(path) + ".lock"):
         if path.exists():
             print(f"reference log-probs: read from {path}")
-            return load_cache(path, key, sizes)
+            return load_cache(path, key, sizes, paired=paired)
         reference = load_reference()
         options = {
             "pad_id": tokenizer.pad_token_id,
             "batch_size": int(cfg.data.eval_batch_size),
+            "paired": paired,
             "share_prompt": bool(cfg.speed.share_prompt),
         }
         # A LoRA policy without a separate reference is its own reference, adapter off.
@@ -247,4 +255,4 @@ def load_or_compute(
         del reference, scorer
         save_cache(path, key, cache)
         print(f"reference log-probs: computed and written to {path}")
-    return load_cache(path, key, sizes)
+    return load_cache(path, key, sizes, paired=paired)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import torch
@@ -112,24 +113,50 @@ class SharedPromptCollator:
         }
 
 
+def mismatch_partners(size: int, seed: int = 0) -> list[int]:
+    """For each example index, another example whose completion forms its mismatched row.
+
+    A seeded random cycle over the split: fixed for the split whatever the run's seed, batch size
+    or process count (so the reference's log-probs on these rows can be cached), never the example
+    itself when there are two or more, and not its neighbour in the file (consecutive examples
+    often share a prompt, as k samples of one prompt do).
+    """
+    order = list(range(size))
+    random.Random(seed).shuffle(order)
+    partners = [0] * size
+    for position, index in enumerate(order):
+        partners[index] = order[(position + 1) % size]
+    return partners
+
+
 @dataclass(frozen=True)
 class UnpairedCollator:
-    """Completions with their labels, plus mismatched (prompt i, completion i+1) rows.
+    """Completions with their labels, plus mismatched (prompt i, completion of partner(i)) rows.
 
     The mismatched rows estimate KTO's reference point z0 = KL(policy || reference) on pairs
-    whose completion does not answer the prompt, as in Ethayarajh et al. (2024).
+    whose completion does not answer the prompt, as in Ethayarajh et al. (2024). `completions`
+    are the split's completions by example index, `partners` from `mismatch_partners`.
     """
 
     pad_id: int
+    completions: tuple[list[int], ...]
+    partners: tuple[int, ...]
+
+    @classmethod
+    def for_split(cls, pad_id: int, items: list[IndexedItem]) -> UnpairedCollator:
+        completions = [None] * len(items)
+        for item in items:
+            completions[item.index] = item.record.completion_ids
+        return cls(pad_id, tuple(completions), tuple(mismatch_partners(len(items))))
 
     def __call__(self, items: list[IndexedItem]) -> dict[str, torch.Tensor]:
         examples = [item.record for item in items]
         prompts = [e.prompt_ids for e in examples]
-        completions = [e.completion_ids for e in examples]
-        batch = pad_sequences(prompts, completions, self.pad_id)
-        shifted = completions[1:] + completions[:1]
-        mismatched = pad_sequences(prompts, shifted, self.pad_id)
-        batch.update({f"kl_{name}": value for name, value in mismatched.items()})
+        batch = pad_sequences(prompts, [e.completion_ids for e in examples], self.pad_id)
+        mismatched = [self.completions[self.partners[item.index]] for item in items]
+        batch.update(
+            {f"kl_{name}": value for name, value in pad_sequences(prompts, mismatched, self.pad_id).items()}
+        )
         batch["desirable"] = torch.tensor([e.desirable for e in examples], dtype=torch.bool)
         batch["index"] = torch.tensor([item.index for item in items])
         return batch
@@ -143,15 +170,27 @@ class SplitLogps:
     rejected: torch.Tensor
 
 
+@dataclass
+class UnpairedLogps:
+    """Reference log-probs of one split's unpaired examples and their mismatched rows: (N,) each."""
+
+    completion: torch.Tensor
+    mismatched: torch.Tensor
+
+
 @dataclass(frozen=True)
 class WithReferenceLogps:
-    """Wraps a pair collator: adds cached `ref_logps`, aligned with the chosen‖rejected rows."""
+    """Wraps a collator: adds cached `ref_logps` (and `kl_ref_logps`), aligned with its rows."""
 
-    collate: PairCollator | SharedPromptCollator
-    logps: SplitLogps
+    collate: PairCollator | SharedPromptCollator | UnpairedCollator
+    logps: SplitLogps | UnpairedLogps
 
     def __call__(self, items: list[IndexedItem]) -> dict[str, torch.Tensor]:
         batch = self.collate(items)
         index = batch["index"]
-        batch["ref_logps"] = torch.cat([self.logps.chosen[index], self.logps.rejected[index]])
+        if isinstance(self.logps, UnpairedLogps):
+            batch["ref_logps"] = self.logps.completion[index]
+            batch["kl_ref_logps"] = self.logps.mismatched[index]
+        else:
+            batch["ref_logps"] = torch.cat([self.logps.chosen[index], self.logps.rejected[index]])
         return batch

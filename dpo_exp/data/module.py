@@ -16,6 +16,7 @@ from dpo_exp.data.collate import (
     SharedPromptCollator,
     SplitLogps,
     UnpairedCollator,
+    UnpairedLogps,
     WithReferenceLogps,
 )
 from dpo_exp.data.records import PreferencePair, Record
@@ -77,7 +78,12 @@ def prepare_data(data_cfg: Any, tokenizer: Any, *, paired: bool) -> PreparedData
     )
 
 
-def pair_collator(pad_id: int, share_prompt: bool) -> PairCollator | SharedPromptCollator:
+def split_collator(
+    items: list[IndexedItem], pad_id: int, *, paired: bool, share_prompt: bool = False
+) -> PairCollator | SharedPromptCollator | UnpairedCollator:
+    """The collator of one split: pairs (one or two rows each) or unpaired examples."""
+    if not paired:
+        return UnpairedCollator.for_split(pad_id, items)
     return SharedPromptCollator(pad_id) if share_prompt else PairCollator(pad_id)
 
 
@@ -102,17 +108,22 @@ class PreferenceDataModule(L.LightningDataModule):
         seed: int,
         shuffle: bool = True,
         group_by_length: bool = False,
-        ref_logps: dict[str, SplitLogps] | None = None,
+        ref_logps: dict[str, SplitLogps | UnpairedLogps] | None = None,
         share_prompt: bool = False,
     ) -> None:
         super().__init__()
         self.data = data
         self.share_prompt = share_prompt and paired
-        self.collate = pair_collator(pad_id, share_prompt) if paired else UnpairedCollator(pad_id)
-        self.train_collate = self.val_collate = self.collate
+        self.train_collate = split_collator(
+            data.train.items, pad_id, paired=paired, share_prompt=share_prompt
+        )
+        self.val_collate = split_collator(
+            data.validation.items, pad_id, paired=paired, share_prompt=share_prompt
+        )
+        self.collate = self.train_collate
         if ref_logps is not None:
-            self.train_collate = WithReferenceLogps(self.collate, ref_logps["train"])
-            self.val_collate = WithReferenceLogps(self.collate, ref_logps["validation"])
+            self.train_collate = WithReferenceLogps(self.train_collate, ref_logps["train"])
+            self.val_collate = WithReferenceLogps(self.val_collate, ref_logps["validation"])
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.seed = seed

@@ -154,6 +154,36 @@ def test_lora_reads_its_adapter_off_reference_from_the_cache(tmp_path: Path):
     assert_close(cached["metrics"]["val/loss"], plain["metrics"]["val/loss"], rtol=1e-5, atol=1e-6)
 
 
-def test_an_unpaired_loss_refuses_the_cache(tmp_path: Path):
-    with pytest.raises(ValueError, match="reference.cache: loss 'kto'"):
-        run(compose_config(["loss=kto", "reference.cache=true"]), tmp_path)
+def test_kto_reads_reference_logps_of_its_examples_and_their_mismatched_rows_from_the_cache():
+    _, module, datamodule = build(["loss=kto"])
+    items = datamodule.data.train.items
+    cached = compute_split(module.reference, items, pad_id=0, batch_size=7, paired=False)
+    cached_datamodule = PreferenceDataModule(
+        datamodule.data,
+        paired=False,
+        pad_id=datamodule.collate.pad_id,
+        batch_size=8,
+        eval_batch_size=16,
+        seed=0,
+        ref_logps={"train": cached, "validation": cached},
+    )
+    batch = first_batch(cached_datamodule)
+    plain = {name: value for name, value in batch.items() if "ref_logps" not in name}
+    assert_close(batch["ref_logps"], module.reference_logps(plain), rtol=1e-5, atol=1e-5)
+    assert_close(batch["kl_ref_logps"], module.reference_logps(plain, prefix="kl_"), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_kto_training_with_the_cache_follows_the_same_loss_trajectory(tmp_path: Path):
+    overrides = [
+        "loss=kto",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=4",
+        f"reference.cache_dir={tmp_path / 'cache'}",
+    ]
+    plain = run(compose_config(overrides), tmp_path / "plain")
+    cached = run(compose_config([*overrides, "reference.cache=true"]), tmp_path / "cached")
+    assert cached["reference_cached"] and not plain["reference_cached"]
+    losses = torch.tensor(_train_losses(tmp_path / "plain"))
+    assert_close(torch.tensor(_train_losses(tmp_path / "cached")), losses, rtol=1e-5, atol=1e-6)
+    assert_close(cached["metrics"]["val/loss"], plain["metrics"]["val/loss"], rtol=1e-5, atol=1e-6)
