@@ -44,21 +44,26 @@ def _cache_for(overrides: list[str], tmp_path: Path):
     return cfg, module, datamodule, key
 
 
-def test_cached_reference_logps_equal_the_on_the_fly_ones(tmp_path: Path):
-    _, module, datamodule, _ = _cache_for([], tmp_path)
-    cached = compute_split(
-        module.reference, datamodule.data.train.items, pad_id=datamodule.collate.pad_id, batch_size=5
-    )
+def _first_batch_with(cached, datamodule: PreferenceDataModule, *, paired: bool) -> dict[str, torch.Tensor]:
+    """The first training batch of `datamodule`'s data with `cached` as reference log-probs of both splits."""
     cached_datamodule = PreferenceDataModule(
         datamodule.data,
-        paired=True,
+        paired=paired,
         pad_id=datamodule.collate.pad_id,
         batch_size=8,
         eval_batch_size=16,
         seed=0,
         ref_logps={"train": cached, "validation": cached},
     )
-    batch = first_batch(cached_datamodule)
+    return first_batch(cached_datamodule)
+
+
+def test_cached_reference_logps_equal_the_on_the_fly_ones(tmp_path: Path):
+    _, module, datamodule, _ = _cache_for([], tmp_path)
+    cached = compute_split(
+        module.reference, datamodule.data.train.items, pad_id=datamodule.collate.pad_id, batch_size=5
+    )
+    batch = _first_batch_with(cached, datamodule, paired=True)
     on_the_fly = module.reference_logps({k: v for k, v in batch.items() if k != "ref_logps"})
     assert_close(batch["ref_logps"], on_the_fly, rtol=1e-5, atol=1e-5)
     module.reference = None  # the module now reads them from the batch
@@ -100,74 +105,58 @@ def _train_losses(run_dir: Path) -> list[float]:
         return [float(row["train/loss"]) for row in csv.DictReader(handle) if row.get("train/loss")]
 
 
+FOUR_STEPS = ["trainer.max_steps=4", "trainer.val_check_interval=4"]
+
+
+def assert_same_training(expected: dict, actual: dict) -> None:
+    """Two runs' summaries: the same training losses at every step (four of them) and val loss."""
+    losses = torch.tensor(_train_losses(Path(expected["run_dir"])))
+    assert len(losses) == 4
+    assert_close(torch.tensor(_train_losses(Path(actual["run_dir"]))), losses, rtol=1e-5, atol=1e-6)
+    assert_close(actual["metrics"]["val/loss"], expected["metrics"]["val/loss"], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_training_with_the_cache_follows_the_same_loss_trajectory(tmp_path: Path):
-    overrides = [
-        "trainer.max_steps=4",
-        "trainer.val_check_interval=4",
-        f"reference.cache_dir={tmp_path / 'cache'}",
-    ]
+    overrides = [*FOUR_STEPS, f"reference.cache_dir={tmp_path / 'cache'}"]
     plain = run(compose_config(overrides), tmp_path / "plain")
     computed = run(compose_config([*overrides, "reference.cache=true"]), tmp_path / "computed")
     reused = run(compose_config([*overrides, "reference.cache=true", "beta=0.5"]), tmp_path / "reused")
     assert not plain["reference_cached"] and computed["reference_cached"] and reused["reference_cached"]
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1  # the β change reused it
-    losses = _train_losses(tmp_path / "plain")
-    assert len(losses) == 4
-    assert_close(
-        torch.tensor(_train_losses(tmp_path / "computed")), torch.tensor(losses), rtol=1e-5, atol=1e-6
-    )
-    assert_close(computed["metrics"]["val/loss"], plain["metrics"]["val/loss"], rtol=1e-5, atol=1e-6)
+    assert_same_training(plain, computed)
     for name in ("peak_memory_gb", "mfu", "tokens_per_s"):
         assert plain[name] > 0
 
 
 @pytest.mark.slow
 def test_training_on_shared_prompt_rows_follows_the_padded_loss_trajectory(tmp_path: Path):
-    overrides = ["trainer.max_steps=4", "trainer.val_check_interval=4"]
+    overrides = FOUR_STEPS
     padded = run(compose_config([*overrides, "speed.share_prompt=false"]), tmp_path / "padded")
     shared = run(compose_config([*overrides, "speed.share_prompt=true"]), tmp_path / "shared")
-    losses = torch.tensor(_train_losses(tmp_path / "padded"))
-    assert len(losses) == 4
-    assert_close(torch.tensor(_train_losses(tmp_path / "shared")), losses, rtol=1e-5, atol=1e-6)
-    assert_close(shared["metrics"]["val/loss"], padded["metrics"]["val/loss"], rtol=1e-5, atol=1e-6)
+    assert_same_training(padded, shared)
     assert shared["tokens"] == padded["tokens"]  # the same sequences, counted alike
     assert shared["shared_prompt"] and not padded["shared_prompt"]
 
 
 @pytest.mark.slow
 def test_lora_reads_its_adapter_off_reference_from_the_cache(tmp_path: Path):
-    overrides = [
-        "model.lora={r:4,alpha:8,dropout:0.0,target_modules:all-linear}",
-        "trainer.max_steps=4",
-        "trainer.val_check_interval=4",
-        f"reference.cache_dir={tmp_path / 'cache'}",
-    ]
+    lora = "model.lora={r:4,alpha:8,dropout:0.0,target_modules:all-linear}"
+    overrides = [lora, *FOUR_STEPS, f"reference.cache_dir={tmp_path / 'cache'}"]
     plain = run(compose_config(overrides), tmp_path / "plain")
     cached = run(compose_config([*overrides, "reference.cache=true"]), tmp_path / "cached")
     rank_8 = run(compose_config([*overrides, "reference.cache=true", "model.lora.r=8"]), tmp_path / "rank_8")
     assert cached["reference_cached"] and rank_8["reference_cached"]
     # Another adapter on the same base has the same reference: the cache is reused.
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
-    losses = torch.tensor(_train_losses(tmp_path / "plain"))
-    assert_close(torch.tensor(_train_losses(tmp_path / "cached")), losses, rtol=1e-5, atol=1e-6)
-    assert_close(cached["metrics"]["val/loss"], plain["metrics"]["val/loss"], rtol=1e-5, atol=1e-6)
+    assert_same_training(plain, cached)
 
 
 def test_kto_reads_reference_logps_of_its_examples_and_their_mismatched_rows_from_the_cache():
     _, module, datamodule = build(["loss=kto"])
     items = datamodule.data.train.items
     cached = compute_split(module.reference, items, pad_id=0, batch_size=7, paired=False)
-    cached_datamodule = PreferenceDataModule(
-        datamodule.data,
-        paired=False,
-        pad_id=datamodule.collate.pad_id,
-        batch_size=8,
-        eval_batch_size=16,
-        seed=0,
-        ref_logps={"train": cached, "validation": cached},
-    )
-    batch = first_batch(cached_datamodule)
+    batch = _first_batch_with(cached, datamodule, paired=False)
     plain = {name: value for name, value in batch.items() if "ref_logps" not in name}
     assert_close(batch["ref_logps"], module.reference_logps(plain), rtol=1e-5, atol=1e-5)
     assert_close(batch["kl_ref_logps"], module.reference_logps(plain, prefix="kl_"), rtol=1e-5, atol=1e-5)
@@ -175,15 +164,8 @@ def test_kto_reads_reference_logps_of_its_examples_and_their_mismatched_rows_fro
 
 @pytest.mark.slow
 def test_kto_training_with_the_cache_follows_the_same_loss_trajectory(tmp_path: Path):
-    overrides = [
-        "loss=kto",
-        "trainer.max_steps=4",
-        "trainer.val_check_interval=4",
-        f"reference.cache_dir={tmp_path / 'cache'}",
-    ]
+    overrides = ["loss=kto", *FOUR_STEPS, f"reference.cache_dir={tmp_path / 'cache'}"]
     plain = run(compose_config(overrides), tmp_path / "plain")
     cached = run(compose_config([*overrides, "reference.cache=true"]), tmp_path / "cached")
     assert cached["reference_cached"] and not plain["reference_cached"]
-    losses = torch.tensor(_train_losses(tmp_path / "plain"))
-    assert_close(torch.tensor(_train_losses(tmp_path / "cached")), losses, rtol=1e-5, atol=1e-6)
-    assert_close(cached["metrics"]["val/loss"], plain["metrics"]["val/loss"], rtol=1e-5, atol=1e-6)
+    assert_same_training(plain, cached)
