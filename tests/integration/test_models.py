@@ -135,11 +135,15 @@ def test_each_family_loads_by_path_trains_two_steps_and_exports(family, family_d
     assert any(changed), "the exported policy is the untrained model"
 
 
-def test_activation_checkpointing_gives_the_same_gradients(family_dirs):
+@pytest.mark.parametrize("share_prompt", [False, True])
+def test_activation_checkpointing_gives_the_same_gradients(family_dirs, share_prompt):
     gradients = {}
     for enabled in (False, True):
         cfg = compose(family_dirs["llama"], "llama", f"model.activation_checkpointing={enabled}")
         module, batch = assemble(cfg)
+        if share_prompt:
+            items = prepare_data(cfg.data, load_tokenizer(cfg.model), paired=True).train.items[:8]
+            batch = SharedPromptCollator(module.policy.config.pad_token_id)(items)
         assert module.policy.is_activation_checkpointing is enabled
         module.train()
         logps, _ = module.sequence_logps(module.policy, batch)
