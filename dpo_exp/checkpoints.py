@@ -75,7 +75,7 @@ def find_resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
         found = (latest_checkpoint(folder) for folder in candidates)
         return next((checkpoint for checkpoint in found if checkpoint), None)
     path = Path(resume)
-    if path.is_dir():
+    if path.is_dir() and not is_distributed_checkpoint(path):
         checkpoint = latest_checkpoint(path)
         if checkpoint is None:
             raise ConfigError(f"resume: no checkpoint in {path / CHECKPOINT_DIR}")
@@ -85,12 +85,29 @@ def find_resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
     return path
 
 
+# A sharded (FSDP) checkpoint is a folder: tensor shards indexed by `.metadata`, and the rest of
+# the training state in `meta.pt`, which Lightning writes last.
+DISTRIBUTED_INDEX = ".metadata"
+DISTRIBUTED_META = "meta.pt"
+
+
+def is_distributed_checkpoint(path: Path) -> bool:
+    return path.is_dir() and (path / DISTRIBUTED_INDEX).exists()
+
+
 def check_checkpoint(path: Path) -> None:
     """Refuse a truncated or corrupt checkpoint clearly; loads tensors only, never pickled code."""
+    state_file = path
+    if path.is_dir():
+        if not is_distributed_checkpoint(path) or not (path / DISTRIBUTED_META).exists():
+            raise ConfigError(f"resume: checkpoint folder {path} is incomplete (no {DISTRIBUTED_META})")
+        state_file = path / DISTRIBUTED_META
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(state_file, map_location="cpu", weights_only=True)
     except Exception as error:
         reason = f"{type(error).__name__}: {error}"
         raise ConfigError(f"resume: checkpoint {path} is corrupt or truncated ({reason})") from error
-    if "state_dict" not in checkpoint or "loops" not in checkpoint:
+    # The tensors of a sharded checkpoint live in its shards, not in meta.pt.
+    required = ("loops",) if path.is_dir() else ("state_dict", "loops")
+    if any(key not in checkpoint for key in required):
         raise ConfigError(f"resume: {path} is not a training checkpoint (it has no state_dict or loops)")

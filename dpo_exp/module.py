@@ -54,6 +54,8 @@ class PreferenceModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rng_state"] = rng_state()
+        if self.device_mesh is not None:
+            return  # a sharded checkpoint is loaded into the whole module: it keeps the reference's shards
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("reference.")]:
             del state[key]
@@ -62,7 +64,8 @@ class PreferenceModule(L.LightningModule):
         if "rng_state" in checkpoint:
             restore_rng_state(checkpoint["rng_state"])
         # The reference is rebuilt from config, never read back; restore its keys so loading stays strict.
-        if self.reference is not None:
+        # (A sharded checkpoint's tensors are read by the strategy, not through `checkpoint`.)
+        if self.reference is not None and "state_dict" in checkpoint:
             reference_state = {f"reference.{k}": v for k, v in self.reference.state_dict().items()}
             checkpoint["state_dict"].update(reference_state)
 

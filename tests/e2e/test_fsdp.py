@@ -19,14 +19,12 @@ pytestmark = pytest.mark.slow
 IN_ORDER = ["data.shuffle=false", "trainer.max_steps=4", "trainer.val_check_interval=4", "optim.eps=1e-3"]
 
 
-def test_fsdp_on_two_processes_trains_like_one_process(tmp_path: Path):
-    single = run(
-        compose_config([*IN_ORDER, "data.batch_size=8", "speed.head_on_completions=false"]), tmp_path / "one"
-    )
+def train_fsdp(output_root: Path, *overrides: str) -> dict:
+    """`train.py strategy=fsdp` on 2 processes; the summary of its one run."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "train.py", *FAST, *IN_ORDER, "data.batch_size=4", "strategy=fsdp"]
+    command = [sys.executable, "train.py", *FAST, "data.batch_size=4", "strategy=fsdp", *overrides]
     result = subprocess.run(
-        [*command, f"output_root={tmp_path}"],
+        [*command, f"output_root={output_root}"],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,
@@ -34,8 +32,35 @@ def test_fsdp_on_two_processes_trains_like_one_process(tmp_path: Path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    (run_dir,) = (tmp_path / "runs").glob("*/*")
-    summary = json.loads((run_dir / "summary.json").read_text())
+    (run_dir,) = (output_root / "runs").glob("*/*")
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_fsdp_on_two_processes_trains_like_one_process(tmp_path: Path):
+    single = run(
+        compose_config([*IN_ORDER, "data.batch_size=8", "speed.head_on_completions=false"]), tmp_path / "one"
+    )
+    summary = train_fsdp(tmp_path / "fsdp", *IN_ORDER)
     assert summary["global_step"] == 4
     for name in ("val/loss", "val/rewards/accuracy", "val/logps/chosen"):
         assert summary["metrics"][name] == pytest.approx(single["metrics"][name], rel=1e-4, abs=1e-4), name
+
+
+def test_a_sharded_run_resumed_from_its_checkpoint_ends_like_the_uninterrupted_run(tmp_path: Path):
+    # A constant learning rate: the resumed run's schedule does not depend on where it started.
+    settings = [
+        "data.shuffle=false",
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=2",
+        "checkpoint.every_n_steps=2",
+        "optim.scheduler=constant_with_warmup",
+        "optim.warmup_steps=0",
+    ]
+    uninterrupted = train_fsdp(tmp_path / "whole", *settings)
+    checkpoint = Path(uninterrupted["run_dir"]) / "checkpoints" / "step000004.ckpt"
+    assert (checkpoint / "meta.pt").exists()  # a sharded checkpoint is a folder
+    resumed = train_fsdp(tmp_path / "resumed", *settings, f"resume={checkpoint}")
+    assert resumed["resumed_from"] == str(checkpoint)
+    assert resumed["global_step"] == 6
+    for name in ("val/loss", "val/logps/chosen", "val/logps/rejected"):
+        assert resumed["metrics"][name] == pytest.approx(uninterrupted["metrics"][name], rel=1e-6), name

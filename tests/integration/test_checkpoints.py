@@ -12,6 +12,7 @@ import torch
 from dpo_exp.checkpoints import (
     check_checkpoint,
     find_resume_checkpoint,
+    latest_checkpoint,
     restore_rng_state,
     rng_state,
 )
@@ -61,3 +62,18 @@ def test_rng_state_round_trips_through_a_weights_only_load(tmp_path: Path):
     expected = (torch.rand(1), random.random(), np.random.rand())
     restore_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng_state"])
     assert (torch.rand(1), random.random(), np.random.rand()) == expected
+
+
+def test_a_sharded_checkpoint_folder_without_its_state_file_is_refused_and_skipped(tmp_path: Path):
+    # Lightning writes meta.pt after the shards: a folder without it was cut short.
+    run_dir = tmp_path / "run"
+    folder = run_dir / "checkpoints" / "step000004.ckpt"
+    folder.mkdir(parents=True)
+    (folder / ".metadata").write_bytes(b"")
+    assert find_resume_checkpoint(str(folder), run_dir) == folder  # a checkpoint, not a run folder
+    with pytest.raises(ConfigError, match="incomplete"):
+        check_checkpoint(folder)
+    assert latest_checkpoint(run_dir) is None
+    torch.save({"loops": {}, "global_step": 4}, folder / "meta.pt")
+    check_checkpoint(folder)
+    assert latest_checkpoint(run_dir) == folder
