@@ -8,6 +8,7 @@ shares one SFT checkpoint and one set of samples.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +22,7 @@ from dpo_exp.cli import build_trainer, run
 from dpo_exp.config import ConfigError, validate_config
 from dpo_exp.data.records import PreferencePair
 from dpo_exp.data.tokenize import TokenizedPair, tokenize_records
+from dpo_exp.export import EXPORT_DIR
 from dpo_exp.models import freeze, load_policy, load_pretrained, load_tokenizer
 from dpo_exp.pipeline.cache import StageResult, cached_stage
 from dpo_exp.pipeline.evaluate import TrueRewardEval, evaluate_policy
@@ -52,6 +54,9 @@ SPLITS = ("eval", "tune", "sft", "sample", "sample_val")  # disjoint problem set
 METHODS = ("preference", "rft")
 MODEL_DIR = "model"
 EVAL_KEYS = ("true_reward", "true_reward_greedy", "kl")
+ONLINE_REFERENCES = ("sft", "previous")  # the reference of online rounds after the first
+ROUNDS_DIR = "rounds"  # <run>/rounds/<n>: the runs of online rounds before the last
+ROUND_SAMPLES = "round_samples"  # a later round's samples, drawn from the previous round's policy
 
 
 def container(node: Any) -> Any:
@@ -66,8 +71,14 @@ def validate_pipeline(cfg: DictConfig) -> None:
         raise ConfigError(
             f"sample.pair_mode must be one of {', '.join(PAIR_MODES)}, got {cfg.sample.pair_mode!r}"
         )
+    validate_online(cfg)
     if cfg.evaluate.split not in ("eval", "tune"):
         raise ConfigError(f"evaluate.split must be eval (held out) or tune, got {cfg.evaluate.split!r}")
+    validate_task(cfg)
+    validate_config(cfg)
+
+
+def validate_task(cfg: DictConfig) -> None:
     for split in SPLITS:
         if int(cfg.task.splits[split]) <= 0:
             raise ConfigError(f"task.splits.{split} must be a positive integer")
@@ -76,7 +87,17 @@ def validate_pipeline(cfg: DictConfig) -> None:
             load_function(cfg.task[key])
         except (ValueError, ImportError) as error:
             raise ConfigError(f"task.{key}: {error}") from error
-    validate_config(cfg)
+
+
+def validate_online(cfg: DictConfig) -> None:
+    if int(cfg.online.rounds) < 1:
+        raise ConfigError(f"online.rounds must be at least 1, got {cfg.online.rounds}")
+    if int(cfg.online.rounds) > 1 and cfg.method != "preference":
+        raise ConfigError("online.rounds > 1 resamples for preference training; method=rft runs one round")
+    if cfg.online.reference not in ONLINE_REFERENCES:
+        raise ConfigError(
+            f"online.reference must be one of {', '.join(ONLINE_REFERENCES)}, got {cfg.online.reference!r}"
+        )
 
 
 class PipelineContext:
@@ -146,10 +167,7 @@ class PipelineContext:
 
     def load_sft(self, path: Path) -> tuple[Any, Any]:
         """(tokenizer, frozen SFT model) from the SFT stage's folder."""
-        model_cfg = OmegaConf.create({"path": str(path / MODEL_DIR)})
-        return load_tokenizer(model_cfg), freeze(
-            load_pretrained(str(path / MODEL_DIR), model_cfg, dtype=None)
-        )
+        return load_model_folder(path / MODEL_DIR)
 
     # -- stage 2: sample and label -----------------------------------------------------------
 
@@ -163,17 +181,30 @@ class PipelineContext:
             "max_new_tokens": self.cfg.task.max_new_tokens,
         }
         result = cached_stage(
-            self.cache_dir, "sample", settings, lambda folder: self._build_sample(sft, folder)
+            self.cache_dir,
+            "sample",
+            settings,
+            lambda folder: self._draw_samples(sft.path / MODEL_DIR, folder, seed=self.cfg.seed),
         )
-        stats = json.loads((result.path / STATS).read_text())
-        for split, split_stats in stats.items():
-            print(f"[sample] {'reused' if result.reused else 'built'} " + format_stats(split_stats, split))
+        print_sample_stats(result)
         return result
 
-    def _build_sample(self, sft: StageResult, folder: Path) -> None:
+    def resample(self, policy_dir: Path, folder: Path, round_number: int) -> StageResult:
+        """An online round's samples: the same prompts, drawn afresh from the previous round's policy."""
+        building = folder.with_name(f".{folder.name}.building")
+        shutil.rmtree(building, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        building.mkdir(parents=True)
+        self._draw_samples(policy_dir, building, seed=int(self.cfg.seed) + 1000 * (round_number - 1))
+        building.rename(folder)
+        result = StageResult(folder, reused=False)
+        print_sample_stats(result)
+        return result
+
+    def _draw_samples(self, model_dir: Path, folder: Path, *, seed: int) -> None:
         cfg = self.cfg
-        tokenizer, model = self.load_sft(sft.path)
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        tokenizer, model = load_model_folder(model_dir)
+        L.seed_everything(seed, workers=True, verbose=False)
         stats = {}
         for split in ("train", "val"):
             problems = self.problems["sample" if split == "train" else "sample_val"]
@@ -223,7 +254,10 @@ class PipelineContext:
 
     # -- stage 3: train, evaluating at intervals ---------------------------------------------
 
-    def eval_callback(self, sft: StageResult, sample: StageResult) -> TrueRewardEval:
+    def eval_callback(
+        self, sft: StageResult, sample: StageResult, run_dir: Path | None = None
+    ) -> TrueRewardEval:
+        """True reward and KL against the SFT model; sample tables go to `run_dir` (this run's)."""
         tokenizer, reference = self.load_sft(sft.path)
         return TrueRewardEval(
             reference,
@@ -232,7 +266,7 @@ class PipelineContext:
             self.reward,
             self.drift_pairs(sample, tokenizer),
             **self.eval_options(),
-            run_dir=self.run_dir,
+            run_dir=run_dir or self.run_dir,
             table_every=int(self.cfg.evaluate.table_every),
             table_size=int(self.cfg.evaluate.table_size),
         )
@@ -246,8 +280,14 @@ class PipelineContext:
         )
         return kept
 
-    def preference_config(self, sft: StageResult, sample: StageResult) -> DictConfig:
-        """The run's config with the SFT checkpoint as the model and the sampled data as the data."""
+    def preference_config(
+        self, sft: StageResult, sample: StageResult, policy_dir: Path | None = None
+    ) -> DictConfig:
+        """The run's config with the SFT checkpoint as the model and the sampled data as the data.
+
+        An online round after the first starts from `policy_dir` (the previous round's policy),
+        against the SFT model as reference or, with `online.reference=previous`, against its start.
+        """
         cfg = self.cfg.copy()
         paired = validate_config(cfg).paired
         kind = "pairs" if paired else "unpaired"
@@ -259,6 +299,9 @@ class PipelineContext:
                 )
         with open_dict(cfg):
             cfg.model.path = str(sft.path / MODEL_DIR)
+            if policy_dir is not None:
+                cfg.model.path = str(policy_dir)
+                cfg.model.ref_path = str(sft.path / MODEL_DIR) if cfg.online.reference == "sft" else None
             cfg.data.source = kind
             cfg.data.options = {}
             cfg.data.train_path = str(sample.path / split_files("train")[kind])
@@ -269,9 +312,48 @@ class PipelineContext:
         callback = self.eval_callback(sft, sample)
         if self.cfg.method == "rft":
             return self.train_rft(sft, sample, callback, extra)
+        if int(self.cfg.online.rounds) > 1:
+            return self.train_online(sft, sample, extra)
         return run(
             self.preference_config(sft, sample), self.run_dir, callbacks=[callback], extra_summary=extra
         )
+
+    def train_online(self, sft: StageResult, sample: StageResult, extra: dict[str, Any]) -> dict[str, Any]:
+        """`online.rounds` rounds: each trains on samples of the policy the previous one produced.
+
+        Rounds before the last are whole runs in `<run>/rounds/<n>/` (their exported policy starts
+        the next round); the last round is this run. Its summary lists every round's figures.
+        """
+        rounds = int(self.cfg.online.rounds)
+        history: list[dict[str, Any]] = []
+        policy_dir = None
+        for number in range(1, rounds + 1):
+            last = number == rounds
+            round_dir = self.run_dir if last else self.run_dir / ROUNDS_DIR / str(number)
+            if policy_dir is not None:
+                sample = self.resample(policy_dir, round_dir / ROUND_SAMPLES, number)
+            cfg = self.preference_config(sft, sample, policy_dir)
+            with open_dict(cfg):
+                cfg.export.save = cfg.export.save or not last  # the next round starts from this export
+            round_extra = {
+                **extra,
+                "round": number,
+                "sample_stats": json.loads((sample.path / STATS).read_text()),
+                "rounds": list(history),  # the earlier rounds' figures
+            }
+            summary = run(
+                cfg,
+                round_dir,
+                callbacks=[self.eval_callback(sft, sample, round_dir)],
+                extra_summary=round_extra,
+            )
+            history.append(round_figures(number, summary))
+            policy_dir = round_dir / EXPORT_DIR
+            print(
+                f"[online] round {number}/{rounds}: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in history[-1].items() if k.startswith("eval/"))
+            )
+        return summary
 
     def train_rft(
         self, sft: StageResult, sample: StageResult, callback: TrueRewardEval, extra: dict[str, Any]
@@ -318,6 +400,25 @@ class PipelineContext:
         if not rows:
             raise ValueError(f"no sample passed the verifier in the {split} split: nothing to fine-tune on")
         return [(row["prompt"], row["completion"]) for row in rows]
+
+
+def round_figures(number: int, summary: dict[str, Any]) -> dict[str, Any]:
+    """One online round's headline figures, for the last round's summary."""
+    metrics = summary["metrics"]
+    figures = {f"eval/{key}": metrics[f"eval/{key}"] for key in EVAL_KEYS if f"eval/{key}" in metrics}
+    return {"round": number, "run_dir": summary["run_dir"], **figures}
+
+
+def print_sample_stats(result: StageResult) -> None:
+    stats = json.loads((result.path / STATS).read_text())
+    for split, split_stats in stats.items():
+        print(f"[sample] {'reused' if result.reused else 'built'} " + format_stats(split_stats, split))
+
+
+def load_model_folder(model_dir: Path) -> tuple[Any, Any]:
+    """(tokenizer, frozen model) from a folder written by `save_pretrained`."""
+    model_cfg = OmegaConf.create({"path": str(model_dir)})
+    return load_tokenizer(model_cfg), freeze(load_pretrained(str(model_dir), model_cfg, dtype=None))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -96,3 +96,26 @@ def test_pipeline_writes_every_stage_and_a_second_run_reuses_them(tmp_path: Path
     # A different sampling setting reuses the SFT checkpoint but samples again.
     third = pipeline(tmp_path, "k2", "sample.num_samples=2")
     assert third["stages"]["sft"]["reused"] and not third["stages"]["sample"]["reused"]
+
+
+def test_online_rounds_resample_from_the_previous_rounds_policy(tmp_path: Path):
+    summary = pipeline(tmp_path, "online", "online.rounds=2", "export.save=false")
+    run_dir = tmp_path / "online"
+    first_round = run_dir / "rounds" / "1"
+    # Round 1 trained on the cached SFT samples and exported its policy (export.save=false or not).
+    assert json.loads((first_round / "summary.json").read_text())["round"] == 1
+    assert (first_round / "model" / "model.safetensors").exists()
+    # Round 2 sampled the same prompts from that policy, and trained from it against the SFT model.
+    round_samples = run_dir / "round_samples"
+    stats = json.loads((round_samples / "stats.json").read_text())
+    assert stats["train"]["prompts"] == 32 and stats["train"]["samples"] == 128
+    assert summary["round"] == 2 and summary["sample_stats"] == stats
+    config = (run_dir / "config.yaml").read_text()
+    assert f"path: {first_round / 'model'}" in config
+    assert f"ref_path: {Path(summary['stages']['sft']['path']) / 'model'}" in config
+    assert f"train_path: {round_samples / 'pairs.jsonl'}" in config
+    assert [entry["round"] for entry in summary["rounds"]] == [1]
+    assert "eval/true_reward" in summary["rounds"][0] and "eval/true_reward" in summary["metrics"]
+    assert not (run_dir / "model").exists()  # the last round keeps export.save=false
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["rounds"] == summary["rounds"]

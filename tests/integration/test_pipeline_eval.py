@@ -126,6 +126,8 @@ def test_every_task_validates(task):
         ("evaluate.split=sft", "evaluate.split must be eval (held out) or tune"),
         ("task.splits.eval=0", "task.splits.eval must be a positive integer"),
         ("task.reward=dpo_exp.tasks.arithmetic:nope", "task.reward: 'dpo_exp.tasks.arithmetic:nope'"),
+        ("online.rounds=0", "online.rounds must be at least 1, got 0"),
+        ("online.reference=random", "online.reference must be one of sft, previous"),
     ],
 )
 def test_bad_pipeline_settings_fail_with_the_key(override, message):
