@@ -66,9 +66,16 @@ class RunRecord:
 
 
 def find_run_dirs(root: Path) -> list[Path]:
-    """Every folder under `root` (itself included) that a run wrote: it has a summary or a failure."""
+    """Every folder under `root` (itself included) that a run wrote: it has a summary or a failure.
+
+    An online run's earlier rounds (`<run>/rounds/<n>/`) are parts of that run, not runs of their own.
+    """
     markers = [*root.rglob(SUMMARY), *root.rglob(FAILED)]
-    return sorted({marker.parent for marker in markers})
+    return sorted({marker.parent for marker in markers if not is_earlier_round(marker.parent)})
+
+
+def is_earlier_round(folder: Path) -> bool:
+    return folder.parent.name == "rounds" and (folder.parent.parent / "config.yaml").exists()
 
 
 def read_run(path: Path) -> RunRecord:

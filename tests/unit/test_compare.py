@@ -82,3 +82,9 @@ def test_runs_read_from_the_wandb_api_fill_the_same_table(tmp_path: Path, monkey
     assert list(table["status"]) == ["finished", "failed"]
     assert table.loc["a", "best val/loss"] == 0.4 and table.loc["a", "wall_time_s"] == 12.0
     assert (tmp_path / "compare" / "metrics_vs_step.png").exists()
+
+
+def test_an_online_runs_earlier_rounds_are_part_of_it_not_runs_of_their_own(tmp_path: Path):
+    write_run(tmp_path, "online", loss="dpo", beta=2.0, seed=0, val_losses=[0.69, 0.4])
+    write_run(tmp_path / "online" / "rounds", "1", loss="dpo", beta=2.0, seed=0, val_losses=[0.69, 0.5])
+    assert [run.path.name for run in read_runs(tmp_path)] == ["online"]
