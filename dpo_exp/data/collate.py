@@ -87,18 +87,10 @@ class SharedPromptCollator:
             position_ids[row, split:end] = torch.arange(start, start + len(rejected))
             token_parts[row, :start], token_parts[row, start:split] = PROMPT, CHOSEN
             token_parts[row, split:end] = REJECTED
-            # Token t of a completion is predicted by the position before it in its own sequence:
-            # the last prompt token for t = 0 (none when the prompt is empty, as in a padded row).
-            chosen_predictors = torch.arange(start - 1, split - 1)
-            rejected_predictors = torch.cat([torch.tensor([start - 1]), torch.arange(split, end - 1)])
-            for sequence, completion, predictors in (
-                (row, chosen, chosen_predictors),
-                (row + len(pairs), rejected, rejected_predictors[: len(rejected)]),
-            ):
-                scored = slice(1 if start == 0 else 0, None)
-                score_index.append(row * width + predictors[scored])
-                score_targets.append(torch.tensor(completion, dtype=torch.long)[scored])
-                score_sequence.append(torch.full((len(completion),), sequence)[scored])
+            for side, (predictors, targets) in enumerate(scored_tokens(pair)):  # chosen, rejected
+                score_index.append(row * width + predictors)
+                score_targets.append(targets)
+                score_sequence.append(torch.full_like(targets, row + side * len(pairs)))
         lengths = [len(p.prompt_ids) + len(p.chosen_ids) for p in pairs]
         lengths += [len(p.prompt_ids) + len(p.rejected_ids) for p in pairs]
         return {
@@ -113,13 +105,34 @@ class SharedPromptCollator:
         }
 
 
+def scored_tokens(pair: TokenizedPair) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(predicting positions, target tokens) of the chosen and of the rejected completion in its row.
+
+    Token t of a completion is predicted by the position before it in its own sequence: the last
+    prompt token for t = 0 (none when the prompt is empty, as in a padded row).
+    """
+    start = len(pair.prompt_ids)  # first chosen token
+    split = start + len(pair.chosen_ids)  # first rejected token
+    end = split + len(pair.rejected_ids)
+    chosen_predictors = torch.arange(start - 1, split - 1)
+    rejected_predictors = torch.cat([torch.tensor([start - 1]), torch.arange(split, end - 1)])
+    scored = slice(1 if start == 0 else 0, None)
+    return [
+        (chosen_predictors[scored], torch.tensor(pair.chosen_ids, dtype=torch.long)[scored]),
+        (
+            rejected_predictors[: len(pair.rejected_ids)][scored],
+            torch.tensor(pair.rejected_ids, dtype=torch.long)[scored],
+        ),
+    ]
+
+
 def mismatch_partners(size: int, seed: int = 0) -> list[int]:
     """For each example index, another example whose completion forms its mismatched row.
 
     A seeded random cycle over the split: fixed for the split whatever the run's seed, batch size
     or process count (so the reference's log-probs on these rows can be cached), never the example
-    itself when there are two or more, and not its neighbour in the file (consecutive examples
-    often share a prompt, as k samples of one prompt do).
+    itself when there are two or more, and random rather than its neighbour in the file
+    (consecutive examples often share a prompt, as k samples of one prompt do).
     """
     order = list(range(size))
     random.Random(seed).shuffle(order)
