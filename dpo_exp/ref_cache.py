@@ -137,9 +137,9 @@ def cache_path(cache_dir: str | Path, key: dict) -> Path:
 # -- compute, store, verify --------------------------------------------------------------------
 
 
-def sides(paired: bool) -> tuple[str, str]:
-    """The two values cached per example."""
-    return ("chosen", "rejected") if paired else ("completion", "mismatched")
+def split_logps_type(paired: bool) -> type[SplitLogps] | type[UnpairedLogps]:
+    """What a split's cache holds: chosen and rejected, or completion and mismatched, per example."""
+    return SplitLogps if paired else UnpairedLogps
 
 
 @torch.no_grad()
@@ -167,7 +167,7 @@ def compute_split(
             first_logps, second_logps = logps, score_batch(reference, batch, "kl_")[0].float().cpu()
         index = batch["index"].cpu()
         first[index], second[index] = first_logps, second_logps
-    return SplitLogps(first, second) if paired else UnpairedLogps(first, second)
+    return split_logps_type(paired)(first, second)
 
 
 def save_cache(path: Path, key: dict, cache: ReferenceCache) -> None:
@@ -202,21 +202,19 @@ def load_cache(path: Path, key: dict, sizes: dict[str, int], *, paired: bool = T
             f"reference cache {path} was made for other inputs (differs in: {', '.join(differing)})"
         )
     tensors = load_file(str(path))
+    logps_type = split_logps_type(paired)
     splits = {}
     for split in SPLITS:
-        values = {}
-        for side in sides(paired):
-            values[side] = tensors.get(f"{split}.{side}")
-            if (
-                values[side] is None
-                or values[side].shape != (sizes[split],)
-                or not values[side].isfinite().all()
-            ):
+        values = {
+            field.name: tensors.get(f"{split}.{field.name}") for field in dataclasses.fields(logps_type)
+        }
+        for side, value in values.items():
+            if value is None or value.shape != (sizes[split],) or not value.isfinite().all():
                 raise CacheError(
                     f"reference cache {path} does not cover every {split} example ({side}); "
                     "delete it to recompute"
                 )
-        splits[split] = SplitLogps(**values) if paired else UnpairedLogps(**values)
+        splits[split] = logps_type(**values)
     return ReferenceCache(**splits)
 
 

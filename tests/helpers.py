@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from dpo_exp.cli import CONF_DIR
+from dpo_exp.cli import CONF_DIR, build_module
+from dpo_exp.config import validate_config
+from dpo_exp.data.module import PreferenceDataModule, prepare_data
+from dpo_exp.models import load_policy, load_reference, load_tokenizer
+from dpo_exp.module import PreferenceModule
+from tests.conftest import PROJECT_ROOT
 
 # Small and fast: a 2-layer 32-wide model and a few dozen steps' worth of data.
 FAST_MODEL = [
@@ -33,3 +45,39 @@ FAST = SINGLE_RUN + FAST_MODEL + FAST_DATA + FAST_TRAINER
 def compose_config(overrides: list[str] | None = None, *, fast: bool = True) -> DictConfig:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("config", overrides=(FAST if fast else []) + list(overrides or []))
+
+
+def train_py(
+    *arguments: str, multirun: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python train.py [-m] arguments` in a subprocess from the project root, offline."""
+    command = [sys.executable, "train.py", *(["-m"] if multirun else []), *arguments]
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **(env or {})}
+    return subprocess.run(
+        command, cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=300
+    )
+
+
+def train_losses(run_dir: Path) -> list[float]:
+    """The `train/loss` column of a run's metrics.csv."""
+    with (run_dir / "metrics.csv").open() as handle:
+        return [float(row["train/loss"]) for row in csv.DictReader(handle) if row.get("train/loss")]
+
+
+def assemble(cfg: DictConfig) -> tuple[PreferenceModule, PreferenceDataModule]:
+    """The module and data module of a run, built from its config as `run()` builds them."""
+    spec = validate_config(cfg)
+    L.seed_everything(cfg.seed, verbose=False)
+    tokenizer = load_tokenizer(cfg.model)
+    data = prepare_data(cfg.data, tokenizer, paired=spec.paired)
+    policy = load_policy(cfg.model, tokenizer)
+    reference = load_reference(cfg.model, policy) if spec.needs_reference else None
+    datamodule = PreferenceDataModule(
+        data,
+        paired=spec.paired,
+        pad_id=tokenizer.pad_token_id,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        seed=cfg.seed,
+    )
+    return build_module(cfg, spec, policy, reference), datamodule

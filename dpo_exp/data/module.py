@@ -113,6 +113,7 @@ class PreferenceDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.data = data
+        self.pad_id = pad_id
         self.share_prompt = share_prompt and paired
         self.train_collate = split_collator(
             data.train.items, pad_id, paired=paired, share_prompt=share_prompt
@@ -120,7 +121,6 @@ class PreferenceDataModule(L.LightningDataModule):
         self.val_collate = split_collator(
             data.validation.items, pad_id, paired=paired, share_prompt=share_prompt
         )
-        self.collate = self.train_collate
         if ref_logps is not None:
             self.train_collate = WithReferenceLogps(self.train_collate, ref_logps["train"])
             self.val_collate = WithReferenceLogps(self.val_collate, ref_logps["validation"])

@@ -8,7 +8,6 @@ shares one SFT checkpoint and one set of samples.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from functools import cached_property
 from pathlib import Path
@@ -189,15 +188,21 @@ class PipelineContext:
         print_sample_stats(result)
         return result
 
-    def resample(self, policy_dir: Path, folder: Path, round_number: int) -> StageResult:
-        """An online round's samples: the same prompts, drawn afresh from the previous round's policy."""
-        building = folder.with_name(f".{folder.name}.building")
-        shutil.rmtree(building, ignore_errors=True)
-        shutil.rmtree(folder, ignore_errors=True)
-        building.mkdir(parents=True)
-        self._draw_samples(policy_dir, building, seed=int(self.cfg.seed) + 1000 * (round_number - 1))
-        building.rename(folder)
-        result = StageResult(folder, reused=False)
+    def resample(self, policy_dir: Path, run_dir: Path, round_number: int) -> StageResult:
+        """An online round's samples: the same prompts, drawn afresh from the previous round's policy.
+
+        Kept in the round's own folder (they depend on this run's training), built like any stage.
+        """
+        seed = int(self.cfg.seed) + 1000 * (round_number - 1)
+        settings = {
+            "policy": str(policy_dir),
+            "round": round_number,
+            "seed": seed,
+            "sample": container(self.cfg.sample),
+        }
+        result = cached_stage(
+            run_dir, ROUND_SAMPLES, settings, lambda folder: self._draw_samples(policy_dir, folder, seed=seed)
+        )
         print_sample_stats(result)
         return result
 
@@ -331,13 +336,14 @@ class PipelineContext:
             last = number == rounds
             round_dir = self.run_dir if last else self.run_dir / ROUNDS_DIR / str(number)
             if policy_dir is not None:
-                sample = self.resample(policy_dir, round_dir / ROUND_SAMPLES, number)
+                sample = self.resample(policy_dir, round_dir, number)
             cfg = self.preference_config(sft, sample, policy_dir)
             with open_dict(cfg):
                 cfg.export.save = cfg.export.save or not last  # the next round starts from this export
             round_extra = {
                 **extra,
                 "round": number,
+                "stages": {**extra["stages"], "sample": {"path": str(sample.path), "reused": sample.reused}},
                 "sample_stats": json.loads((sample.path / STATS).read_text()),
                 "rounds": list(history),  # the earlier rounds' figures
             }

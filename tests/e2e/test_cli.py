@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,15 +12,13 @@ import pytest
 import yaml
 
 from tests.conftest import PROJECT_ROOT
-from tests.helpers import FAST, FAST_MODEL, FAST_TRAINER, SINGLE_RUN
+from tests.helpers import FAST, FAST_MODEL, FAST_TRAINER, SINGLE_RUN, train_py
 
 pytestmark = pytest.mark.slow
 
 
 def train(tmp_path: Path, *overrides: str, fast: list[str] = FAST) -> subprocess.CompletedProcess:
-    command = [sys.executable, "train.py", *fast, f"output_root={tmp_path}", *overrides]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return train_py(*fast, f"output_root={tmp_path}", *overrides)
 
 
 def test_train_writes_a_finished_run_folder(tmp_path: Path):

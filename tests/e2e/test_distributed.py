@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from dpo_exp.cli import run
-from tests.conftest import PROJECT_ROOT
-from tests.helpers import FAST, compose_config
+from tests.helpers import FAST, compose_config, train_losses, train_py
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +25,7 @@ IN_ORDER = [
 
 
 def launch(*arguments: str, multirun: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "train.py", *(["-m"] if multirun else []), *FAST, *arguments]
-    return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
-
-
-def train_losses(run_dir: Path) -> list[float]:
-    with open(run_dir / "metrics.csv") as stream:
-        return [float(row["train/loss"]) for row in csv.DictReader(stream) if row.get("train/loss")]
+    return train_py(*FAST, *arguments, multirun=multirun, env={"OMP_NUM_THREADS": "1"})
 
 
 def test_ddp_on_two_processes_matches_one_process_with_the_same_global_batch(tmp_path: Path):

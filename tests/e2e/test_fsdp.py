@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from dpo_exp.cli import run
-from tests.conftest import PROJECT_ROOT
-from tests.helpers import FAST, compose_config
+from tests.helpers import FAST, compose_config, train_py
 
 pytestmark = pytest.mark.slow
 
@@ -21,16 +17,8 @@ IN_ORDER = ["data.shuffle=false", "trainer.max_steps=4", "trainer.val_check_inte
 
 def train_fsdp(output_root: Path, *overrides: str) -> dict:
     """`train.py strategy=fsdp` on 2 processes; the summary of its one run."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "train.py", *FAST, "data.batch_size=4", "strategy=fsdp", *overrides]
-    result = subprocess.run(
-        [*command, f"output_root={output_root}"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    arguments = [*FAST, "data.batch_size=4", "strategy=fsdp", *overrides, f"output_root={output_root}"]
+    result = train_py(*arguments, env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (output_root / "runs").glob("*/*")
     return json.loads((run_dir / "summary.json").read_text())

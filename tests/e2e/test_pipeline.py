@@ -106,13 +106,15 @@ def test_online_rounds_resample_from_the_previous_rounds_policy(tmp_path: Path):
     assert json.loads((first_round / "summary.json").read_text())["round"] == 1
     assert (first_round / "model" / "model.safetensors").exists()
     # Round 2 sampled the same prompts from that policy, and trained from it against the SFT model.
-    round_samples = run_dir / "round_samples"
+    round_samples = Path(summary["stages"]["sample"]["path"])
+    assert round_samples.parent == run_dir / "round_samples"
     stats = json.loads((round_samples / "stats.json").read_text())
     assert stats["train"]["prompts"] == 32 and stats["train"]["samples"] == 128
     assert summary["round"] == 2 and summary["sample_stats"] == stats
     config = (run_dir / "config.yaml").read_text()
     assert f"path: {first_round / 'model'}" in config
     assert f"ref_path: {Path(summary['stages']['sft']['path']) / 'model'}" in config
+    assert (tmp_path / "cache" / "sample") not in round_samples.parents
     assert f"train_path: {round_samples / 'pairs.jsonl'}" in config
     assert [entry["round"] for entry in summary["rounds"]] == [1]
     assert "eval/true_reward" in summary["rounds"][0] and "eval/true_reward" in summary["metrics"]

@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from dpo_exp.compare import compare
-from tests.conftest import PROJECT_ROOT
-from tests.helpers import FAST
+from tests.helpers import FAST, train_py
 
 pytestmark = pytest.mark.slow
 
 
 def multirun(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "train.py", "-m", *FAST, f"output_root={tmp_path}", *overrides]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return train_py(*FAST, f"output_root={tmp_path}", *overrides, multirun=True)
 
 
 def test_beta_by_loss_grid_runs_every_member_and_compare_tables_them(tmp_path: Path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from dpo_exp.ref_cache import (
     save_cache,
 )
 from dpo_exp.scoring import score_sequences
-from tests.helpers import compose_config
+from tests.helpers import compose_config, train_losses
 from tests.integration.test_module import build, first_batch
 
 
@@ -49,7 +48,7 @@ def _first_batch_with(cached, datamodule: PreferenceDataModule, *, paired: bool)
     cached_datamodule = PreferenceDataModule(
         datamodule.data,
         paired=paired,
-        pad_id=datamodule.collate.pad_id,
+        pad_id=datamodule.pad_id,
         batch_size=8,
         eval_batch_size=16,
         seed=0,
@@ -61,7 +60,7 @@ def _first_batch_with(cached, datamodule: PreferenceDataModule, *, paired: bool)
 def test_cached_reference_logps_equal_the_on_the_fly_ones(tmp_path: Path):
     _, module, datamodule, _ = _cache_for([], tmp_path)
     cached = compute_split(
-        module.reference, datamodule.data.train.items, pad_id=datamodule.collate.pad_id, batch_size=5
+        module.reference, datamodule.data.train.items, pad_id=datamodule.pad_id, batch_size=5
     )
     batch = _first_batch_with(cached, datamodule, paired=True)
     on_the_fly = module.reference_logps({k: v for k, v in batch.items() if k != "ref_logps"})
@@ -73,7 +72,7 @@ def test_cached_reference_logps_equal_the_on_the_fly_ones(tmp_path: Path):
 def test_a_mismatched_or_partial_cache_is_refused(tmp_path: Path):
     _, module, datamodule, key = _cache_for([], tmp_path)
     items = datamodule.data.validation.items
-    split = compute_split(module.reference, items, pad_id=datamodule.collate.pad_id, batch_size=16)
+    split = compute_split(module.reference, items, pad_id=datamodule.pad_id, batch_size=16)
     path = cache_path(tmp_path, key)
     save_cache(path, key, ReferenceCache(train=split, validation=_copy(split)))
     sizes = {"train": len(items), "validation": len(items)}
@@ -100,19 +99,14 @@ def _copy(split: SplitLogps) -> SplitLogps:
     return SplitLogps(split.chosen.clone(), split.rejected.clone())
 
 
-def _train_losses(run_dir: Path) -> list[float]:
-    with (run_dir / "metrics.csv").open() as handle:
-        return [float(row["train/loss"]) for row in csv.DictReader(handle) if row.get("train/loss")]
-
-
 FOUR_STEPS = ["trainer.max_steps=4", "trainer.val_check_interval=4"]
 
 
 def assert_same_training(expected: dict, actual: dict) -> None:
     """Two runs' summaries: the same training losses at every step (four of them) and val loss."""
-    losses = torch.tensor(_train_losses(Path(expected["run_dir"])))
+    losses = torch.tensor(train_losses(Path(expected["run_dir"])))
     assert len(losses) == 4
-    assert_close(torch.tensor(_train_losses(Path(actual["run_dir"]))), losses, rtol=1e-5, atol=1e-6)
+    assert_close(torch.tensor(train_losses(Path(actual["run_dir"]))), losses, rtol=1e-5, atol=1e-6)
     assert_close(actual["metrics"]["val/loss"], expected["metrics"]["val/loss"], rtol=1e-5, atol=1e-6)
 
 

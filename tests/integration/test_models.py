@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from peft import PeftModel, get_peft_model
@@ -18,17 +17,17 @@ from transformers import (
     Qwen2Config,
 )
 
-from dpo_exp.cli import build_module, run
+from dpo_exp.cli import run
 from dpo_exp.config import validate_config
 from dpo_exp.data.collate import PairCollator, SharedPromptCollator
-from dpo_exp.data.module import PreferenceDataModule, prepare_data
+from dpo_exp.data.module import prepare_data
 from dpo_exp.export import export_policy
 from dpo_exp.lora import REFERENCE_ADAPTER, TRAINED_ADAPTER, lora_config
-from dpo_exp.models import load_policy, load_reference, load_tokenizer
+from dpo_exp.models import load_tokenizer
 from dpo_exp.module import PreferenceModule
 from dpo_exp.scoring import score_batch, score_sequences, shared_prompt_supported
 from tests.conftest import tiny_llama_config
-from tests.helpers import FAST_DATA, FAST_TRAINER, compose_config
+from tests.helpers import FAST_DATA, FAST_TRAINER, assemble, compose_config
 
 LORA = "model.lora={r:4,alpha:8,dropout:0.0,target_modules:all-linear}"
 TWO_STEPS = ["trainer.max_steps=2", "trainer.val_check_interval=1"]
@@ -86,18 +85,9 @@ def compose(family_dir: Path, family: str, *overrides: str):
     )
 
 
-def assemble(cfg) -> tuple[PreferenceModule, dict[str, torch.Tensor]]:
+def assemble_first_batch(cfg) -> tuple[PreferenceModule, dict[str, torch.Tensor]]:
     """The module as run() builds it, and its first training batch."""
-    spec = validate_config(cfg)
-    L.seed_everything(cfg.seed, verbose=False)
-    tokenizer = load_tokenizer(cfg.model)
-    data = prepare_data(cfg.data, tokenizer, paired=spec.paired)
-    policy = load_policy(cfg.model, tokenizer)
-    reference = load_reference(cfg.model, policy) if spec.needs_reference else None
-    module = build_module(cfg, spec, policy, reference)
-    datamodule = PreferenceDataModule(
-        data, paired=True, pad_id=tokenizer.pad_token_id, batch_size=8, eval_batch_size=8, seed=0
-    )
+    module, datamodule = assemble(cfg)
     return module, next(iter(datamodule.train_dataloader()))
 
 
@@ -140,7 +130,7 @@ def test_activation_checkpointing_gives_the_same_gradients(family_dirs, share_pr
     gradients = {}
     for enabled in (False, True):
         cfg = compose(family_dirs["llama"], "llama", f"model.activation_checkpointing={enabled}")
-        module, batch = assemble(cfg)
+        module, batch = assemble_first_batch(cfg)
         if share_prompt:
             items = prepare_data(cfg.data, load_tokenizer(cfg.model), paired=True).train.items[:8]
             batch = SharedPromptCollator(module.policy.config.pad_token_id)(items)
@@ -156,7 +146,7 @@ def test_activation_checkpointing_gives_the_same_gradients(family_dirs, share_pr
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2", "pythia"])
 def test_shared_prompt_rows_give_the_padded_rows_logps_and_gradients(family, attention, family_dirs):
     cfg = compose(family_dirs[family], family, f"model.attn_implementation={attention}")
-    module, _ = assemble(cfg)
+    module, _ = assemble_first_batch(cfg)
     assert shared_prompt_supported(module.policy)
     items = prepare_data(cfg.data, load_tokenizer(cfg.model), paired=True).train.items[:8]
     pad_id = module.policy.config.pad_token_id
@@ -179,7 +169,7 @@ def test_shared_prompt_rows_give_the_padded_rows_logps_and_gradients(family, att
 
 def test_flash_or_sliding_window_attention_keeps_one_row_per_sequence(family_dirs):
     cfg = compose(family_dirs["qwen2"], "qwen2")
-    module, _ = assemble(cfg)
+    module, _ = assemble_first_batch(cfg)
     module.policy.config.layer_types = ["sliding_attention"] * module.policy.config.num_hidden_layers
     assert not shared_prompt_supported(module.policy)
     module.policy.config._attn_implementation = "flash_attention_2"
@@ -192,7 +182,7 @@ def test_flash_or_sliding_window_attention_keeps_one_row_per_sequence(family_dir
 def test_lora_with_activation_checkpointing_reaches_the_first_layer(family_dirs):
     # Frozen embeddings give checkpointed layers no input that requires grad; the adapters must still learn.
     cfg = compose(family_dirs["llama"], "llama", LORA, "model.activation_checkpointing=true")
-    module, batch = assemble(cfg)
+    module, batch = assemble_first_batch(cfg)
     assert module.policy.base_model.model.is_activation_checkpointing
     module.train()
     module.sequence_logps(module.policy, batch)[0].sum().backward()
@@ -203,7 +193,7 @@ def test_lora_with_activation_checkpointing_reaches_the_first_layer(family_dirs)
 def test_adapter_off_reference_equals_a_separately_loaded_base(family_dirs):
     # GPT-2 has dropout 0.1: the reference must be computed in eval mode even while training.
     cfg = compose(family_dirs["gpt2"], "gpt2", LORA)
-    module, batch = assemble(cfg)
+    module, batch = assemble_first_batch(cfg)
     assert module.reference is None and isinstance(module.policy, PeftModel)
     randomise_lora(module.policy)
     module.train()
@@ -241,7 +231,7 @@ def test_starting_adapter_as_reference_equals_base_plus_that_adapter(family_dirs
     cfg = compose(
         family_dirs["llama"], "llama", f"model.adapter_path={sft_adapter}", "model.adapter_reference=adapter"
     )
-    module, batch = assemble(cfg)
+    module, batch = assemble_first_batch(cfg)
     module.train()
     reference_logps = module.reference_logps(batch)
 
@@ -269,7 +259,7 @@ def test_starting_adapter_with_base_reference(family_dirs, sft_adapter):
     cfg = compose(
         family_dirs["llama"], "llama", f"model.adapter_path={sft_adapter}", "model.adapter_reference=base"
     )
-    module, batch = assemble(cfg)
+    module, batch = assemble_first_batch(cfg)
     base_logps = logps_of(AutoModelForCausalLM.from_pretrained(family_dirs["llama"]), batch)
     assert_close(module.reference_logps(batch), base_logps, rtol=1e-5, atol=1e-5)
 
@@ -300,7 +290,7 @@ def test_training_from_an_adapter_exports_the_moved_adapter(family_dirs, sft_ada
 @pytest.mark.parametrize("lora_export", ["merged", "adapter"])
 def test_exported_lora_policy_loads_with_the_same_outputs(lora_export, family_dirs, tmp_path):
     cfg = compose(family_dirs["qwen2"], "qwen2", LORA, f"export.lora={lora_export}")
-    module, batch = assemble(cfg)
+    module, batch = assemble_first_batch(cfg)
     randomise_lora(module.policy)
     expected = logps_of(module.policy, batch)
     tokenizer = load_tokenizer(cfg.model)

@@ -5,36 +5,20 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from torch.testing import assert_close
 
-from dpo_exp.cli import build_module, run
-from dpo_exp.data.module import PreferenceDataModule, prepare_data
+from dpo_exp.cli import run
+from dpo_exp.data.module import PreferenceDataModule
 from dpo_exp.losses import LOSSES, get_loss
-from dpo_exp.models import load_policy, load_reference, load_tokenizer
 from dpo_exp.module import PreferenceModule
-from tests.helpers import compose_config
+from tests.helpers import assemble, compose_config
 
 
 def build(overrides: list[str]) -> tuple:
     cfg = compose_config(overrides)
-    spec = get_loss(cfg.loss.name)
-    L.seed_everything(cfg.seed, verbose=False)
-    tokenizer = load_tokenizer(cfg.model)
-    data = prepare_data(cfg.data, tokenizer, paired=spec.paired)
-    policy = load_policy(cfg.model, tokenizer)
-    reference = load_reference(cfg.model, policy) if spec.needs_reference else None
-    module = build_module(cfg, spec, policy, reference)
-    datamodule = PreferenceDataModule(
-        data,
-        paired=spec.paired,
-        pad_id=tokenizer.pad_token_id,
-        batch_size=cfg.data.batch_size,
-        eval_batch_size=cfg.data.eval_batch_size,
-        seed=cfg.seed,
-    )
+    module, datamodule = assemble(cfg)
     return cfg, module, datamodule
 
 
