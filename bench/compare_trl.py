@@ -107,7 +107,7 @@ def trl_worker(directory: Path, *, steps: int, precompute: bool, beta: float, ou
     from trl import DPOConfig, DPOTrainer
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-    from dpo_exp.telemetry import model_flops_shape, peak_memory_gb
+    from dpo_exp.training.telemetry import model_flops_shape, peak_memory_gb
 
     torch.set_num_threads(int(THREADS))
     tokenizer = AutoTokenizer.from_pretrained(directory)

@@ -47,7 +47,7 @@ def save_model(directory: str, args: argparse.Namespace) -> None:
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from dpo_exp.tokenizer import build_char_tokenizer
+    from dpo_exp.models.tokenizer import build_char_tokenizer
 
     config = LlamaConfig(
         vocab_size=args.vocab,
@@ -69,8 +69,8 @@ def worker(name: str, model_dir: str, args: argparse.Namespace) -> dict[str, flo
     import torch
     from omegaconf import OmegaConf
 
-    from dpo_exp.models import load_policy, load_reference, load_tokenizer
-    from dpo_exp.module import PreferenceModule
+    from dpo_exp.models.loading import load_policy, load_reference, load_tokenizer
+    from dpo_exp.training.module import PreferenceModule
 
     torch.set_num_threads(args.threads)
     setting = CONFIGURATIONS[name]

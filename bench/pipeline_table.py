@@ -3,7 +3,7 @@
     python bench/pipeline_table.py                       # the README table (held-out eval prompts)
     python bench/pipeline_table.py --split tune --methods dpo rpo --betas 0.5 1 2 4   # preset search
 
-Every run is a full pipeline run (`dpo_exp.pipeline.run.run_pipeline`); runs of one seed share
+Every run is a full pipeline run (`dpo_exp.experiment.run.run_pipeline`); runs of one seed share
 that seed's SFT checkpoint and samples through the stage cache. Prints mean ± standard deviation
 over seeds of the true reward (sampled, greedy), KL(π‖π_SFT), the chosen / rejected log-prob drift
 from the SFT model on held-out pairs, and the sampled-reward gain over SFT per seed.
@@ -19,7 +19,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from dpo_exp.cli import CONF_DIR
-from dpo_exp.pipeline.run import run_pipeline
+from dpo_exp.experiment.run import run_pipeline
 
 # Each method's overrides on top of the preset (conf/task/arithmetic.yaml). β means a different
 # thing per loss (README): IPO's τ, KTO's β and ORPO's λ are set to common values, not tuned here.

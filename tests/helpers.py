@@ -12,11 +12,11 @@ import lightning as L
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from dpo_exp.cli import CONF_DIR, build_module
+from dpo_exp.cli import CONF_DIR
 from dpo_exp.config import validate_config
-from dpo_exp.data.module import PreferenceDataModule, prepare_data
-from dpo_exp.models import load_policy, load_reference, load_tokenizer
-from dpo_exp.module import PreferenceModule
+from dpo_exp.data.module import PreferenceDataModule
+from dpo_exp.training.module import PreferenceModule
+from dpo_exp.training.run import assemble_run
 from tests.conftest import PROJECT_ROOT
 
 # Small and fast: a 2-layer 32-wide model and a few dozen steps' worth of data.
@@ -37,14 +37,21 @@ FAST_TRAINER = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 ]
-# One preference run on `data`, not the built-in pipeline (the default config's `task`).
-SINGLE_RUN = ["~task"]
+# One preference run on a fixed dataset, not the built-in experiment (the default data).
+SINGLE_RUN = ["data=synthetic"]
 FAST = SINGLE_RUN + FAST_MODEL + FAST_DATA + FAST_TRAINER
 
 
 def compose_config(overrides: list[str] | None = None, *, fast: bool = True) -> DictConfig:
+    """The config `python train.py` composes from these overrides (after FAST's, with `fast`).
+
+    A later `data=...` choice replaces an earlier one (FAST's `data=synthetic`), as a test means.
+    """
+    requested = (FAST if fast else []) + list(overrides or [])
+    last_data = max((i for i, o in enumerate(requested) if o.startswith("data=")), default=None)
+    requested = [o for i, o in enumerate(requested) if not o.startswith("data=") or i == last_data]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=(FAST if fast else []) + list(overrides or []))
+        return compose("config", overrides=requested)
 
 
 def train_py(
@@ -65,19 +72,8 @@ def train_losses(run_dir: Path) -> list[float]:
 
 
 def assemble(cfg: DictConfig) -> tuple[PreferenceModule, PreferenceDataModule]:
-    """The module and data module of a run, built from its config as `run()` builds them."""
-    spec = validate_config(cfg)
+    """The module and data module of a run, built from its config by the CLI's own builders."""
+    validate_config(cfg)
     L.seed_everything(cfg.seed, verbose=False)
-    tokenizer = load_tokenizer(cfg.model)
-    data = prepare_data(cfg.data, tokenizer, paired=spec.paired)
-    policy = load_policy(cfg.model, tokenizer)
-    reference = load_reference(cfg.model, policy) if spec.needs_reference else None
-    datamodule = PreferenceDataModule(
-        data,
-        paired=spec.paired,
-        pad_id=tokenizer.pad_token_id,
-        batch_size=cfg.data.batch_size,
-        eval_batch_size=cfg.data.eval_batch_size,
-        seed=cfg.seed,
-    )
-    return build_module(cfg, spec, policy, reference), datamodule
+    parts = assemble_run(cfg)
+    return parts.module, parts.datamodule

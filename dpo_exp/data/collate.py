@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from dpo_exp.data.tokenize import TokenizedPair, TokenizedUnpaired
-from dpo_exp.logprobs import IGNORE_INDEX
+from dpo_exp.losses.logprobs import IGNORE_INDEX
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ defaults, so `load_records` can reject an option the source does not take. Built
   separate `conversational` source: `pairs` and `unpaired` read message lists as they are.
 - `hh_rlhf`: Anthropic HH-RLHF transcripts `{"chosen", "rejected"}`.
 - `unpaired`: KTO rows `{"prompt", "completion", "label": bool}`.
+- `synthetic`: generated addition pairs (no file), a fixed dataset for quick runs.
 
 Loading checks types and presence only; empty prompts or responses and identical pairs are
 kept here and dropped, and counted, by tokenisation. Every error is a `DataError` that names
@@ -185,12 +186,12 @@ def unpaired(
     return records
 
 
-@register_source("arithmetic")
-def arithmetic(path: None, *, num_examples: int, digits: int = 3, seed: int = 0) -> list[Record]:
+@register_source("synthetic")
+def synthetic(path: None, *, num_examples: int, digits: int = 3, seed: int = 0) -> list[Record]:
     """Generated addition problems (no file): chosen the correct reversed sum, rejected a near miss."""
     if path is not None:
         raise DataError(
-            "the arithmetic source is generated from a seed and reads no file; set train_path: null"
+            "the synthetic source is generated from a seed and reads no file; set train_path: null"
         )
     return list(arithmetic_task.preference_pairs(num_examples, digits=digits, seed=seed))
 

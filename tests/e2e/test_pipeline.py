@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dpo_exp.pipeline.run import run_pipeline
+from dpo_exp.cli import run
 from dpo_exp.tasks.arithmetic import parse_prompt
 from tests.helpers import FAST_MODEL, FAST_TRAINER, compose_config
 
@@ -42,7 +42,7 @@ SMALL = [
 
 def pipeline(tmp_path: Path, name: str, *overrides: str) -> dict:
     cfg = compose_config([*SMALL, f"cache_dir={tmp_path / 'cache'}", *overrides], fast=False)
-    return run_pipeline(cfg, tmp_path / name)
+    return run(cfg, tmp_path / name)
 
 
 def test_pipeline_writes_every_stage_and_a_second_run_reuses_them(tmp_path: Path):
@@ -85,7 +85,7 @@ def test_pipeline_writes_every_stage_and_a_second_run_reuses_them(tmp_path: Path
 
     # A β sweep member and an RFT baseline with the same SFT and sampling settings share stages 1-2.
     second = pipeline(tmp_path, "dpo_beta", "beta=0.5")
-    rft = pipeline(tmp_path, "rft", "method=rft")
+    rft = pipeline(tmp_path, "rft", "loss=rft")
     for summary in (second, rft):
         assert summary["stages"]["sft"] == {"path": str(sft), "reused": True}
         assert summary["stages"]["sample"] == {"path": str(sample), "reused": True}

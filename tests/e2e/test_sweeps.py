@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dpo_exp.compare import compare
+from dpo_exp.report.compare import compare
 from tests.helpers import FAST, train_py
 
 pytestmark = pytest.mark.slow

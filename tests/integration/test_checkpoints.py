@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from dpo_exp.checkpoints import (
+from dpo_exp.cli import run
+from dpo_exp.config import ConfigError
+from dpo_exp.training.checkpoints import (
     check_checkpoint,
     find_resume_checkpoint,
     latest_checkpoint,
     restore_rng_state,
     rng_state,
 )
-from dpo_exp.cli import run
-from dpo_exp.config import ConfigError
 from tests.helpers import compose_config
 
 

@@ -83,10 +83,9 @@ def test_every_loss_yaml_names_a_registered_loss():
 def test_bad_settings_fail_before_anything_loads(overrides, error, message, tmp_path):
     cfg = compose_config(SINGLE_RUN + FAST_MODEL + FAST_TRAINER + overrides, fast=False)
     with pytest.raises(error, match=None) as raised:
-        run(cfg, tmp_path)
+        run(cfg, tmp_path / "run")
     assert message in str(raised.value)
-    assert not (tmp_path / "summary.json").exists()
-    assert message.split(";")[0] in (tmp_path / "failed.txt").read_text()
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made
 
 
 def test_unknown_group_option_lists_the_valid_ones():
@@ -100,3 +99,82 @@ def test_wrong_type_for_a_trainer_value_is_refused_by_lightning(tmp_path):
     with pytest.raises((ValueError, TypeError, ConfigCompositionException)):
         run(cfg, tmp_path)
     assert not (tmp_path / "summary.json").exists()
+
+
+# -- every key changes the run or is refused ------------------------------------------------
+
+FIXED = ["data=synthetic"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["+optim.momentum=0.9"], "optim.momentum: Key 'momentum' not in 'OptimSchema'"),
+        (["+speed.turbo=true"], "speed.turbo: Key 'turbo' not in 'SpeedSchema'"),
+        (["+checkpoint.every=3"], "checkpoint.every: Key 'every' not in 'CheckpointSchema'"),
+        (["+data.shuffle_seed=3"], "data.shuffle_seed: Key 'shuffle_seed' not in 'DataSchema'"),
+        (["+learning_rate=0.1"], "learning_rate: not a setting of dpo_exp"),
+        (["data.shuffle=maybe"], "data.shuffle: Value 'maybe' is not a valid bool"),
+        (["optim.warmup_steps=ten"], "optim.warmup_steps: Value 'ten' of type 'str' could not be converted"),
+        (["reference.cache=sometimes"], "reference.cache: Value 'sometimes' is not a valid bool"),
+    ],
+)
+def test_unknown_keys_and_wrong_types_are_refused_with_the_key(overrides, message):
+    with pytest.raises(ConfigError) as raised:
+        validate_config(compose_config(FIXED + overrides, fast=False))
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "reason"),
+    [
+        ("online.rounds=3", "online.rounds", "there is nothing to resample"),
+        ("online.reference=previous", "online.reference", "there is nothing to resample"),
+        ("sft.steps=5", "sft.steps", "a fixed dataset trains the model you named"),
+        ("sample.num_samples=2", "sample.num_samples", "nothing is sampled"),
+        ("evaluate.batch_size=8", "evaluate.batch_size", "a fixed dataset has no verifier"),
+        ("cache_dir=/tmp/elsewhere", "cache_dir", "none is built"),
+    ],
+)
+def test_experiment_settings_on_a_fixed_dataset_are_refused_with_why(override, key, reason):
+    cfg = compose_config([*FIXED, override], fast=False)
+    with pytest.raises(ConfigError) as raised:
+        validate_config(cfg, overrides=[*FIXED, override])
+    assert str(raised.value).startswith(f"{key}: data=synthetic is a fixed dataset")
+    assert reason in str(raised.value)
+
+
+def test_a_task_added_to_a_fixed_dataset_is_refused():
+    cfg = compose_config([*FIXED, "+task.name=arithmetic"], fast=False)
+    with pytest.raises(ConfigError, match="task: defines the built-in experiment's problems"):
+        validate_config(cfg)
+
+
+def test_a_fixed_dataset_run_refuses_every_offending_key_at_once():
+    overrides = [*FIXED, "loss=rft", "online.rounds=3", "sft.steps=9"]
+    with pytest.raises(ConfigError) as raised:
+        validate_config(compose_config(overrides, fast=False), overrides=overrides)
+    assert "online.rounds" in str(raised.value) and "sft.steps" in str(raised.value)
+
+
+def test_beta_is_refused_for_a_loss_without_one():
+    overrides = [*FIXED, "loss=rft", "beta=0.5"]
+    with pytest.raises(ConfigError, match="beta: loss=rft has no beta"):
+        validate_config(compose_config(overrides, fast=False), overrides=overrides)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["+data.train_path=x.jsonl"],
+            "data.train_path: data=arithmetic samples its data from the SFT model",
+        ),
+        (["~task"], "task: data=arithmetic samples its pairs on a task, and the config has none"),
+        (["loss=orpo", "online.reference=previous"], "online.reference: loss=orpo uses no reference model"),
+    ],
+)
+def test_the_built_in_experiment_refuses_what_its_data_replaces(overrides, message):
+    with pytest.raises(ConfigError) as raised:
+        validate_config(compose_config(overrides, fast=False), overrides=overrides)
+    assert message in str(raised.value)

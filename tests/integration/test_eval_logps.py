@@ -11,7 +11,7 @@ import torch
 
 from dpo_exp.cli import run
 from dpo_exp.config import loss_options
-from dpo_exp.eval_logps import load_eval_logps, rescore, saved_steps
+from dpo_exp.training.eval_logps import load_eval_logps, rescore, saved_steps
 from tests.helpers import compose_config
 
 

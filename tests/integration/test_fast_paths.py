@@ -11,8 +11,9 @@ from torch.testing import assert_close
 from dpo_exp.cli import run
 from dpo_exp.data.collate import SplitLogps
 from dpo_exp.data.module import PreferenceDataModule
-from dpo_exp.models import load_tokenizer
-from dpo_exp.ref_cache import (
+from dpo_exp.models.loading import load_tokenizer
+from dpo_exp.models.scoring import score_sequences
+from dpo_exp.training.ref_cache import (
     CacheError,
     ReferenceCache,
     cache_key,
@@ -21,7 +22,6 @@ from dpo_exp.ref_cache import (
     load_cache,
     save_cache,
 )
-from dpo_exp.scoring import score_sequences
 from tests.helpers import compose_config, train_losses
 from tests.integration.test_module import build, first_batch
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from dpo_exp.cli import run
-from dpo_exp.guards import NonFiniteError
-from dpo_exp.module import PreferenceModule
+from dpo_exp.training.guards import NonFiniteError
+from dpo_exp.training.module import PreferenceModule
 from tests.helpers import compose_config
 
 

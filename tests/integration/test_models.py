@@ -21,11 +21,11 @@ from dpo_exp.cli import run
 from dpo_exp.config import validate_config
 from dpo_exp.data.collate import PairCollator, SharedPromptCollator
 from dpo_exp.data.module import prepare_data
-from dpo_exp.export import export_policy
-from dpo_exp.lora import REFERENCE_ADAPTER, TRAINED_ADAPTER, lora_config
-from dpo_exp.models import load_tokenizer
-from dpo_exp.module import PreferenceModule
-from dpo_exp.scoring import score_batch, score_sequences, shared_prompt_supported
+from dpo_exp.models.loading import load_tokenizer
+from dpo_exp.models.lora import REFERENCE_ADAPTER, TRAINED_ADAPTER, lora_config
+from dpo_exp.models.scoring import score_batch, score_sequences, shared_prompt_supported
+from dpo_exp.training.export import export_policy
+from dpo_exp.training.module import PreferenceModule
 from tests.conftest import tiny_llama_config
 from tests.helpers import FAST_DATA, FAST_TRAINER, assemble, compose_config
 

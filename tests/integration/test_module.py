@@ -12,7 +12,7 @@ from torch.testing import assert_close
 from dpo_exp.cli import run
 from dpo_exp.data.module import PreferenceDataModule
 from dpo_exp.losses import LOSSES, get_loss
-from dpo_exp.module import PreferenceModule
+from dpo_exp.training.module import PreferenceModule
 from tests.helpers import assemble, compose_config
 
 

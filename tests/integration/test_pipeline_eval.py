@@ -10,10 +10,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from dpo_exp.data.collate import pad_sequences
-from dpo_exp.pipeline.evaluate import evaluate_policy, logprob_drift
-from dpo_exp.pipeline.generation import encode_prompts, generate_completions, load_function
-from dpo_exp.pipeline.sample import sample_and_label, split_files, write_split
-from dpo_exp.tasks import arithmetic, gsm8k
+from dpo_exp.experiment.evaluate import evaluate_policy, logprob_drift
+from dpo_exp.experiment.generation import encode_prompts, generate_completions
+from dpo_exp.experiment.sample import sample_and_label, split_files, write_split
+from dpo_exp.tasks import arithmetic, gsm8k, load_function
 from tests.conftest import SHARED_DATA, tiny_llama_config
 
 
@@ -110,31 +110,38 @@ def test_sample_and_label_on_gsm8k_with_a_saved_model_and_a_reward_by_path(tiny_
     assert rows and all(set(row) == {"prompt", "completion", "label"} for row in rows)
 
 
-@pytest.mark.parametrize("task", ["arithmetic", "gsm8k"])
-def test_every_task_validates(task):
-    from dpo_exp.pipeline.stages import validate_pipeline
+@pytest.mark.parametrize("data", ["arithmetic", "gsm8k"])
+def test_every_task_validates(data):
+    from dpo_exp.config import is_experiment, validate_config
     from tests.helpers import compose_config
 
-    validate_pipeline(compose_config([f"task={task}"], fast=False))
+    cfg = compose_config([f"data={data}"], fast=False)
+    validate_config(cfg)
+    assert is_experiment(cfg)
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("method=ppo", "method must be one of preference, rft, got 'ppo'"),
-        ("sample.pair_mode=random", "sample.pair_mode must be one of best_vs_worst, all"),
-        ("evaluate.split=sft", "evaluate.split must be eval (held out) or tune"),
+        (
+            "sample.pair_mode=random",
+            "sample.pair_mode: Invalid value 'random', expected one of [best_vs_worst, all]",
+        ),
+        ("evaluate.split=sft", "evaluate.split: Invalid value 'sft', expected one of [eval, tune]"),
         ("task.splits.eval=0", "task.splits.eval must be a positive integer"),
         ("task.reward=dpo_exp.tasks.arithmetic:nope", "task.reward: 'dpo_exp.tasks.arithmetic:nope'"),
         ("online.rounds=0", "online.rounds must be at least 1, got 0"),
-        ("online.reference=random", "online.reference must be one of sft, previous"),
+        (
+            "online.reference=random",
+            "online.reference: Invalid value 'random', expected one of [sft, previous]",
+        ),
+        ("+sft.momentum=0.9", "sft.momentum: Key 'momentum' not in 'SftSchema'"),
     ],
 )
-def test_bad_pipeline_settings_fail_with_the_key(override, message):
-    from dpo_exp.config import ConfigError
-    from dpo_exp.pipeline.stages import validate_pipeline
+def test_bad_experiment_settings_fail_with_the_key(override, message):
+    from dpo_exp.config import ConfigError, validate_config
     from tests.helpers import compose_config
 
     with pytest.raises(ConfigError) as raised:
-        validate_pipeline(compose_config([override], fast=False))
+        validate_config(compose_config([override], fast=False))
     assert message in str(raised.value)

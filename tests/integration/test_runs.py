@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dpo_exp.cli import run
+from dpo_exp.cli import data_report, run
 from dpo_exp.data.records import DataError
-from dpo_exp.data_report import report
 from tests.conftest import SHARED_DATA
 from tests.helpers import FAST_DATA, FAST_MODEL, FAST_TRAINER, SINGLE_RUN, compose_config
 
@@ -74,7 +73,7 @@ def test_conversational_pairs_rendered_with_the_chat_template(tmp_path: Path):
         *TWO_STEPS,
     ]
     cfg = compose_config(SINGLE_RUN + FAST_MODEL + FAST_TRAINER + overrides, fast=False)
-    text = report(cfg)
+    text = data_report(cfg)
     assert "32 rows read, 32 kept" in text and "8 rows read, 8 kept" in text
     summary = run(cfg, tmp_path / "run")
     assert summary["global_step"] == 2
@@ -107,7 +106,7 @@ def test_a_bad_row_names_file_row_and_field_before_any_model(tmp_path: Path, mon
         {"prompt": "a", "chosen": None, "rejected": "c"}
     ]
     data_file = write_jsonl(tmp_path / "bad.jsonl", rows)
-    monkeypatch.setattr("dpo_exp.cli.load_policy", lambda *a: pytest.fail("a model was loaded"))
+    monkeypatch.setattr("dpo_exp.training.run.load_policy", lambda *a: pytest.fail("a model was loaded"))
     cfg = compose_config(
         SINGLE_RUN + FAST_MODEL + FAST_TRAINER + ["data=pairs", f"data.train_path={data_file}"], fast=False
     )

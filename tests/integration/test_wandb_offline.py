@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dpo_exp.cli import _flatten, run
+from dpo_exp.cli import run
+from dpo_exp.training.build import flatten
 from tests.helpers import compose_config
 
 
@@ -22,7 +23,7 @@ def test_a_wandb_run_writes_an_offline_run_folder(tmp_path: Path, monkeypatch):
 
 
 def test_the_config_is_flattened_so_every_override_is_a_column():
-    assert _flatten(
+    assert flatten(
         {"beta": 0.1, "loss": {"name": "dpo", "label_smoothing": 0.0}, "optim": {"betas": [0.9]}}
     ) == [
         ("beta", 0.1),

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from dpo_exp.compare import build_table, compare, read_runs, read_wandb_runs, varying_params
+from dpo_exp.report.compare import build_table, compare, read_runs, read_wandb_runs, varying_params
 
 
 def write_run(root: Path, name: str, *, loss: str, beta: float, seed: int, val_losses: list[float], **final):

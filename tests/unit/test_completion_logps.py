@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.testing import assert_close
 
-from dpo_exp.logprobs import IGNORE_INDEX, completion_logps, sequence_logps
+from dpo_exp.losses.logprobs import IGNORE_INDEX, completion_logps, sequence_logps
 
 
 def test_head_on_scored_positions_equals_full_logits():

@@ -5,7 +5,7 @@ import math
 import torch
 from torch.testing import assert_close
 
-from dpo_exp.logprobs import IGNORE_INDEX, sequence_logps, split_pairs
+from dpo_exp.losses.logprobs import IGNORE_INDEX, sequence_logps, split_pairs
 
 
 def test_uniform_logits_give_minus_log_vocab_per_completion_token():

@@ -25,6 +25,7 @@ from dpo_exp.losses import (
     loss_hyperparameters,
     loss_inputs,
     orpo_loss,
+    rft_loss,
     robust_loss,
     rpo_loss,
     simpo_loss,
@@ -322,6 +323,25 @@ def test_rpo_hand_value() -> None:
     assert_close(rpo_loss(*args, beta=0.1, alpha=0.5).loss, t(1.313262), **TOL)
 
 
+# ----------------------------------------------------------------------------- rft
+
+
+def test_rft_is_the_per_token_nll_of_desirable_examples_only() -> None:
+    """Summed log-probs -6 over 3 tokens and -2 over 4 tokens: NLL per token 2 and 0.5.
+
+    The desirable example's loss is its NLL, 2; the undesirable one's is 0. Rewards are the
+    per-token mean log-probs, -2 (desirable) and -0.5 (undesirable).
+    """
+    logps = torch.tensor([-6.0, -2.0], requires_grad=True)
+    out = rft_loss(logps, torch.tensor([3, 4]), torch.tensor([True, False]))
+    assert_close(out.loss, t(2.0, 0.0), **TOL)
+    assert_close(out.chosen_rewards, t(-2.0), **TOL)
+    assert_close(out.rejected_rewards, t(-0.5), **TOL)
+    assert_close(out.metrics["nll"], t(2.0, 0.5), **TOL)
+    out.loss.sum().backward()
+    assert_close(logps.grad, t(-1 / 3, 0.0), **TOL)  # d(-l/3)/dl; nothing reaches the undesirable one
+
+
 # ----------------------------------------------------------------------------- all losses
 
 
@@ -345,10 +365,17 @@ def random_inputs(batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
         "rejected_ntokens": rejected_ntokens,
         "chosen_nll": -policy_chosen_logps / chosen_ntokens,
         "policy_logps": policy_logps,
+        "ntokens": chosen_ntokens,
         "ref_logps": logps(chosen_ntokens),
         "desirable": torch.rand(batch, generator=g) > 0.5,
         "kl_baseline": torch.tensor(0.2),
     }
+
+
+def call_loss(spec, tensors: dict[str, torch.Tensor], beta: float) -> LossOutput:
+    """The loss on its inputs, with beta where it takes one (rft takes none)."""
+    beta_option = {"beta": beta} if "beta" in loss_hyperparameters(spec) else {}
+    return spec.fn(**{k: tensors[k] for k in loss_inputs(spec)}, **beta_option)
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -356,7 +383,7 @@ def test_every_loss_shape_finite_gradients_and_detached_outputs(name: str) -> No
     spec = get_loss(name)
     batch = 6
     tensors = random_inputs(batch)
-    out = spec.fn(**{k: tensors[k] for k in loss_inputs(spec)}, beta=0.1)
+    out = call_loss(spec, tensors, beta=0.1)
 
     assert isinstance(out, LossOutput)
     assert out.loss.shape == (batch,)
@@ -380,23 +407,24 @@ def test_every_loss_shape_finite_gradients_and_detached_outputs(name: str) -> No
         assert tensors[k].grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("name", sorted(n for n, s in LOSSES.items() if "beta" in loss_hyperparameters(s)))
 @pytest.mark.parametrize("beta", [0.0, -0.1])
-def test_every_loss_rejects_non_positive_beta(name: str, beta: float) -> None:
+def test_every_loss_with_a_beta_rejects_non_positive_beta(name: str, beta: float) -> None:
     spec = get_loss(name)
     tensors = random_inputs(2)
     with pytest.raises(ValueError, match="beta"):
-        spec.fn(**{k: tensors[k] for k in loss_inputs(spec)}, beta=beta)
+        call_loss(spec, tensors, beta=beta)
 
 
 # ----------------------------------------------------------------------------- registry
 
 
 def test_registry_names_and_flags() -> None:
-    assert sorted(LOSSES) == ["dpo", "hinge", "ipo", "kto", "orpo", "robust", "rpo", "simpo"]
+    assert sorted(LOSSES) == ["dpo", "hinge", "ipo", "kto", "orpo", "rft", "robust", "rpo", "simpo"]
     assert all(spec.name == name for name, spec in LOSSES.items())
-    assert {n for n, s in LOSSES.items() if not s.needs_reference} == {"orpo", "simpo"}
-    assert {n for n, s in LOSSES.items() if not s.paired} == {"kto"}
+    assert {n for n, s in LOSSES.items() if not s.needs_reference} == {"orpo", "rft", "simpo"}
+    assert {n for n, s in LOSSES.items() if not s.paired} == {"kto", "rft"}
+    assert {n for n, s in LOSSES.items() if s.positives_only} == {"rft"}
     assert get_loss("dpo").fn is dpo_loss
 
 
@@ -404,7 +432,7 @@ def test_get_loss_unknown_name_lists_valid_names() -> None:
     with pytest.raises(ValueError) as excinfo:
         get_loss("dop")
     assert str(excinfo.value) == (
-        "unknown loss 'dop'; valid losses: dpo, hinge, ipo, kto, orpo, robust, rpo, simpo"
+        "unknown loss 'dop'; valid losses: dpo, hinge, ipo, kto, orpo, rft, robust, rpo, simpo"
     )
 
 
@@ -414,6 +442,7 @@ def test_loss_inputs_follow_signatures() -> None:
     assert loss_inputs(get_loss("ipo")) == (*four, "chosen_ntokens", "rejected_ntokens")
     assert loss_inputs(get_loss("rpo")) == (*four, "chosen_ntokens")
     assert loss_inputs(get_loss("kto")) == ("policy_logps", "ref_logps", "desirable", "kl_baseline")
+    assert loss_inputs(get_loss("rft")) == ("policy_logps", "ntokens", "desirable")
     assert loss_inputs(get_loss("orpo")) == (
         "policy_chosen_logps",
         "policy_rejected_logps",
@@ -440,5 +469,6 @@ def test_loss_hyperparameters_follow_signatures() -> None:
         "robust": {"beta": empty, "label_smoothing": 0.1},
         "simpo": {"beta": empty, "gamma": 0.5},
         "rpo": {"beta": empty, "alpha": 1.0},
+        "rft": {},
     }
     assert {name: loss_hyperparameters(spec) for name, spec in LOSSES.items()} == expected

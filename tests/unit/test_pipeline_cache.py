@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dpo_exp.pipeline.cache import SETTINGS, cached_stage, stage_key
+from dpo_exp.experiment.cache import SETTINGS, cached_stage, stage_key
 
 
 def test_key_ignores_key_order_and_changes_with_any_value():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dpo_exp.data.records import PreferencePair, UnpairedExample
-from dpo_exp.pipeline.generation import cut_at_eos, load_function
-from dpo_exp.pipeline.sample import Labelled, build_pairs, build_rft, build_unpaired, label_stats
-from dpo_exp.tasks import arithmetic, gsm8k
+from dpo_exp.experiment.generation import cut_at_eos
+from dpo_exp.experiment.sample import Labelled, build_pairs, build_rft, build_unpaired, label_stats
+from dpo_exp.tasks import arithmetic, gsm8k, load_function
 
 MIXED = Labelled("1+1=", "2", ["2", "3", "2", "4"], [1.0, 0.0, 1.0, 0.0])
 TIES = Labelled("2+2=", "4", ["5", "6"], [0.0, 0.0])  # all fail: no pair

@@ -6,7 +6,7 @@ import torch
 
 from dpo_exp.data.collate import IndexedItem, SharedPromptCollator
 from dpo_exp.data.tokenize import TokenizedPair
-from dpo_exp.scoring import shared_prompt_mask
+from dpo_exp.models.scoring import shared_prompt_mask
 
 PAD_ID = 0
 

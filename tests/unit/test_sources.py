@@ -20,7 +20,7 @@ from dpo_exp.data.sources import (
     to_unpaired,
 )
 from dpo_exp.data.tokenize import tokenize_records
-from dpo_exp.tokenizer import build_char_tokenizer
+from dpo_exp.models.tokenizer import build_char_tokenizer
 
 DATA = Path("/work/shared/data")
 HH_ASSISTANT = "\n\nAssistant:"
@@ -217,7 +217,7 @@ def test_bad_max_rows(tmp_path, max_rows):
 
 def test_unknown_source_lists_the_valid_ones():
     with pytest.raises(
-        DataError, match=r"unknown data source 'jsonl'; valid sources: .*hh_rlhf, pairs, unpaired"
+        DataError, match=r"unknown data source 'jsonl'; valid sources: hh_rlhf, pairs, synthetic, unpaired"
     ):
         get_source("jsonl")
 

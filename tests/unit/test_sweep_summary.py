@@ -9,7 +9,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from dpo_exp.sweep_summary import SWEEP_SUMMARY, SweepSummary
+from dpo_exp.report.sweep_summary import SWEEP_SUMMARY, SweepSummary
 
 
 def member(sweep_dir: Path, name: str, overrides: list[str]) -> Path:

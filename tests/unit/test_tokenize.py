@@ -20,7 +20,7 @@ from dpo_exp.data.tokenize import (
     tokenize_record,
     tokenize_records,
 )
-from dpo_exp.tokenizer import build_char_tokenizer
+from dpo_exp.models.tokenizer import build_char_tokenizer
 
 BOS, EOS = 1, 2
 BIG = {"max_length": 1000, "max_prompt_length": 500}

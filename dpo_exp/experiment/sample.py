@@ -1,7 +1,5 @@
 """Sample and label: k completions per prompt, scored by a reward, turned into training sets.
 
-`python -m dpo_exp.pipeline.sample [overrides]` builds (or finds in the cache) stages 1-2.
-
 From the labelled samples come preference pairs (best vs worst, or every higher x lower pair;
 a prompt whose samples all score the same gives none), unpaired KTO examples (each distinct
 sample, desirable when it passes) and the RFT set (the distinct passing samples).
@@ -18,7 +16,7 @@ from typing import Any
 from transformers import PreTrainedModel
 
 from dpo_exp.data.records import PreferencePair, UnpairedExample
-from dpo_exp.pipeline.generation import decode, encode_prompts, generate_completions
+from dpo_exp.experiment.generation import decode, encode_prompts, generate_completions
 from dpo_exp.tasks import Problem
 
 PAIR_MODES = ("best_vs_worst", "all")
@@ -153,7 +151,7 @@ def write_split(folder: Path, split: str, labelled: list[Labelled], *, mode: str
         [{"prompt": e.prompt, "completion": e.completion, "label": e.desirable} for e in unpaired],
         folder / files["unpaired"],
     )
-    write_jsonl([{"prompt": p, "completion": c} for p, c in rft], folder / files["rft"])
+    write_jsonl([{"prompt": p, "completion": c, "label": True} for p, c in rft], folder / files["rft"])
     suffix = "" if split == "train" else f"_{split}"
     write_jsonl([asdict(item) for item in labelled], folder / f"samples{suffix}.jsonl")
     stats = label_stats(labelled, threshold)
@@ -168,9 +166,3 @@ def format_stats(stats: dict[str, float], split: str) -> str:
         f"({stats['prompts_all_pass']} all passed, {stats['prompts_all_fail']} all failed); "
         f"{stats['pairs']} pairs, {stats['unpaired']} unpaired, {stats['rft']} RFT examples"
     )
-
-
-if __name__ == "__main__":
-    from dpo_exp.pipeline.run import sample_main
-
-    sample_main()

@@ -15,7 +15,6 @@ W&B table `eval/samples`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,9 @@ from transformers import PreTrainedModel
 
 from dpo_exp.data.collate import pad_sequences
 from dpo_exp.data.tokenize import TokenizedPair
-from dpo_exp.logprobs import sequence_logps
-from dpo_exp.pipeline.generation import decode, encode_prompts, generate_completions
-from dpo_exp.tasks import Problem
-
-Reward = Callable[[str, str, str], float]
+from dpo_exp.experiment.generation import decode, encode_prompts, generate_completions
+from dpo_exp.losses.logprobs import sequence_logps
+from dpo_exp.tasks import Problem, Reward
 
 
 @torch.no_grad()

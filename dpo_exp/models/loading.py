@@ -9,8 +9,8 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from dpo_exp.lora import apply_lora, quantization_config, uses_lora
-from dpo_exp.tokenizer import build_char_tokenizer
+from dpo_exp.models.lora import apply_lora, quantization_config, uses_lora
+from dpo_exp.models.tokenizer import build_char_tokenizer
 
 
 def load_tokenizer(model_cfg: Any) -> Any:

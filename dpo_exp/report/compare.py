@@ -25,8 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from dpo_exp.eval_logps import load_eval_logps, rescore, saved_steps  # noqa: E402
-from dpo_exp.run_files import FAILED, SUMMARY  # noqa: E402
+from dpo_exp.training.eval_logps import load_eval_logps, rescore, saved_steps  # noqa: E402
+from dpo_exp.training.run_files import FAILED, SUMMARY  # noqa: E402
 
 # Final metrics shown when any run has them; `eval/*` come from the built-in experiment.
 FINAL_METRICS = (

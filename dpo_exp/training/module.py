@@ -8,11 +8,11 @@ import lightning as L
 import torch
 from transformers import PreTrainedModel, get_scheduler
 
-from dpo_exp.checkpoints import restore_rng_state, rng_state
-from dpo_exp.logprobs import split_pairs
-from dpo_exp.lora import is_lora, reference_mode
-from dpo_exp.losses import LossOutput, get_loss, loss_inputs
-from dpo_exp.scoring import score_batch
+from dpo_exp.losses import LossOutput, get_loss, loss_hyperparameters, loss_inputs
+from dpo_exp.losses.logprobs import split_pairs
+from dpo_exp.models.lora import is_lora, reference_mode
+from dpo_exp.models.scoring import score_batch
+from dpo_exp.training.checkpoints import restore_rng_state, rng_state
 
 
 class PreferenceModule(L.LightningModule):
@@ -130,7 +130,8 @@ class PreferenceModule(L.LightningModule):
 
     def _call_loss(self, tensors: dict[str, torch.Tensor]) -> LossOutput:
         inputs = {name: tensors[name] for name in loss_inputs(self.loss_spec)}
-        return self.loss_spec.fn(**inputs, beta=self.beta, **self.loss_options)
+        beta = {"beta": self.beta} if "beta" in loss_hyperparameters(self.loss_spec) else {}
+        return self.loss_spec.fn(**inputs, **beta, **self.loss_options)
 
     def _paired_step(
         self, batch: dict[str, torch.Tensor]
@@ -166,29 +167,22 @@ class PreferenceModule(L.LightningModule):
         self, batch: dict[str, torch.Tensor]
     ) -> tuple[dict[str, torch.Tensor], LossOutput, dict[str, torch.Tensor]]:
         """The loss on labelled completions; "chosen" metrics are the desirable examples'."""
-        policy_logps, _ = self.sequence_logps(self.policy, batch)
-        ref_logps = self.reference_logps(batch)
+        policy_logps, ntokens = self.sequence_logps(self.policy, batch)
         desirable = batch["desirable"]
-        kl_baseline = self._kl_baseline(batch)
-        tensors = {
-            "policy_logps": policy_logps,
-            "ref_logps": ref_logps,
-            "desirable": desirable,
-            "kl_baseline": kl_baseline,
-        }
+        tensors = {"policy_logps": policy_logps, "ntokens": ntokens, "desirable": desirable}
+        per_example = {"logps/chosen": policy_logps[desirable], "logps/rejected": policy_logps[~desirable]}
+        if self.loss_spec.needs_reference:
+            tensors["ref_logps"] = self.reference_logps(batch)
+            tensors["kl_baseline"] = self._kl_baseline(batch)
+            logratio = policy_logps - tensors["ref_logps"]
+            per_example["logratio/chosen"] = logratio[desirable]
+            per_example["logratio/rejected"] = logratio[~desirable]
         output = self._call_loss(tensors)
-        logratio = policy_logps - ref_logps
-        # An unpaired reward is "right" when it sits on its label's side of the reference point.
-        above_baseline = logratio > kl_baseline
-        per_example = {
-            "logps/chosen": policy_logps[desirable],
-            "logps/rejected": policy_logps[~desirable],
-            "logratio/chosen": logratio[desirable],
-            "logratio/rejected": logratio[~desirable],
-            "rewards/chosen": output.chosen_rewards,
-            "rewards/rejected": output.rejected_rewards,
-            "rewards/accuracy": (above_baseline == desirable).float(),
-        }
+        per_example["rewards/chosen"] = output.chosen_rewards
+        per_example["rewards/rejected"] = output.rejected_rewards
+        if self.loss_spec.needs_reference:
+            # An unpaired reward is "right" when it sits on its label's side of the reference point.
+            per_example["rewards/accuracy"] = ((logratio > tensors["kl_baseline"]) == desirable).float()
         return tensors, output, per_example
 
     def _kl_baseline(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dpo_exp.lora import uses_lora
+from dpo_exp.errors import ConfigError
+from dpo_exp.models.lora import uses_lora
 
 LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
 ADAPTER_REFERENCES = ("base", "adapter")
@@ -21,7 +22,7 @@ EXPORT_LORA = ("merged", "adapter")
 CASTING_PRECISIONS = ("bf16-true", "16-true", "64-true")  # Lightning casts every weight to these
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(ConfigError):
     """A model or export setting that cannot work, named by its dotted key."""
 
 

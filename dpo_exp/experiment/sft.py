@@ -1,27 +1,22 @@
-"""Supervised fine-tuning (the NLL of completions): the SFT stage and the RFT baseline.
+"""Supervised fine-tuning on demonstrations (the NLL of completions): the experiment's SFT stage.
 
-`python -m dpo_exp.pipeline.sft [overrides]` builds (or finds in the cache) the SFT checkpoint.
+(RFT, fine-tuning on passing samples, is a loss of the training run: `loss=rft`.)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel
 
-from dpo_exp.cli import CONF_DIR
 from dpo_exp.data.collate import pad_sequences
 from dpo_exp.data.records import UnpairedExample
 from dpo_exp.data.tokenize import TokenizedUnpaired, tokenize_records
-from dpo_exp.logprobs import sequence_logps
-from dpo_exp.module import PreferenceModule
+from dpo_exp.losses.logprobs import sequence_logps
+from dpo_exp.training.module import PreferenceModule
 
 
 class SupervisedModule(L.LightningModule):
@@ -92,16 +87,3 @@ def optim_settings(stage_cfg: Any) -> dict[str, Any]:
         "warmup_steps": int(stage_cfg.warmup_steps),
         "scheduler": stage_cfg.scheduler,
     }
-
-
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> None:
-    from dpo_exp.pipeline.stages import PipelineContext
-
-    context = PipelineContext(cfg, Path(HydraConfig.get().runtime.output_dir))
-    result = context.sft()
-    print(f"SFT checkpoint: {result.path} ({'reused' if result.reused else 'built'})")
-
-
-if __name__ == "__main__":
-    main()

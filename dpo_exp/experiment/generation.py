@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel
-
-
-def load_function(path: str) -> Callable[..., Any]:
-    """The function named by "package.module:function" (a user's reward, a task's problems)."""
-    module_name, _, name = path.partition(":")
-    if not module_name or not name:
-        raise ValueError(f"expected 'module:function', got {path!r}")
-    function = getattr(importlib.import_module(module_name), name, None)
-    if not callable(function):
-        raise ValueError(f"{path!r}: module {module_name} has no function {name}")
-    return function
 
 
 def encode_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:

@@ -12,27 +12,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dpo_exp.run_files import FAILED, SUMMARY, write_failure, write_json_atomically
+from dpo_exp.training.run_files import FAILED, SUMMARY, write_failure, write_json_atomically
 
 SWEEP_SUMMARY = "sweep_summary.json"
 SWEEP_TABLE = "sweep_summary.md"
 HEADLINE = ("val/loss", "val/rewards/accuracy", "val/rewards/margin")
-
-
-def sweep_group() -> str | None:
-    """The sweep folder's name when running as a multirun member (a W&B group), else None."""
-    if not HydraConfig.initialized():
-        return None
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return None
-    return Path(hydra_cfg.sweep.dir).name
 
 
 def member_record(member_dir: Path) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from dpo_exp.data.collate import CHOSEN, PAD, REJECTED
-from dpo_exp.logprobs import completion_logps, sequence_logps, token_log_softmax
+from dpo_exp.losses.logprobs import completion_logps, sequence_logps, token_log_softmax
 
 # Config attributes that make logits more than `lm_head(hidden)`: such models take the plain path.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier")

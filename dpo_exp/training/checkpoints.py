@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from dpo_exp.config import ConfigError
-from dpo_exp.run_files import SUMMARY
+from dpo_exp.errors import ConfigError
+from dpo_exp.training.run_files import SUMMARY
 
 CHECKPOINT_DIR = "checkpoints"
 

@@ -30,10 +30,10 @@ from torch.utils.data import DataLoader
 
 from dpo_exp.data.collate import IndexedItem, SplitLogps, UnpairedLogps
 from dpo_exp.data.module import PreparedData, split_collator
-from dpo_exp.logprobs import split_pairs
-from dpo_exp.lora import REFERENCE_ADAPTER, is_lora, reference_mode
 from dpo_exp.losses import LossSpec
-from dpo_exp.scoring import score_batch, shared_prompt_supported
+from dpo_exp.losses.logprobs import split_pairs
+from dpo_exp.models.lora import REFERENCE_ADAPTER, is_lora, reference_mode
+from dpo_exp.models.scoring import score_batch, shared_prompt_supported
 
 # Bump when the numbers `score_sequences` gives for the same inputs change (label shift, dtype,
 # masking): caches written by older code then stop matching.

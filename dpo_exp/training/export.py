@@ -8,7 +8,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel
 
-from dpo_exp.lora import TRAINED_ADAPTER, is_lora
+from dpo_exp.models.lora import TRAINED_ADAPTER, is_lora
 
 EXPORT_DIR = "model"  # inside the run folder
 

@@ -144,3 +144,14 @@ class TokenThroughput(L.Callback):
     @property
     def peak_memory_gb(self) -> float:
         return peak_memory_gb()
+
+    def figures(self) -> dict[str, float | int]:
+        """The run's throughput figures, as summary.json keeps them."""
+        return {
+            "train_time_s": self.train_seconds,
+            "tokens": self.tokens,
+            "tokens_per_s": self.tokens_per_s,
+            "padding_fraction": self.padding_fraction,
+            "peak_memory_gb": self.peak_memory_gb,
+            "mfu": self.mfu,
+        }

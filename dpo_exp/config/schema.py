@@ -1,0 +1,190 @@
+"""Typed schemas of the config sections this project owns, and which of them a run uses.
+
+Values come from the YAML under `conf/`; these dataclasses say what each section may hold and of
+which type. `validate_config` merges every section onto its schema once, at the entry, so an
+unknown key or a value of the wrong type stops the run with the key's dotted name. Sections that
+pass through to a library (trainer -> lightning.Trainer, strategy, model.config -> transformers)
+or are derived from code (loss options, from each loss function's signature) are checked there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from omegaconf import MISSING
+
+# The data source of the built-in experiment: pairs sampled from an SFT model on `task` and
+# labelled by its verifier. Any other source is a fixed dataset read from files (or generated).
+TASK_SOURCE = "task"
+
+
+class PairMode(Enum):
+    best_vs_worst = "best_vs_worst"
+    all = "all"
+
+
+class OnlineReference(Enum):
+    sft = "sft"  # every round against the SFT model
+    previous = "previous"  # each round against the policy it starts from
+
+
+class EvalSplit(Enum):
+    eval = "eval"  # held out: every reported figure
+    tune = "tune"  # where presets are chosen
+
+
+@dataclass
+class DataSchema:
+    name: str = MISSING
+    source: str = MISSING
+    train_path: str | None = None
+    validation_path: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    val_size: int = MISSING
+    split_seed: int = MISSING
+    shuffle: bool = MISSING
+    max_length: int = MISSING
+    max_prompt_length: int = MISSING
+    batch_size: int = MISSING
+    eval_batch_size: int = MISSING
+
+
+@dataclass
+class SplitsSchema:
+    eval: int = MISSING
+    tune: int = MISSING
+    sft: int = MISSING
+    sample: int = MISSING
+    sample_val: int = MISSING
+
+
+@dataclass
+class TaskSchema:
+    name: str = MISSING
+    problems: str = MISSING  # module:function, (count, **options) -> list[Problem]
+    options: dict[str, Any] = field(default_factory=dict)
+    reward: str = MISSING  # module:function, (prompt, completion, answer) -> float
+    pass_threshold: float = MISSING
+    max_new_tokens: int = MISSING
+    splits: SplitsSchema = field(default_factory=SplitsSchema)
+
+
+@dataclass
+class SftSchema:
+    steps: int = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING
+    seed: int = MISSING
+    warmup_steps: int = MISSING
+    scheduler: str = MISSING
+
+
+@dataclass
+class SampleSchema:
+    num_samples: int = MISSING
+    temperature: float = MISSING
+    top_p: float = MISSING
+    pair_mode: PairMode = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
+class EvaluateSchema:
+    split: EvalSplit = MISSING
+    batch_size: int = MISSING
+    seed: int = MISSING
+    table_every: int = MISSING
+    table_size: int = MISSING
+
+
+@dataclass
+class OnlineSchema:
+    rounds: int = MISSING
+    reference: OnlineReference = MISSING
+
+
+@dataclass
+class OptimSchema:
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    betas: list[float] = MISSING
+    eps: float = MISSING
+    warmup_steps: int = MISSING
+    scheduler: str = MISSING
+
+
+@dataclass
+class ReferenceSchema:
+    cache: bool = MISSING
+    cache_dir: str = MISSING
+
+
+@dataclass
+class SpeedSchema:
+    group_by_length: bool = MISSING
+    head_on_completions: bool = MISSING
+    share_prompt: bool = MISSING
+    peak_flops: float = MISSING
+
+
+@dataclass
+class CheckpointSchema:
+    every_n_steps: int = MISSING
+    keep_last: int = MISSING
+
+
+@dataclass
+class ExportSchema:
+    save: bool = MISSING
+    lora: str = MISSING
+
+
+@dataclass
+class LoggerSchema:
+    name: str = MISSING
+    project: str | None = None
+    entity: str | None = None
+    online: bool = False
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+# Section name -> schema, for the sections every run has.
+RUN_SECTIONS: dict[str, type] = {
+    "data": DataSchema,
+    "optim": OptimSchema,
+    "reference": ReferenceSchema,
+    "speed": SpeedSchema,
+    "checkpoint": CheckpointSchema,
+    "export": ExportSchema,
+    "logger": LoggerSchema,
+}
+
+# The built-in experiment's own sections, and what each does, for the message that refuses
+# them when the data is a fixed dataset (which they cannot change).
+EXPERIMENT_SECTIONS: dict[str, tuple[type | None, str]] = {
+    "task": (TaskSchema, "defines the built-in experiment's problems and verifier"),
+    "sft": (
+        SftSchema,
+        "trains the built-in experiment's SFT model; a fixed dataset trains the model you named",
+    ),
+    "sample": (
+        SampleSchema,
+        "draws the samples that become the experiment's training data; nothing is sampled",
+    ),
+    "evaluate": (EvaluateSchema, "scores samples with the task's verifier; a fixed dataset has no verifier"),
+    "online": (
+        OnlineSchema,
+        "resamples the training data from the current policy; there is nothing to resample",
+    ),
+    "cache_dir": (None, "holds the experiment's SFT and sample stages; none is built"),
+}
+
+# Top-level keys (not sections) with the types they must have.
+TOP_LEVEL_KEYS = (
+    "model", "data", "loss", "strategy", "trainer", "logger", "beta", "seed", "optim", "reference",
+    "speed", "objective", "save_eval_logps", "nonfinite", "checkpoint", "resume", "export", "run_name",
+    "output_root", *EXPERIMENT_SECTIONS,
+)  # fmt: skip

@@ -1,0 +1,182 @@
+"""Checks on the composed config, run once at the entry before any data is read or model loads.
+
+Every key either changes the run or is refused here, named by its dotted key with the reason:
+unknown keys and wrong types (the schemas in `schema.py`), values that cannot work, and settings of
+the built-in experiment given to a run on a fixed dataset, where they would do nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dpo_exp.config.schema import EXPERIMENT_SECTIONS, RUN_SECTIONS, TASK_SOURCE, TOP_LEVEL_KEYS
+from dpo_exp.data.sources import get_source
+from dpo_exp.errors import ConfigError
+from dpo_exp.losses import LossSpec, get_loss, loss_hyperparameters
+from dpo_exp.models.checks import check_model_config
+from dpo_exp.tasks import load_function
+from dpo_exp.training.build import loss_options
+from dpo_exp.training.guards import ACTIONS as NONFINITE_ACTIONS
+
+__all__ = ["ConfigError", "is_experiment", "validate_config"]
+
+
+def is_experiment(cfg: DictConfig) -> bool:
+    """Whether the data is the built-in experiment's (sampled on a task) rather than a fixed dataset."""
+    return cfg.data.source == TASK_SOURCE
+
+
+def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
+    """Fail fast, with the key at fault, on settings that would fail or do nothing; return the loss.
+
+    `overrides` are the run's command-line (and sweep) overrides, `key=value`: a setting of the
+    built-in experiment given there to a run on a fixed dataset is refused.
+    """
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"required values are not set: {', '.join(missing)} (set them on the command line)")
+    check_top_level(cfg)
+    check_positive_number(cfg.beta, "beta")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
+    if cfg.nonfinite not in NONFINITE_ACTIONS:
+        raise ConfigError(f"nonfinite must be one of {', '.join(NONFINITE_ACTIONS)}, got {cfg.nonfinite!r}")
+    for section, schema in RUN_SECTIONS.items():
+        check_schema(cfg[section], schema, section)
+    spec = get_loss(cfg.loss.name)
+    check_loss_options(cfg.loss, spec)
+    check_unused_beta(spec, overrides)
+    if is_experiment(cfg):
+        check_experiment(cfg, spec)
+    else:
+        check_fixed_data(cfg, overrides)
+    check_data(cfg.data)
+    check_model_config(cfg)
+    check_positive_number(cfg.optim.lr, "optim.lr")
+    return spec
+
+
+def check_top_level(cfg: DictConfig) -> None:
+    unknown = sorted(set(cfg) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: not a setting of dpo_exp (see conf/config.yaml for the settings)")
+
+
+def check_schema(node: Any, schema: type, key: str) -> None:
+    """Merge `node` onto `schema`: an unknown key or a value of the wrong type names its key."""
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{key} must be a mapping of settings, got {node!r}")
+    try:
+        OmegaConf.merge(OmegaConf.structured(schema), node)
+    except OmegaConfBaseException as error:
+        where = f"{key}.{error.full_key}" if getattr(error, "full_key", None) else key
+        reason = str(error).splitlines()[0]
+        raise ConfigError(f"{where}: {reason}") from None
+
+
+def check_positive_number(value: Any, key: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key} must be a number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{key} must be a finite number > 0, got {value!r}")
+
+
+def check_loss_options(loss_cfg: DictConfig, spec: LossSpec) -> None:
+    """Loss options are the loss function's keyword-only parameters (less beta, set at the top)."""
+    accepted = set(loss_hyperparameters(spec)) - {"beta"}
+    for option in loss_options(loss_cfg):
+        if option == "beta":
+            raise ConfigError("beta is set at the top level (`beta=0.1`), not under loss")
+        if option not in accepted:
+            valid = ", ".join(sorted(accepted)) or "none"
+            raise ConfigError(f"loss '{spec.name}' has no option '{option}'; its options: {valid}")
+
+
+def check_data(data_cfg: DictConfig) -> None:
+    if data_cfg.source != TASK_SOURCE:
+        get_source(data_cfg.source)
+    for key in ("train_path", "validation_path"):
+        path = data_cfg.get(key)
+        if path is not None and not os.path.exists(path):
+            raise ConfigError(f"data.{key}: data file not found: {path}")
+    if data_cfg.max_prompt_length >= data_cfg.max_length:
+        raise ConfigError(
+            f"data.max_prompt_length ({data_cfg.max_prompt_length}) must be below "
+            f"data.max_length ({data_cfg.max_length}) to leave room for the response"
+        )
+    for key in ("batch_size", "eval_batch_size", "max_length"):
+        value = data_cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"data.{key} must be a positive integer, got {value!r}")
+
+
+def check_experiment(cfg: DictConfig, spec: LossSpec) -> None:
+    """The built-in experiment's settings: its sections, its task, and keys its data replaces."""
+    name = cfg.data.name
+    if cfg.get("task") is None:
+        raise ConfigError(
+            f"task: data={name} samples its pairs on a task, and the config has none "
+            "(for one run on generated pairs use data=synthetic)"
+        )
+    for section, (schema, _) in EXPERIMENT_SECTIONS.items():
+        if schema is not None:
+            check_schema(cfg[section], schema, section)
+    for key in ("train_path", "validation_path"):
+        if cfg.data.get(key) is not None:
+            raise ConfigError(
+                f"data.{key}: data={name} samples its data from the SFT model, it reads no file "
+                "(to train on your file use data=pairs or data=unpaired)"
+            )
+    if cfg.data.get("options"):
+        raise ConfigError(f"data.options: data={name} takes its options from `task`, not data.options")
+    check_task(cfg.task)
+    if int(cfg.online.rounds) < 1:
+        raise ConfigError(f"online.rounds must be at least 1, got {cfg.online.rounds}")
+    if cfg.online.reference == "previous" and not spec.needs_reference:
+        raise ConfigError(f"online.reference: loss={spec.name} uses no reference model")
+
+
+def check_task(task_cfg: DictConfig) -> None:
+    for split, size in task_cfg.splits.items():
+        if int(size) <= 0:
+            raise ConfigError(f"task.splits.{split} must be a positive integer")
+    for key in ("problems", "reward"):
+        try:
+            load_function(task_cfg[key])
+        except (ValueError, ImportError) as error:
+            raise ConfigError(f"task.{key}: {error}") from error
+
+
+def override_keys(overrides: Sequence[str]) -> list[str]:
+    """The dotted keys that `key=value`, `+key=value` and `~key` overrides set."""
+    return [override.lstrip("+~").split("=", 1)[0] for override in overrides]
+
+
+def check_fixed_data(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """A run on a fixed dataset refuses the experiment's settings: they could change nothing."""
+    name = cfg.data.name
+    if cfg.get("task") is not None:
+        raise ConfigError(f"task: {EXPERIMENT_SECTIONS['task'][1]}; data={name} is a fixed dataset")
+    refused = []
+    for key in override_keys(overrides):
+        section = key.split(".", 1)[0]
+        if section in EXPERIMENT_SECTIONS and section != "task":
+            refused.append(
+                f"{key}: data={name} is a fixed dataset; `{section}` {EXPERIMENT_SECTIONS[section][1]}"
+            )
+    if refused:
+        raise ConfigError(
+            "\n".join(refused)
+            + "\n(these settings belong to the built-in experiment: data=arithmetic, data=gsm8k)"
+        )
+
+
+def check_unused_beta(spec: LossSpec, overrides: Sequence[str]) -> None:
+    if "beta" not in loss_hyperparameters(spec) and "beta" in override_keys(overrides):
+        raise ConfigError(f"beta: loss={spec.name} has no beta (its options: see conf/loss/{spec.name}.yaml)")

@@ -1,0 +1,179 @@
+"""`run_experiment(cfg, run_dir)`: the built-in experiment, from a task to a trained, measured policy.
+
+It builds (or reuses) the SFT model and its labelled samples, then hands each training run its
+inputs: the SFT checkpoint as model and reference, the sampled file the loss trains on (pairs,
+unpaired examples, or with `loss=rft` the passing samples) and a callback that measures true reward
+and KL. With `online.rounds` > 1, each later round samples from the policy the previous one made.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, open_dict
+
+from dpo_exp.data.records import PreferencePair
+from dpo_exp.data.tokenize import TokenizedPair, tokenize_records
+from dpo_exp.experiment.cache import StageResult
+from dpo_exp.experiment.evaluate import TrueRewardEval
+from dpo_exp.experiment.sample import STATS, split_files
+from dpo_exp.experiment.stages import (
+    MODEL_DIR,
+    Task,
+    eval_options,
+    load_model_folder,
+    read_jsonl,
+    reference_eval_stage,
+    resample_stage,
+    sample_stage,
+    sft_stage,
+)
+from dpo_exp.losses import LossSpec, get_loss
+from dpo_exp.training import EXPORT_DIR, train, write_failure
+
+EVAL_KEYS = ("true_reward", "true_reward_greedy", "kl")
+ROUNDS_DIR = "rounds"  # <run>/rounds/<n>: the runs of online rounds before the last
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Build or reuse the stages, train into `run_dir`, and return the summary (with the SFT figures)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        task = Task.from_config(cfg.task)
+        sft = sft_stage(cfg, task)
+        sample = sample_stage(cfg, task, sft)
+        reference = reference_eval_stage(cfg, task, sft)
+        extra = {
+            "reference": {f"eval/{key}": reference[key] for key in EVAL_KEYS},
+            "stages": {
+                "sft": {"path": str(sft.path), "reused": sft.reused},
+                "sample": {"path": str(sample.path), "reused": sample.reused},
+            },
+        }
+        summary = train_rounds(cfg, task, sft, sample, run_dir, extra)
+    except BaseException as error:
+        write_failure(run_dir, error)
+        raise
+    print(experiment_headline(summary, time.perf_counter() - start))
+    return summary
+
+
+def training_data_kind(spec: LossSpec) -> str:
+    """Which of the sample stage's training sets a loss trains on."""
+    if spec.positives_only:
+        return "rft"
+    return "pairs" if spec.paired else "unpaired"
+
+
+def training_config(
+    cfg: DictConfig, sft: StageResult, sample: StageResult, policy_dir: Path | None = None
+) -> DictConfig:
+    """The run's config with the SFT checkpoint as the model and a sampled file as the data.
+
+    An online round after the first starts from `policy_dir` (the previous round's policy),
+    against the SFT model as reference or, with `online.reference=previous`, against its start.
+    """
+    spec = get_loss(cfg.loss.name)
+    kind = training_data_kind(spec)
+    for split in ("train", "val"):
+        if not read_jsonl(sample.path / split_files(split)[kind]):
+            raise ValueError(
+                f"no prompt of the {split} split gave a usable {kind} example (see [sample] above): "
+                "train the SFT model longer, or draw more samples (sample.num_samples)"
+            )
+    run_cfg = cfg.copy()
+    with open_dict(run_cfg):
+        run_cfg.model.path = str(sft.path / MODEL_DIR)
+        if policy_dir is not None:
+            run_cfg.model.path = str(policy_dir)
+            run_cfg.model.ref_path = str(sft.path / MODEL_DIR) if cfg.online.reference == "sft" else None
+        run_cfg.data.source = "pairs" if kind == "pairs" else "unpaired"
+        run_cfg.data.options = {}
+        run_cfg.data.train_path = str(sample.path / split_files("train")[kind])
+        run_cfg.data.validation_path = str(sample.path / split_files("val")[kind])
+    return run_cfg
+
+
+def eval_callback(
+    cfg: DictConfig, task: Task, sft: StageResult, sample: StageResult, run_dir: Path
+) -> TrueRewardEval:
+    """True reward and KL against the SFT model; sample tables go to `run_dir`."""
+    tokenizer, reference = load_model_folder(sft.path / MODEL_DIR)
+    return TrueRewardEval(
+        reference,
+        tokenizer,
+        task.problems[cfg.evaluate.split],
+        task.reward,
+        drift_pairs(cfg, sample, tokenizer),
+        **eval_options(cfg),
+        run_dir=run_dir,
+        table_every=int(cfg.evaluate.table_every),
+        table_size=int(cfg.evaluate.table_size),
+    )
+
+
+def drift_pairs(cfg: DictConfig, sample: StageResult, tokenizer: Any) -> list[TokenizedPair]:
+    """The sampled validation pairs, tokenised: the log-prob drift is measured on them."""
+    rows = read_jsonl(sample.path / split_files("val")["pairs"])
+    records = [PreferencePair(row["prompt"], row["chosen"], row["rejected"]) for row in rows]
+    data = cfg.data
+    kept, _ = tokenize_records(
+        records, tokenizer, max_length=data.max_length, max_prompt_length=data.max_prompt_length
+    )
+    return kept
+
+
+def train_rounds(
+    cfg: DictConfig, task: Task, sft: StageResult, sample: StageResult, run_dir: Path, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """`online.rounds` training runs, each on samples of the policy the previous one produced.
+
+    Rounds before the last are whole runs in `<run>/rounds/<n>/` (their exported policy starts
+    the next round); the last round is this run. Its summary lists every round's figures.
+    """
+    rounds = int(cfg.online.rounds)
+    history: list[dict[str, Any]] = []
+    policy_dir = None
+    for number in range(1, rounds + 1):
+        last = number == rounds
+        round_dir = run_dir if last else run_dir / ROUNDS_DIR / str(number)
+        if policy_dir is not None:
+            sample = resample_stage(cfg, task, policy_dir, round_dir, number)
+        run_cfg = training_config(cfg, sft, sample, policy_dir)
+        with open_dict(run_cfg):
+            run_cfg.export.save = run_cfg.export.save or not last  # the next round starts from this export
+        round_extra = {
+            **extra,
+            "stages": {**extra["stages"], "sample": {"path": str(sample.path), "reused": sample.reused}},
+            "sample_stats": json.loads((sample.path / STATS).read_text()),
+        }
+        if rounds > 1:
+            round_extra.update(round=number, rounds=list(history))  # the earlier rounds' figures
+        callback = eval_callback(cfg, task, sft, sample, round_dir)
+        summary = train(run_cfg, round_dir, callbacks=[callback], extra_summary=round_extra)
+        history.append(round_figures(number, summary))
+        policy_dir = round_dir / EXPORT_DIR
+        if rounds > 1:
+            figures = ", ".join(f"{k} {v:.3f}" for k, v in history[-1].items() if k.startswith("eval/"))
+            print(f"[online] round {number}/{rounds}: {figures}")
+    return summary
+
+
+def round_figures(number: int, summary: dict[str, Any]) -> dict[str, Any]:
+    """One online round's headline figures, for the last round's summary."""
+    metrics = summary["metrics"]
+    figures = {f"eval/{key}": metrics[f"eval/{key}"] for key in EVAL_KEYS if f"eval/{key}" in metrics}
+    return {"round": number, "run_dir": summary["run_dir"], **figures}
+
+
+def experiment_headline(summary: dict[str, Any], seconds: float) -> str:
+    metrics, reference = summary["metrics"], summary["reference"]
+    figures = [
+        f"{key.removeprefix('eval/')} {metrics.get(key, float('nan')):.3f} (SFT {reference[key]:.3f})"
+        for key in (f"eval/{k}" for k in EVAL_KEYS)
+    ]
+    return f"run folder: {summary['run_dir']} | " + " | ".join(figures) + f" | {seconds:.0f} s"

@@ -1,0 +1,210 @@
+"""The experiment's cached stages: the SFT model, its labelled samples, and its own evaluation.
+
+Each stage lives under `cache_dir` by a key of the settings that determine it, so every member of
+a β or loss sweep with the same SFT and sampling settings shares one SFT checkpoint and one set of
+samples. An online round's samples depend on its run and are kept in the run's own folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+
+from dpo_exp.experiment.cache import StageResult, cached_stage
+from dpo_exp.experiment.evaluate import evaluate_policy
+from dpo_exp.experiment.sample import STATS, format_stats, sample_and_label, write_split
+from dpo_exp.experiment.sft import (
+    SupervisedModule,
+    optim_settings,
+    supervised_loader,
+    tokenize_demonstrations,
+)
+from dpo_exp.models.loading import freeze, load_policy, load_pretrained, load_tokenizer
+from dpo_exp.tasks import Problem, Reward, load_function
+
+SPLITS = ("eval", "tune", "sft", "sample", "sample_val")  # disjoint problem sets, drawn in this order
+MODEL_DIR = "model"
+ROUND_SAMPLES = "round_samples"  # a later round's samples, drawn from the previous round's policy
+SAMPLE_FORMAT = 2  # in the sample stage's key: bumped when its files change shape (rft rows carry a label)
+
+
+def container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task's problems in disjoint splits (fixed by its options, not the run seed), and its verifier."""
+
+    problems: dict[str, list[Problem]]
+    reward: Reward
+
+    @classmethod
+    def from_config(cls, task_cfg: DictConfig) -> Task:
+        sizes = {split: int(task_cfg.splits[split]) for split in SPLITS}
+        make = load_function(task_cfg.problems)
+        problems = make(sum(sizes.values()), **container(task_cfg.options))
+        splits, start = {}, 0
+        for split in SPLITS:
+            splits[split] = problems[start : start + sizes[split]]
+            start += sizes[split]
+        return cls(splits, load_function(task_cfg.reward))
+
+
+def load_model_folder(model_dir: Path) -> tuple[Any, Any]:
+    """(tokenizer, frozen model) from a folder written by `save_pretrained`."""
+    model_cfg = OmegaConf.create({"path": str(model_dir)})
+    return load_tokenizer(model_cfg), freeze(load_pretrained(str(model_dir), model_cfg, dtype=None))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# -- stage 1: SFT ----------------------------------------------------------------------------
+
+
+def sft_stage(cfg: DictConfig, task: Task) -> StageResult:
+    """The SFT checkpoint (`<folder>/model`) for these task, model and SFT settings."""
+    settings = {
+        "task": {k: container(cfg.task[k]) for k in ("name", "problems", "options", "splits")},
+        "model": container(cfg.model),
+        "sft": container(cfg.sft),
+        "lengths": [cfg.data.max_length, cfg.data.max_prompt_length],
+    }
+    result = cached_stage(Path(cfg.cache_dir), "sft", settings, lambda folder: build_sft(cfg, task, folder))
+    print(f"[sft] {'reused' if result.reused else 'built'} {result.path}")
+    return result
+
+
+def build_sft(cfg: DictConfig, task: Task, folder: Path) -> None:
+    L.seed_everything(cfg.sft.seed, workers=True, verbose=False)
+    tokenizer = load_tokenizer(cfg.model)
+    policy = load_policy(cfg.model, tokenizer)
+    demos = [(p.prompt, p.answer) for p in task.problems["sft"]]
+    examples = tokenize_demonstrations(demos, tokenizer, cfg.data)
+    module = SupervisedModule(policy, optim=optim_settings(cfg.sft))
+    trainer = L.Trainer(
+        max_steps=int(cfg.sft.steps),
+        logger=CSVLogger(save_dir=folder, name="", version=""),
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=cfg.trainer.enable_progress_bar,
+        gradient_clip_val=1.0,
+        deterministic=True,
+        log_every_n_steps=cfg.trainer.log_every_n_steps,
+        limit_val_batches=0,
+        default_root_dir=str(folder),
+    )
+    loader = supervised_loader(examples, tokenizer.pad_token_id, int(cfg.sft.batch_size), seed=cfg.sft.seed)
+    trainer.fit(module, train_dataloaders=loader)
+    policy.save_pretrained(folder / MODEL_DIR)
+    tokenizer.save_pretrained(folder / MODEL_DIR)
+
+
+# -- stage 2: sample and label ---------------------------------------------------------------
+
+
+def sample_stage(cfg: DictConfig, task: Task, sft: StageResult) -> StageResult:
+    """The SFT model's labelled samples and the training sets made from them."""
+    settings = {
+        "sft": sft.path.name,
+        "seed": cfg.seed,  # the sampling draws
+        "sample": container(cfg.sample),
+        "reward": cfg.task.reward,
+        "pass_threshold": cfg.task.pass_threshold,
+        "max_new_tokens": cfg.task.max_new_tokens,
+        "format": SAMPLE_FORMAT,
+    }
+    result = cached_stage(
+        Path(cfg.cache_dir),
+        "sample",
+        settings,
+        lambda folder: draw_samples(cfg, task, sft.path / MODEL_DIR, folder, seed=int(cfg.seed)),
+    )
+    print_sample_stats(result)
+    return result
+
+
+def resample_stage(
+    cfg: DictConfig, task: Task, policy_dir: Path, run_dir: Path, round_number: int
+) -> StageResult:
+    """An online round's samples: the same prompts, drawn afresh from the previous round's policy."""
+    seed = int(cfg.seed) + 1000 * (round_number - 1)
+    settings = {
+        "policy": str(policy_dir),
+        "round": round_number,
+        "seed": seed,
+        "sample": container(cfg.sample),
+        "format": SAMPLE_FORMAT,
+    }
+    result = cached_stage(
+        run_dir,
+        ROUND_SAMPLES,
+        settings,
+        lambda folder: draw_samples(cfg, task, policy_dir, folder, seed=seed),
+    )
+    print_sample_stats(result)
+    return result
+
+
+def draw_samples(cfg: DictConfig, task: Task, model_dir: Path, folder: Path, *, seed: int) -> None:
+    tokenizer, model = load_model_folder(model_dir)
+    L.seed_everything(seed, workers=True, verbose=False)
+    stats = {}
+    for split in ("train", "val"):
+        start = time.perf_counter()
+        labelled = sample_and_label(
+            model,
+            tokenizer,
+            task.problems["sample" if split == "train" else "sample_val"],
+            task.reward,
+            num_samples=int(cfg.sample.num_samples),
+            temperature=float(cfg.sample.temperature),
+            top_p=float(cfg.sample.top_p),
+            max_new_tokens=int(cfg.task.max_new_tokens),
+            batch_size=int(cfg.sample.batch_size),
+        )
+        stats[split] = write_split(
+            folder, split, labelled, mode=cfg.sample.pair_mode, threshold=float(cfg.task.pass_threshold)
+        )
+        stats[split]["seconds"] = time.perf_counter() - start
+    (folder / STATS).write_text(json.dumps(stats, indent=2))
+
+
+def print_sample_stats(result: StageResult) -> None:
+    stats = json.loads((result.path / STATS).read_text())
+    for split, split_stats in stats.items():
+        print(f"[sample] {'reused' if result.reused else 'built'} " + format_stats(split_stats, split))
+
+
+# -- the SFT model's own evaluation (the reference figures of every run) ---------------------
+
+
+def eval_options(cfg: DictConfig) -> dict[str, int]:
+    return {
+        "max_new_tokens": int(cfg.task.max_new_tokens),
+        "batch_size": int(cfg.evaluate.batch_size),
+        "seed": int(cfg.evaluate.seed),
+    }
+
+
+def reference_eval_stage(cfg: DictConfig, task: Task, sft: StageResult) -> dict[str, float]:
+    """True reward and KL of the SFT model itself, on the evaluation split."""
+    settings = {"sft": sft.path.name, "split": cfg.evaluate.split, **eval_options(cfg)}
+
+    def build(folder: Path) -> None:
+        tokenizer, model = load_model_folder(sft.path / MODEL_DIR)
+        problems = task.problems[cfg.evaluate.split]
+        metrics = evaluate_policy(model, model, tokenizer, problems, task.reward, **eval_options(cfg))
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+    result = cached_stage(Path(cfg.cache_dir), "reference_eval", settings, build)
+    return json.loads((result.path / "metrics.json").read_text())

@@ -1,0 +1,108 @@
+"""Shared parts of the losses: their output type and the tensor helpers they are built from.
+
+Every log-prob argument is a ``(B,)`` tensor holding the SUM of token log-probs over the
+completion (what ``logprobs.py`` returns). Losses that length-normalise also take the token
+counts (``chosen_ntokens``, ``rejected_ntokens``, each ``(B,)`` and >= 1) and divide themselves,
+so the caller never has to know which loss wants means. Each function returns a per-example
+loss ``(B,)`` to minimise; the caller reduces it. Rewards and metrics are detached.
+
+This package imports only torch and the standard library: no config, logging or collectives.
+KTO's reference point ``kl_baseline`` is an input that the caller computes and all-reduces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# ORPO's log-odds log(p / (1 - p)) is infinite at p = 1, i.e. at mean log-prob m = 0.
+# Clamping m to at most this keeps log(1 - exp(m)) >= log(1e-6) ~ -13.8.
+MAX_MEAN_LOGPS = -1e-6
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    """What every loss returns.
+
+    loss: (B,) per-example loss to minimise; the caller reduces (mean).
+    chosen_rewards: (B,) detached implicit rewards of the chosen responses
+        (KTO: of the desirable examples, shape (n_desirable,), possibly empty).
+    rejected_rewards: (B,) detached implicit rewards of the rejected responses
+        (KTO: of the undesirable examples, shape (n_undesirable,), possibly empty).
+    metrics: loss-specific terms, each detached; (B,) per example, or a scalar for
+        batch-level terms such as KTO's ``kl``.
+    """
+
+    loss: torch.Tensor
+    chosen_rewards: torch.Tensor
+    rejected_rewards: torch.Tensor
+    metrics: dict[str, torch.Tensor]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def check_beta(beta: float) -> None:
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+
+
+def check_shapes(*tensors: torch.Tensor) -> None:
+    """All per-sequence inputs must be 1-D and the same length: (B,) vs (B, 1) would
+    broadcast silently to (B, B)."""
+    shape = tensors[0].shape
+    if len(shape) != 1 or any(t.shape != shape for t in tensors):
+        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+        raise ValueError(f"loss inputs must all have the same shape (B,); got {shapes}")
+
+
+def preference_margin(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+) -> torch.Tensor:
+    """h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected), shape (B,)."""
+    check_shapes(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    return (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
+
+
+def ref_rewards(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float) -> torch.Tensor:
+    """Implicit reward beta * (policy - ref), detached, shape (B,)."""
+    return (beta * (policy_logps - ref_logps)).detach()
+
+
+def per_token_mean(logps: torch.Tensor, ntokens: torch.Tensor) -> torch.Tensor:
+    """Per-token mean log-prob m = summed logps / ntokens (ntokens may be an int tensor)."""
+    return logps / ntokens.to(logps.dtype)
+
+
+def log_odds(mean_logps: torch.Tensor) -> torch.Tensor:
+    """log(p / (1 - p)) with p = exp(m): m - log(1 - exp(m)), computed as m - log(-expm1(m)).
+
+    m is clamped to <= -1e-6 so that m -> 0 (p -> 1) stays finite; for very negative m
+    expm1(m) -> -1 and the result tends to m, also finite.
+    """
+    m = mean_logps.clamp(max=MAX_MEAN_LOGPS)
+    return m - torch.log(-torch.expm1(m))
+
+
+def dpo_style_output(
+    loss: torch.Tensor,
+    logits: torch.Tensor,
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+    **metrics: torch.Tensor,
+) -> LossOutput:
+    """Output for the reference-based pairwise losses: rewards beta * (policy - ref) and
+    grad_weight = sigmoid(-logits), the weight DPO's gradient puts on the pair."""
+    return LossOutput(
+        loss=loss,
+        chosen_rewards=ref_rewards(policy_chosen_logps, ref_chosen_logps, beta),
+        rejected_rewards=ref_rewards(policy_rejected_logps, ref_rejected_logps, beta),
+        metrics={"grad_weight": torch.sigmoid(-logits).detach(), **metrics},
+    )

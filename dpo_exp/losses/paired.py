@@ -1,0 +1,280 @@
+"""Pairwise preference losses: DPO and its variants, on (chosen, rejected) log-probs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dpo_exp.losses.base import (
+    LossOutput,
+    check_beta,
+    check_shapes,
+    dpo_style_output,
+    log_odds,
+    per_token_mean,
+    preference_margin,
+    ref_rewards,
+)
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    *,
+    beta: float,
+    label_smoothing: float = 0.0,
+) -> LossOutput:
+    """Direct Preference Optimization, with optional conservative label smoothing.
+
+    loss = -(1 - eps) * logsigmoid(beta * h) - eps * logsigmoid(-beta * h)
+    with h = (pi_c - ref_c) - (pi_r - ref_r).
+
+    Rafailov, Sharma, Mitchell, Ermon, Manning, Finn (2023), arXiv:2305.18290.
+    eps > 0 is conservative DPO (Mitchell 2023, "A note on DPO with noisy preferences"):
+    eps is the assumed probability that a preference label is flipped, 0 <= eps < 0.5.
+    Log-probs: SUMMED over completion tokens.
+    metrics: grad_weight = sigmoid(-beta * h).
+    """
+    check_beta(beta)
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    logits = beta * preference_margin(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
+    )
+    loss = -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
+    return dpo_style_output(
+        loss,
+        logits,
+        policy_chosen_logps,
+        policy_rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        beta,
+    )
+
+
+def ipo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    chosen_ntokens: torch.Tensor,
+    rejected_ntokens: torch.Tensor,
+    *,
+    beta: float,
+    length_normalize: bool = True,
+) -> LossOutput:
+    """Identity Preference Optimisation (IPO).
+
+    loss = (h' - 1 / (2 * beta))^2, where beta is the paper's tau and
+      h' = (pi_c - ref_c) / chosen_ntokens - (pi_r - ref_r) / rejected_ntokens
+           if length_normalize (per-token-mean log-probs, as TRL does), else
+      h' = h = (pi_c - ref_c) - (pi_r - ref_r) (summed log-probs, as the original DPO repo).
+
+    Azar, Rowland, Piot, Guo, Calandriello, Valko, Munos (2023), arXiv:2310.12036.
+    Log-probs: pass SUMMED log-probs; this function divides by the token counts itself when
+    length_normalize is True (the default).
+    Rewards: beta * (policy - ref), per-token mean when length_normalize.
+    metrics: grad_weight = sigmoid(-beta * h').
+    """
+    check_beta(beta)
+    check_shapes(
+        policy_chosen_logps,
+        policy_rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        chosen_ntokens,
+        rejected_ntokens,
+    )
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps
+    if length_normalize:
+        chosen_logratios = per_token_mean(chosen_logratios, chosen_ntokens)
+        rejected_logratios = per_token_mean(rejected_logratios, rejected_ntokens)
+    h = chosen_logratios - rejected_logratios
+    loss = (h - 1 / (2 * beta)) ** 2
+    return LossOutput(
+        loss=loss,
+        chosen_rewards=(beta * chosen_logratios).detach(),
+        rejected_rewards=(beta * rejected_logratios).detach(),
+        metrics={"grad_weight": torch.sigmoid(-beta * h).detach()},
+    )
+
+
+def orpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    chosen_ntokens: torch.Tensor,
+    rejected_ntokens: torch.Tensor,
+    chosen_nll: torch.Tensor,
+    *,
+    beta: float,
+) -> LossOutput:
+    """Odds Ratio Preference Optimization (ORPO), reference-free.
+
+    With per-token mean log-probs m = logps / ntokens and log-odds(m) = m - log(1 - exp(m)):
+      log_odds_ratio = log-odds(m_c) - log-odds(m_r)
+      loss = chosen_nll - beta * logsigmoid(log_odds_ratio)
+    where beta is the paper's lambda and chosen_nll (B,) is the per-token-mean NLL of the
+    chosen response (usually -m_c), passed in by the caller.
+
+    Hong, Lee, Thorne (2024), arXiv:2403.07691.
+    Log-probs: pass SUMMED log-probs; the function takes per-token means itself.
+    m is clamped to <= -1e-6 so the log-odds stay finite as p -> 1.
+    Rewards: beta * m. metrics: nll, log_odds_ratio, or_loss = -logsigmoid(log_odds_ratio).
+    """
+    check_beta(beta)
+    check_shapes(policy_chosen_logps, policy_rejected_logps, chosen_ntokens, rejected_ntokens, chosen_nll)
+    chosen_mean = per_token_mean(policy_chosen_logps, chosen_ntokens)
+    rejected_mean = per_token_mean(policy_rejected_logps, rejected_ntokens)
+    log_odds_ratio = log_odds(chosen_mean) - log_odds(rejected_mean)
+    or_loss = -F.logsigmoid(log_odds_ratio)
+    return LossOutput(
+        loss=chosen_nll + beta * or_loss,
+        chosen_rewards=(beta * chosen_mean).detach(),
+        rejected_rewards=(beta * rejected_mean).detach(),
+        metrics={
+            "nll": chosen_nll.detach(),
+            "log_odds_ratio": log_odds_ratio.detach(),
+            "or_loss": or_loss.detach(),
+        },
+    )
+
+
+def hinge_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    *,
+    beta: float,
+) -> LossOutput:
+    """Hinge (SLiC-style calibration) loss on the reference-adjusted margin.
+
+    loss = relu(1 - beta * h), h = (pi_c - ref_c) - (pi_r - ref_r).
+
+    Zhao, Joshi, Liu, Khalman, Saleh, Liu (2023), SLiC-HF, arXiv:2305.10425.
+    Log-probs: SUMMED over completion tokens.
+    metrics: grad_weight = 1 where beta * h < 1 (the pair still gets a gradient), else 0.
+    """
+    check_beta(beta)
+    logits = beta * preference_margin(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
+    )
+    return LossOutput(
+        loss=torch.relu(1 - logits),
+        chosen_rewards=ref_rewards(policy_chosen_logps, ref_chosen_logps, beta),
+        rejected_rewards=ref_rewards(policy_rejected_logps, ref_rejected_logps, beta),
+        metrics={"grad_weight": (logits < 1).to(logits.dtype).detach()},
+    )
+
+
+def robust_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    *,
+    beta: float,
+    label_smoothing: float = 0.1,
+) -> LossOutput:
+    """Robust DPO: an unbiased estimate of the DPO loss under label-flip noise rate eps.
+
+    loss = (-(1 - eps) * logsigmoid(beta * h) + eps * logsigmoid(-beta * h)) / (1 - 2 * eps),
+    h = (pi_c - ref_c) - (pi_r - ref_r), 0 <= eps < 0.5.
+
+    Chowdhury, Kini, Natarajan (2024), "Provably Robust DPO", arXiv:2403.00409.
+    Log-probs: SUMMED over completion tokens.
+    metrics: grad_weight = sigmoid(-beta * h).
+    """
+    check_beta(beta)
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    logits = beta * preference_margin(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
+    )
+    loss = (-(1 - label_smoothing) * F.logsigmoid(logits) + label_smoothing * F.logsigmoid(-logits)) / (
+        1 - 2 * label_smoothing
+    )
+    return dpo_style_output(
+        loss,
+        logits,
+        policy_chosen_logps,
+        policy_rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        beta,
+    )
+
+
+def simpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    chosen_ntokens: torch.Tensor,
+    rejected_ntokens: torch.Tensor,
+    *,
+    beta: float,
+    gamma: float = 0.5,
+) -> LossOutput:
+    """Simple Preference Optimization (SimPO), reference-free and length-averaged.
+
+    loss = -logsigmoid(beta * (m_c - m_r) - gamma), with m = logps / ntokens.
+    (Here gamma is the margin itself, not gamma / beta as in some implementations.)
+
+    Meng, Xia, Chen (2024), arXiv:2405.14734.
+    Log-probs: pass SUMMED log-probs; the function takes per-token means itself.
+    Rewards: beta * m. metrics: grad_weight = sigmoid(-(beta * (m_c - m_r) - gamma)).
+    """
+    check_beta(beta)
+    check_shapes(policy_chosen_logps, policy_rejected_logps, chosen_ntokens, rejected_ntokens)
+    chosen_mean = per_token_mean(policy_chosen_logps, chosen_ntokens)
+    rejected_mean = per_token_mean(policy_rejected_logps, rejected_ntokens)
+    logits = beta * (chosen_mean - rejected_mean) - gamma
+    return LossOutput(
+        loss=-F.logsigmoid(logits),
+        chosen_rewards=(beta * chosen_mean).detach(),
+        rejected_rewards=(beta * rejected_mean).detach(),
+        metrics={"grad_weight": torch.sigmoid(-logits).detach()},
+    )
+
+
+def rpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    chosen_ntokens: torch.Tensor,
+    *,
+    beta: float,
+    alpha: float = 1.0,
+) -> LossOutput:
+    """DPO plus a per-token NLL term on the chosen response (iterative RPO).
+
+    loss = -logsigmoid(beta * h) + alpha * nll, nll = -policy_chosen_logps / chosen_ntokens,
+    h = (pi_c - ref_c) - (pi_r - ref_r).
+
+    Pang, Yuan, Cho, He, Sukhbaatar, Weston (2024), "Iterative Reasoning Preference
+    Optimization", arXiv:2404.19733.
+    Log-probs: SUMMED; the DPO term uses sums, the NLL term divides by chosen_ntokens itself.
+    metrics: grad_weight = sigmoid(-beta * h), nll.
+    """
+    check_beta(beta)
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    check_shapes(policy_chosen_logps, chosen_ntokens)
+    logits = beta * preference_margin(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
+    )
+    nll = -per_token_mean(policy_chosen_logps, chosen_ntokens)
+    return dpo_style_output(
+        -F.logsigmoid(logits) + alpha * nll,
+        logits,
+        policy_chosen_logps,
+        policy_rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        beta,
+        nll=nll.detach(),
+    )

@@ -1,0 +1,1 @@
+"""Models: loading (policy, reference, tokenizer), LoRA, config checks, and scoring of sequences."""

@@ -1,0 +1,139 @@
+"""The parts of a training run, built from its config: loggers, trainer, data module, module.
+
+`train()` and the tests assemble runs through these functions, so a test exercises the batches,
+the module and the trainer settings the CLI uses.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+from transformers import PreTrainedModel
+
+from dpo_exp.data.module import PreferenceDataModule, PreparedData
+from dpo_exp.losses import LossSpec
+from dpo_exp.models.scoring import shared_prompt_supported
+from dpo_exp.training.module import PreferenceModule
+
+
+def loss_options(loss_cfg: DictConfig) -> dict[str, Any]:
+    """The loss's keyword hyperparameters from its YAML (everything but its name)."""
+    options = OmegaConf.to_container(loss_cfg, resolve=True)
+    options.pop("name")
+    return options
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
+    """A CSV of metrics always; W&B as well with `logger=wandb`."""
+    loggers: list[Logger] = [CSVLogger(save_dir=run_dir, name="", version="")]
+    if cfg.logger.name == "wandb":
+        if not cfg.logger.online:
+            # The mode must be in the environment before wandb starts its service process.
+            os.environ["WANDB_MODE"] = "offline"
+        flat_config = dict(flatten(OmegaConf.to_container(cfg, resolve=True)))
+        loggers.append(
+            WandbLogger(
+                project=cfg.logger.project,
+                entity=cfg.logger.entity,
+                name=cfg.run_name,
+                group=cfg.logger.group or sweep_group(),
+                tags=[
+                    f"loss:{cfg.loss.name}",
+                    f"model:{cfg.model.name}",
+                    f"data:{cfg.data.name}",
+                    *cfg.logger.tags,
+                ],
+                save_dir=str(run_dir),
+                offline=not cfg.logger.online,
+                config=flat_config,
+            )
+        )
+    return loggers
+
+
+def flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested config -> ("a.b.c", value) pairs, so every override is a filterable W&B column."""
+    if not isinstance(tree, dict):
+        return [(prefix, tree)]
+    return [
+        pair
+        for key, value in tree.items()
+        for pair in flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    ]
+
+
+def sweep_group() -> str | None:
+    """The sweep folder's name when running as a multirun member (a W&B group), else None."""
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return Path(hydra_cfg.sweep.dir).name
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
+    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    strategy_args = instantiate(cfg.strategy, _convert_="all")  # `strategy` may be a Lightning object
+    return L.Trainer(
+        **trainer_args,
+        **strategy_args,
+        default_root_dir=str(run_dir),
+        logger=build_loggers(cfg, run_dir),
+        callbacks=callbacks,
+    )
+
+
+def build_module(
+    cfg: DictConfig, spec: LossSpec, policy: PreTrainedModel, reference: PreTrainedModel | None
+) -> PreferenceModule:
+    """The LightningModule of a run, from its config and its loaded models."""
+    return PreferenceModule(
+        policy,
+        reference,
+        loss=spec.name,
+        beta=float(cfg.beta),
+        loss_options=loss_options(cfg.loss),
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        head_on_completions=bool(cfg.speed.head_on_completions),
+    )
+
+
+def share_prompt_wanted(
+    cfg: DictConfig, spec: LossSpec, policy: PreTrainedModel, reference: PreTrainedModel | None
+) -> bool:
+    """Prompt ‖ chosen ‖ rejected rows when asked for, the data is paired and the models allow it."""
+    models = [model for model in (policy, reference) if model is not None]
+    return bool(cfg.speed.share_prompt) and spec.paired and all(map(shared_prompt_supported, models))
+
+
+def build_datamodule(
+    cfg: DictConfig,
+    spec: LossSpec,
+    data: PreparedData,
+    pad_id: int,
+    *,
+    share_prompt: bool,
+    ref_logps: dict[str, Any] | None = None,
+) -> PreferenceDataModule:
+    """The run's batches: global batches sharded per process, length-grouped, maybe shared-prompt."""
+    return PreferenceDataModule(
+        data,
+        paired=spec.paired,
+        pad_id=pad_id,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        seed=cfg.seed,
+        shuffle=cfg.data.shuffle,
+        group_by_length=bool(cfg.speed.group_by_length),
+        ref_logps=ref_logps,
+        share_prompt=share_prompt,
+    )

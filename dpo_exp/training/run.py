@@ -1,0 +1,202 @@
+"""`train(cfg, run_dir)`: one training run, from a validated config to its summary and export.
+
+Every run goes through here: a preference run on the user's data, and each training stage of the
+built-in experiment (which passes its data files and model path in `cfg`, and its evaluation as a
+callback). This module reads config and files; it knows nothing of tasks, sampling or rounds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+from transformers import PreTrainedModel
+
+from dpo_exp.data.module import PreparedData, prepare_data
+from dpo_exp.data.report import format_report
+from dpo_exp.losses import LossSpec, get_loss
+from dpo_exp.models.loading import load_policy, load_reference, load_tokenizer
+from dpo_exp.training.build import build_datamodule, build_module, build_trainer, share_prompt_wanted
+from dpo_exp.training.checkpoints import check_checkpoint, checkpoint_callback, find_resume_checkpoint
+from dpo_exp.training.eval_logps import EvalLogpsWriter
+from dpo_exp.training.export import EXPORT_DIR, export_policy
+from dpo_exp.training.guards import NonFiniteGuard
+from dpo_exp.training.ref_cache import ReferenceCache, cache_wanted, load_or_compute
+from dpo_exp.training.run_files import (
+    SUMMARY,
+    config_hash,
+    keep_earlier_metrics,
+    library_versions,
+    write_failure,
+    write_json_atomically,
+    write_resolved_config,
+)
+from dpo_exp.training.telemetry import TokenThroughput, model_flops_shape
+
+HEADLINE = ("val/loss", "val/rewards/accuracy", "val/rewards/margin")
+
+# Set by Lightning's launcher in the launching process; left behind, the next sweep member in
+# this process would take itself for a worker started by someone else and wait for its peers.
+DISTRIBUTED_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def train(
+    cfg: DictConfig,
+    run_dir: Path,
+    *,
+    callbacks: list[L.Callback] | None = None,
+    extra_summary: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train one run into `run_dir`; return its summary (also written to summary.json at the end).
+
+    `cfg` has been validated at the entry. `callbacks` join the trainer's; `extra_summary` is
+    merged into the summary (the experiment's reference figures and stage folders).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    launch_environment = {key: os.environ.get(key) for key in DISTRIBUTED_ENVIRONMENT}
+    try:
+        return _train(cfg, run_dir, callbacks or [], extra_summary or {})
+    except BaseException as error:
+        write_failure(run_dir, error)
+        raise
+    finally:
+        finish_wandb_run()
+        release_process_group(launch_environment)
+
+
+def finish_wandb_run() -> None:
+    """Close this run's W&B run, so the next sweep member in this process starts its own."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
+
+
+def release_process_group(launch_environment: dict[str, str | None]) -> None:
+    """End this run's process group and restore the environment it was launched from."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    for key, value in launch_environment.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@dataclass
+class RunParts:
+    """What a run trains: its models, data, reference cache and the Lightning pieces around them."""
+
+    spec: LossSpec
+    tokenizer: Any
+    data: PreparedData
+    policy: PreTrainedModel
+    reference: PreTrainedModel | None
+    cache: ReferenceCache | None
+    module: L.LightningModule
+    datamodule: L.LightningDataModule
+
+
+def assemble_run(cfg: DictConfig) -> RunParts:
+    """Tokenizer, data, policy, reference (or its cached log-probs), module and data module."""
+    spec = get_loss(cfg.loss.name)
+    tokenizer = load_tokenizer(cfg.model)
+    data = prepare_data(cfg.data, tokenizer, paired=spec.paired)
+    print(format_report(data.train.report, f"train data ({cfg.data.name})"))
+    print(format_report(data.validation.report, f"validation data ({cfg.data.name})"))
+    policy = load_policy(cfg.model, tokenizer)
+    cache = None
+    if cache_wanted(cfg.reference, spec):
+        cache = load_or_compute(
+            cfg, policy, tokenizer, data, lambda: load_reference(cfg.model, policy), paired=spec.paired
+        )
+    reference = load_reference(cfg.model, policy) if spec.needs_reference and cache is None else None
+    datamodule = build_datamodule(
+        cfg,
+        spec,
+        data,
+        tokenizer.pad_token_id,
+        share_prompt=share_prompt_wanted(cfg, spec, policy, reference),
+        ref_logps=None if cache is None else {"train": cache.train, "validation": cache.validation},
+    )
+    module = build_module(cfg, spec, policy, reference)
+    return RunParts(spec, tokenizer, data, policy, reference, cache, module, datamodule)
+
+
+def run_callbacks(cfg: DictConfig, run_dir: Path, policy: PreTrainedModel) -> list[L.Callback]:
+    """Throughput, the non-finite guard, checkpoints and the eval log-prob writer, as configured."""
+    throughput = TokenThroughput(
+        cfg.trainer.log_every_n_steps, model=model_flops_shape(policy), peak_flops=float(cfg.speed.peak_flops)
+    )
+    callbacks: list[L.Callback] = [throughput, NonFiniteGuard(cfg.nonfinite)]
+    if cfg.trainer.enable_checkpointing:
+        callbacks.append(checkpoint_callback(run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.keep_last))
+    if cfg.save_eval_logps:
+        callbacks.append(EvalLogpsWriter(run_dir))
+    return callbacks
+
+
+def _train(
+    cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback], extra_summary: dict[str, Any]
+) -> dict[str, Any]:
+    start = time.perf_counter()
+    resume_from = find_resume_checkpoint(cfg.resume, run_dir)
+    if resume_from is not None:
+        check_checkpoint(resume_from)
+        print(f"resuming from {resume_from}")
+        keep_earlier_metrics(run_dir)
+    write_resolved_config(cfg, run_dir)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    parts = assemble_run(cfg)
+    own_callbacks = run_callbacks(cfg, run_dir, parts.policy)
+    trainer = build_trainer(cfg, run_dir, callbacks=[*own_callbacks, *callbacks])
+    trainer.fit(parts.module, parts.datamodule, ckpt_path=resume_from, weights_only=True)
+    if trainer.global_step % int(cfg.trainer.val_check_interval) != 0:
+        trainer.validate(parts.module, parts.datamodule, verbose=False)
+    throughput, guard = own_callbacks[0], own_callbacks[1]
+    summary = {
+        "run_name": cfg.run_name,
+        "run_dir": str(run_dir),
+        "loss": parts.spec.name,
+        "beta": float(cfg.beta),
+        "seed": int(cfg.seed),
+        "config_hash": config_hash(cfg),
+        "global_step": trainer.global_step,
+        "skipped_steps": guard.skipped_steps,
+        "resumed_from": None if resume_from is None else str(resume_from),
+        "metrics": {name: float(value) for name, value in sorted(trainer.callback_metrics.items())},
+        "wall_time_s": time.perf_counter() - start,
+        **throughput.figures(),
+        "reference_cached": parts.cache is not None,
+        "shared_prompt": parts.datamodule.share_prompt,
+        "data": {"train": vars(parts.data.train.report), "validation": vars(parts.data.validation.report)},
+        "versions": library_versions(),
+        **extra_summary,
+    }
+    if trainer.is_global_zero:
+        finish_run(cfg, run_dir, parts, summary)
+    return summary
+
+
+def finish_run(cfg: DictConfig, run_dir: Path, parts: RunParts, summary: dict[str, Any]) -> None:
+    """Export the policy (as configured), then write summary.json: the mark of a finished run."""
+    if cfg.export.save and parts.module.device_mesh is not None:
+        print("export skipped: the policy is sharded (FSDP); export from a single-process run")
+    elif cfg.export.save:
+        summary["export_dir"] = str(run_dir / EXPORT_DIR)
+        export_policy(parts.module.policy, parts.tokenizer, run_dir / EXPORT_DIR, cfg=cfg, summary=summary)
+    write_json_atomically(summary, run_dir / SUMMARY)
+    print(headline(summary))
+
+
+def headline(summary: dict[str, Any]) -> str:
+    metrics = summary["metrics"]
+    figures = [f"{name} {metrics[name]:.4f}" for name in HEADLINE if name in metrics]
+    figures.append(f"tokens/s {summary['tokens_per_s']:.0f}")
+    return f"run folder: {summary['run_dir']} | " + " | ".join(figures)
