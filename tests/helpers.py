@@ -25,6 +25,7 @@ FAST_MODEL = [
     "model.config.intermediate_size=64",
 ]
 FAST_DATA = [
+    "data=synthetic",
     "data.options.num_examples=96",
     "data.val_size=16",
     "data.batch_size=8",

@@ -193,7 +193,10 @@ def synthetic(path: None, *, num_examples: int, digits: int = 3, seed: int = 0) 
         raise DataError(
             "the synthetic source is generated from a seed and reads no file; set train_path: null"
         )
-    return list(arithmetic_task.preference_pairs(num_examples, digits=digits, seed=seed))
+    return [
+        PreferencePair(*row)
+        for row in arithmetic_task.preference_pairs(num_examples, digits=digits, seed=seed)
+    ]
 
 
 def _split_conversations(chosen: list, rejected: list) -> PreferencePair:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 
-from dpo_exp.data.records import PreferencePair
 from dpo_exp.tasks import Problem
 
 
@@ -64,11 +63,11 @@ def corrupt_answer(answer: str, rng: random.Random) -> str:
     return answer[:position] + wrong_digit + answer[position + 1 :]
 
 
-def preference_pairs(count: int, *, digits: int = 3, seed: int = 0) -> list[PreferencePair]:
-    """Pairs of (correct sum, near-miss sum) completions for generated addition prompts."""
+def preference_pairs(count: int, *, digits: int = 3, seed: int = 0) -> list[tuple[str, str, str]]:
+    """(prompt, correct sum, near-miss sum) for generated addition prompts."""
     rng = random.Random(seed + 1)  # a stream apart from the one that drew the problems
     pairs = []
     for a, b in make_problems(count, digits=digits, seed=seed):
         answer = format_answer(a + b, digits=digits)
-        pairs.append(PreferencePair(format_prompt(a, b, digits=digits), answer, corrupt_answer(answer, rng)))
+        pairs.append((format_prompt(a, b, digits=digits), answer, corrupt_answer(answer, rng)))
     return pairs

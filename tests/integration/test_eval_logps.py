@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dpo_exp.cli import run
-from dpo_exp.config import loss_options
+from dpo_exp.training.build import loss_options
 from dpo_exp.training.eval_logps import load_eval_logps, rescore, saved_steps
 from tests.helpers import compose_config
 

@@ -23,7 +23,7 @@ from dpo_exp.data.collate import PairCollator, SharedPromptCollator
 from dpo_exp.data.module import prepare_data
 from dpo_exp.models.loading import load_tokenizer
 from dpo_exp.models.lora import REFERENCE_ADAPTER, TRAINED_ADAPTER, lora_config
-from dpo_exp.models.scoring import score_batch, score_sequences, shared_prompt_supported
+from dpo_exp.models.scoring import score_batch, shared_prompt_supported
 from dpo_exp.training.export import export_policy
 from dpo_exp.training.module import PreferenceModule
 from tests.conftest import tiny_llama_config
@@ -101,9 +101,10 @@ def randomise_lora(model: PeftModel, seed: int = 1) -> None:
 
 
 def logps_of(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed log-probs of every sequence in a batch of either layout (padded or shared-prompt rows)."""
     model.eval()
     with torch.no_grad():
-        return score_sequences(model, batch["input_ids"], batch["attention_mask"], batch["labels"])[0]
+        return score_batch(model, batch, "", head_on_completions=False)[0]
 
 
 # -- families --------------------------------------------------------------------------------

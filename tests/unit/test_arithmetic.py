@@ -42,6 +42,6 @@ def test_corrupted_answer_differs_in_exactly_one_digit():
 
 
 def test_pairs_prefer_the_correct_sum():
-    for pair in preference_pairs(50, digits=3, seed=0):
-        assert reward(pair.prompt, pair.chosen) == 1.0
-        assert reward(pair.prompt, pair.rejected) == 0.0
+    for prompt, chosen, rejected in preference_pairs(50, digits=3, seed=0):
+        assert reward(prompt, chosen) == 1.0
+        assert reward(prompt, rejected) == 0.0
