@@ -48,18 +48,22 @@ def compose_config(overrides: list[str] | None = None, *, fast: bool = True) -> 
 
     A later `data=...` choice replaces an earlier one (FAST's `data=synthetic`), as a test means.
     """
-    requested = (FAST if fast else []) + list(overrides or [])
-    last_data = max((i for i, o in enumerate(requested) if o.startswith("data=")), default=None)
-    requested = [o for i, o in enumerate(requested) if not o.startswith("data=") or i == last_data]
+    requested = last_data_choice((FAST if fast else []) + list(overrides or []))
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("config", overrides=requested)
+
+
+def last_data_choice(overrides: list[str]) -> list[str]:
+    """The overrides with only the last `data=...` choice (Hydra takes one choice per group)."""
+    last = max((i for i, o in enumerate(overrides) if o.startswith("data=")), default=None)
+    return [o for i, o in enumerate(overrides) if not o.startswith("data=") or i == last]
 
 
 def train_py(
     *arguments: str, multirun: bool = False, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """`python train.py [-m] arguments` in a subprocess from the project root, offline."""
-    command = [sys.executable, "train.py", *(["-m"] if multirun else []), *arguments]
+    command = [sys.executable, "train.py", *(["-m"] if multirun else []), *last_data_choice(list(arguments))]
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **(env or {})}
     return subprocess.run(
         command, cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=300

@@ -25,7 +25,7 @@ def test_train_writes_a_finished_run_folder(tmp_path: Path):
     result = train(tmp_path, "loss=ipo", "beta=0.5")
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
-    assert run_dir.name == "ipo_tiny_arithmetic_beta0.5_seed0"
+    assert run_dir.name == "ipo_tiny_synthetic_beta0.5_seed0"
     (run_dir,) = run_dir.iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["loss"] == "ipo" and summary["beta"] == 0.5 and summary["global_step"] == 4
