@@ -181,7 +181,6 @@ def trl_worker(directory: Path, *, steps: int, precompute: bool, beta: float, ou
 
 def dpo_exp_overrides(directory: Path, *, steps: int, cache_dir: Path) -> list[str]:
     return [
-        "~task",  # one preference run, not the built-in pipeline
         "model=hf",
         f"model.path={directory}",
         "data=pairs",
@@ -212,7 +211,7 @@ def dpo_exp_worker(overrides: list[str], out: Path) -> dict:
     start = time.perf_counter()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    summary = run(cfg, out)
+    summary = run(cfg, out, overrides=overrides)
     return {
         "tokens": summary["tokens_per_s"] * summary["train_time_s"],
         "train_s": summary["train_time_s"],

@@ -3,7 +3,7 @@
     python bench/pipeline_table.py                       # the README table (held-out eval prompts)
     python bench/pipeline_table.py --split tune --methods dpo rpo --betas 0.5 1 2 4   # preset search
 
-Every run is a full pipeline run (`dpo_exp.experiment.run.run_pipeline`); runs of one seed share
+Every run is a whole built-in experiment run (`dpo_exp.cli.run`); runs of one seed share
 that seed's SFT checkpoint and samples through the stage cache. Prints mean ± standard deviation
 over seeds of the true reward (sampled, greedy), KL(π‖π_SFT), the chosen / rejected log-prob drift
 from the SFT model on held-out pairs, and the sampled-reward gain over SFT per seed.
@@ -18,13 +18,12 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from dpo_exp.cli import CONF_DIR
-from dpo_exp.experiment.run import run_pipeline
+from dpo_exp.cli import CONF_DIR, run
 
-# Each method's overrides on top of the preset (conf/task/arithmetic.yaml). β means a different
+# Each method's overrides on top of the preset (conf/data/arithmetic.yaml). β means a different
 # thing per loss (README): IPO's τ, KTO's β and ORPO's λ are set to common values, not tuned here.
 METHODS = {
-    "rft": ["method=rft"],
+    "rft": ["loss=rft"],
     "dpo": ["loss=dpo"],
     "ipo": ["loss=ipo", "beta=0.5"],
     "kto": ["loss=kto", "beta=0.5"],
@@ -43,7 +42,7 @@ COLUMNS = {
 def run_one(overrides: list[str], run_dir: Path) -> dict:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    summary = run_pipeline(cfg, run_dir)
+    summary = run(cfg, run_dir, overrides=overrides)
     row = {column: summary["metrics"].get(key, float("nan")) for column, key in COLUMNS.items()}
     row["gain"] = row["true_reward"] - summary["reference"]["eval/true_reward"]
     reference = {column: summary["reference"].get(key, 0.0) for column, key in COLUMNS.items()}

@@ -69,8 +69,33 @@ def run(cfg: DictConfig, run_dir: Path, *, overrides: Sequence[str] = ()) -> dic
     return train(cfg, run_dir)
 
 
+# Keys of earlier versions, and what says the same thing now; refused with that, not Hydra's
+# "not in struct" (which would suggest adding them with `+`, where they would do nothing).
+RETIRED_KEYS = {
+    "method": "RFT is a loss now: loss=rft (any other loss is preference training)",
+    "task": "the task is the data now: data=arithmetic or data=gsm8k (task.* still sets its fields)",
+}
+
+
+def check_retired_overrides(arguments: Sequence[str]) -> None:
+    """Refuse overrides of retired keys, all at once, before Hydra composes anything."""
+    refused = []
+    for argument in arguments:
+        key = argument.lstrip("+~").split("=", 1)[0]
+        if key in RETIRED_KEYS and "=" in argument:
+            refused.append(f"{key}: {RETIRED_KEYS[key]}")
+    if refused:
+        raise SystemExit("\n".join(refused))
+
+
+def main() -> None:
+    """`python train.py [overrides]`: refuse retired keys, then compose, validate and train."""
+    check_retired_overrides(sys.argv[1:])
+    hydra_main()
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     """Train (one run or the built-in experiment); return the `objective` metric, for sweepers."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if HydraConfig.get().mode == RunMode.MULTIRUN:
