@@ -90,7 +90,7 @@ def log_odds(mean_logps: torch.Tensor) -> torch.Tensor:
 
 def dpo_style_output(
     loss: torch.Tensor,
-    logits: torch.Tensor,
+    grad_weight: torch.Tensor,
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
     ref_chosen_logps: torch.Tensor,
@@ -98,11 +98,11 @@ def dpo_style_output(
     beta: float,
     **metrics: torch.Tensor,
 ) -> LossOutput:
-    """Output for the reference-based pairwise losses: rewards beta * (policy - ref) and
-    grad_weight = sigmoid(-logits), the weight DPO's gradient puts on the pair."""
+    """Output for the reference-based pairwise losses: rewards beta * (policy - ref), and the
+    loss's own per-pair gradient scale `grad_weight` = -d loss / d(beta * h), as each loss derives it."""
     return LossOutput(
         loss=loss,
         chosen_rewards=ref_rewards(policy_chosen_logps, ref_chosen_logps, beta),
         rejected_rewards=ref_rewards(policy_rejected_logps, ref_rejected_logps, beta),
-        metrics={"grad_weight": torch.sigmoid(-logits).detach(), **metrics},
+        metrics={"grad_weight": grad_weight.detach(), **metrics},
     )

@@ -35,7 +35,8 @@ def dpo_loss(
     eps > 0 is conservative DPO (Mitchell 2023, "A note on DPO with noisy preferences"):
     eps is the assumed probability that a preference label is flipped, 0 <= eps < 0.5.
     Log-probs: SUMMED over completion tokens.
-    metrics: grad_weight = sigmoid(-beta * h).
+    metrics: grad_weight = -d loss / d(beta * h) = sigmoid(-beta * h) - eps (the pair's pull;
+    negative when a smoothed pair is pushed back).
     """
     check_beta(beta)
     if not 0.0 <= label_smoothing < 0.5:
@@ -46,7 +47,7 @@ def dpo_loss(
     loss = -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
     return dpo_style_output(
         loss,
-        logits,
+        torch.sigmoid(-logits) - label_smoothing,
         policy_chosen_logps,
         policy_rejected_logps,
         ref_chosen_logps,
@@ -77,7 +78,8 @@ def ipo_loss(
     Log-probs: pass SUMMED log-probs; this function divides by the token counts itself when
     length_normalize is True (the default).
     Rewards: beta * (policy - ref), per-token mean when length_normalize.
-    metrics: grad_weight = sigmoid(-beta * h').
+    metrics: grad_weight = |d loss / d h'| = 2 * |h' - 1 / (2 * beta)| (unbounded, unlike the
+    DPO family's weights in [0, 1]: the pull on a pair grows with its distance from the target).
     """
     check_beta(beta)
     check_shapes(
@@ -99,7 +101,7 @@ def ipo_loss(
         loss=loss,
         chosen_rewards=(beta * chosen_logratios).detach(),
         rejected_rewards=(beta * rejected_logratios).detach(),
-        metrics={"grad_weight": torch.sigmoid(-beta * h).detach()},
+        metrics={"grad_weight": (2 * (h - 1 / (2 * beta)).abs()).detach()},
     )
 
 
@@ -187,7 +189,8 @@ def robust_loss(
 
     Chowdhury, Kini, Natarajan (2024), "Provably Robust DPO", arXiv:2403.00409.
     Log-probs: SUMMED over completion tokens.
-    metrics: grad_weight = sigmoid(-beta * h).
+    metrics: grad_weight = -d loss / d(beta * h)
+    = ((1 - eps) * sigmoid(-beta * h) + eps * sigmoid(beta * h)) / (1 - 2 * eps).
     """
     check_beta(beta)
     if not 0.0 <= label_smoothing < 0.5:
@@ -195,12 +198,11 @@ def robust_loss(
     logits = beta * preference_margin(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
     )
-    loss = (-(1 - label_smoothing) * F.logsigmoid(logits) + label_smoothing * F.logsigmoid(-logits)) / (
-        1 - 2 * label_smoothing
-    )
+    eps = label_smoothing
+    loss = (-(1 - eps) * F.logsigmoid(logits) + eps * F.logsigmoid(-logits)) / (1 - 2 * eps)
     return dpo_style_output(
         loss,
-        logits,
+        ((1 - eps) * torch.sigmoid(-logits) + eps * torch.sigmoid(logits)) / (1 - 2 * eps),
         policy_chosen_logps,
         policy_rejected_logps,
         ref_chosen_logps,
@@ -258,7 +260,7 @@ def rpo_loss(
     Pang, Yuan, Cho, He, Sukhbaatar, Weston (2024), "Iterative Reasoning Preference
     Optimization", arXiv:2404.19733.
     Log-probs: SUMMED; the DPO term uses sums, the NLL term divides by chosen_ntokens itself.
-    metrics: grad_weight = sigmoid(-beta * h), nll.
+    metrics: grad_weight = -d(DPO term) / d(beta * h) = sigmoid(-beta * h), nll.
     """
     check_beta(beta)
     if alpha < 0:
@@ -270,7 +272,7 @@ def rpo_loss(
     nll = -per_token_mean(policy_chosen_logps, chosen_ntokens)
     return dpo_style_output(
         -F.logsigmoid(logits) + alpha * nll,
-        logits,
+        torch.sigmoid(-logits),  # of the DPO term; the NLL term pulls the chosen answer on its own
         policy_chosen_logps,
         policy_rejected_logps,
         ref_chosen_logps,

@@ -94,7 +94,7 @@ def test_every_loss_trains_two_steps(loss_name, tmp_path: Path):
     else:
         assert 0.0 <= metrics["val/rewards/accuracy"] <= 1.0
     if get_loss(loss_name).has_grad_weight:
-        assert 0.0 <= metrics["val/grad_weight"] <= 1.0
+        assert math.isfinite(metrics["val/grad_weight"])
 
 
 def test_an_unpaired_batch_with_one_label_only_logs_no_nan():

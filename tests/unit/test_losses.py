@@ -125,7 +125,7 @@ def test_ipo_beta_01_at_zero_margin_is_25() -> None:
     """h' = 0: (0 - 1 / (2 * 0.1))^2 = (-5)^2 = 25."""
     out = ipo_loss(**pair_with_margin(0.0), chosen_ntokens=t(3), rejected_ntokens=t(7), beta=0.1)
     assert_close(out.loss, t(25.0), **TOL)
-    assert_close(out.metrics["grad_weight"], t(0.5), **TOL)
+    assert_close(out.metrics["grad_weight"], t(10.0), **TOL)  # 2 * |0 - 5|
 
 
 def test_ipo_length_normalisation_divides_by_token_counts() -> None:
@@ -138,7 +138,7 @@ def test_ipo_length_normalisation_divides_by_token_counts() -> None:
     assert_close(out.loss, t(1.0), **TOL)
     assert_close(out.chosen_rewards, t(0.2), **TOL)
     assert_close(out.rejected_rewards, t(-0.2), **TOL)
-    assert_close(out.metrics["grad_weight"], torch.sigmoid(t(-0.4)), **TOL)
+    assert_close(out.metrics["grad_weight"], t(2.0), **TOL)  # 2 * |4 - 5|
 
     summed = ipo_loss(*args, beta=0.1, length_normalize=False)
     assert_close(summed.loss, t(121.0), **TOL)
@@ -273,10 +273,11 @@ def test_hinge_hand_values() -> None:
 def test_robust_hand_value() -> None:
     """eps = 0.1, beta * h = 1, a = -log sigma(1) = 0.313262, -log sigma(-1) = a + 1:
     (0.9 * a - 0.1 * (a + 1)) / 0.8 = (0.8 a - 0.1) / 0.8 = a - 0.125 = 0.188262.
+    grad_weight = (0.9 * sigma(-1) + 0.1 * sigma(1)) / 0.8 = (0.242047 + 0.073106) / 0.8 = 0.393941.
     With eps = 0 it is plain DPO."""
     out = robust_loss(**pair_with_margin(10.0), beta=0.1, label_smoothing=0.1)
     assert_close(out.loss, t(0.188262), **TOL)
-    assert_close(out.metrics["grad_weight"], t(0.268941), **TOL)
+    assert_close(out.metrics["grad_weight"], t(0.393941), **TOL)
     plain = robust_loss(**pair_with_margin(10.0), beta=0.1, label_smoothing=0.0)
     assert_close(plain.loss, t(0.313262), **TOL)
 
@@ -340,6 +341,49 @@ def test_rft_is_the_per_token_nll_of_desirable_examples_only() -> None:
     assert_close(out.metrics["nll"], t(2.0, 0.5), **TOL)
     out.loss.sum().backward()
     assert_close(logps.grad, t(-1 / 3, 0.0), **TOL)  # d(-l/3)/dl; nothing reaches the undesirable one
+
+
+# ----------------------------------------------------------------------------- gradient weights
+
+# grad_weight is the loss's own per-pair gradient scale. Read off autograd through the rejected
+# log-prob (which enters the margin with coefficient -1 and nothing else, so RPO's NLL of the
+# chosen answer stays out): d loss / d policy_rejected_logps = factor * grad_weight, where factor is
+# beta for the DPO family (-d loss / d(beta * h)), 1 / rejected_ntokens for IPO with
+# length-normalised h' (|d loss / d h'|, up to the sign of h' - 1/(2 tau)), and beta / ntokens for
+# SimPO (its margin is beta times per-token means).
+GRAD_FACTORS = {
+    "dpo": lambda beta, n: beta,
+    "robust": lambda beta, n: beta,
+    "hinge": lambda beta, n: beta,
+    "rpo": lambda beta, n: beta,
+    "ipo": lambda beta, n: 1 / n,
+    "simpo": lambda beta, n: beta / n,
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRAD_FACTORS))
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.2}])
+def test_the_logged_gradient_weight_is_the_loss_own_derivative(name: str, options: dict) -> None:
+    spec = get_loss(name)
+    if options and "label_smoothing" not in loss_hyperparameters(spec):
+        pytest.skip("no label smoothing in this loss")
+    assert spec.has_grad_weight
+    beta = 0.7
+    tensors = random_inputs(16, seed=3)
+    rejected = tensors["policy_rejected_logps"]
+    out = spec.fn(**{k: tensors[k] for k in loss_inputs(spec)}, beta=beta, **options)
+    (gradient,) = torch.autograd.grad(out.loss.sum(), rejected)
+    factor = GRAD_FACTORS[name](beta, tensors["rejected_ntokens"].float())
+    expected = gradient / factor
+    if name == "ipo":
+        expected = expected.abs()
+    assert_close(out.metrics["grad_weight"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_dpo_gradient_weight_with_label_smoothing_goes_negative_past_the_smoothed_optimum() -> None:
+    """sigma(-beta h) - eps: at beta h = 10, sigma(-10) = 4.54e-5, minus 0.1 -> -0.099955."""
+    out = dpo_loss(**pair_with_margin(100.0), beta=0.1, label_smoothing=0.1)
+    assert_close(out.metrics["grad_weight"], t(-0.099955), **TOL)
 
 
 # ----------------------------------------------------------------------------- all losses
