@@ -58,6 +58,7 @@ class SplitsSchema:
     sft: int = MISSING
     sample: int = MISSING
     sample_val: int = MISSING
+    sft_check: int = MISSING
 
 
 @dataclass
@@ -73,7 +74,9 @@ class TaskSchema:
 
 @dataclass
 class SftSchema:
-    steps: int = MISSING
+    steps: int = MISSING  # the step cap, with a target; the step count, without
+    target_reward: float | None = None  # stop once the sampled reward on sft_check prompts reaches it
+    check_every: int = MISSING
     batch_size: int = MISSING
     lr: float = MISSING
     seed: int = MISSING

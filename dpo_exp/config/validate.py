@@ -136,6 +136,8 @@ def check_experiment(cfg: DictConfig, spec: LossSpec) -> None:
     if cfg.data.get("options"):
         raise ConfigError(f"data.options: data={name} takes its options from `task`, not data.options")
     check_task(cfg.task)
+    if cfg.sft.target_reward is not None and int(cfg.sft.check_every) <= 0:
+        raise ConfigError(f"sft.check_every must be a positive number of steps, got {cfg.sft.check_every}")
     if int(cfg.online.rounds) < 1:
         raise ConfigError(f"online.rounds must be at least 1, got {cfg.online.rounds}")
     if cfg.online.reference == "previous" and not spec.needs_reference:

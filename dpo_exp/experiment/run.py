@@ -30,6 +30,7 @@ from dpo_exp.experiment.stages import (
     resample_stage,
     sample_stage,
     sft_stage,
+    sft_stats,
 )
 from dpo_exp.losses import LossSpec, get_loss
 from dpo_exp.training import EXPORT_DIR, train, write_failure
@@ -50,7 +51,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         extra = {
             "reference": {f"eval/{key}": reference[key] for key in EVAL_KEYS},
             "stages": {
-                "sft": {"path": str(sft.path), "reused": sft.reused},
+                "sft": {"path": str(sft.path), "reused": sft.reused, **sft_stats(sft)},
                 "sample": {"path": str(sample.path), "reused": sample.reused},
             },
         }

@@ -15,7 +15,10 @@ from transformers import PreTrainedModel
 from dpo_exp.data.collate import pad_sequences
 from dpo_exp.data.records import UnpairedExample
 from dpo_exp.data.tokenize import TokenizedUnpaired, tokenize_records
+from dpo_exp.experiment.evaluate import mean_reward, sample_once
+from dpo_exp.experiment.generation import encode_prompts
 from dpo_exp.losses.logprobs import sequence_logps
+from dpo_exp.tasks import Problem, Reward
 from dpo_exp.training.module import PreferenceModule
 
 
@@ -87,3 +90,44 @@ def optim_settings(stage_cfg: Any) -> dict[str, Any]:
         "warmup_steps": int(stage_cfg.warmup_steps),
         "scheduler": stage_cfg.scheduler,
     }
+
+
+class CompetenceStop(L.Callback):
+    """Stop SFT once the model is competent: every `every` steps, sample one completion per held-out
+    prompt (fixed draws, training's RNG untouched) and stop when the mean true reward reaches
+    `target`. A fixed step count would land elsewhere on another CPU's float rounding; a reward
+    target lands on the same competence. `history` keeps (step, reward) of every check.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        problems: list[Problem],
+        reward: Reward,
+        *,
+        target: float,
+        every: int,
+        max_new_tokens: int,
+        batch_size: int,
+        seed: int = 0,
+    ) -> None:
+        self.tokenizer, self.problems, self.reward = tokenizer, problems, reward
+        self.prompt_ids = encode_prompts(tokenizer, [problem.prompt for problem in problems])
+        self.target, self.every, self.seed = target, every, seed
+        self.options = {"max_new_tokens": max_new_tokens, "batch_size": batch_size}
+        self.history: list[tuple[int, float]] = []
+        self.reached_at: int | None = None
+
+    def measure(self, policy: PreTrainedModel) -> float:
+        samples = sample_once(policy, self.tokenizer, self.prompt_ids, seed=self.seed, **self.options)
+        return mean_reward(self.problems, samples, self.tokenizer, self.reward)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step % self.every:
+            return
+        reward = self.measure(pl_module.policy)
+        self.history.append((step, reward))
+        if reward >= self.target:
+            self.reached_at = step
+            trainer.should_stop = True

@@ -21,6 +21,7 @@ from dpo_exp.experiment.cache import StageResult, cached_stage
 from dpo_exp.experiment.evaluate import evaluate_policy
 from dpo_exp.experiment.sample import STATS, format_stats, sample_and_label, write_split
 from dpo_exp.experiment.sft import (
+    CompetenceStop,
     SupervisedModule,
     optim_settings,
     supervised_loader,
@@ -29,8 +30,10 @@ from dpo_exp.experiment.sft import (
 from dpo_exp.models.loading import freeze, load_policy, load_pretrained, load_tokenizer
 from dpo_exp.tasks import Problem, Reward, load_function
 
-SPLITS = ("eval", "tune", "sft", "sample", "sample_val")  # disjoint problem sets, drawn in this order
+# Disjoint problem sets, drawn in this order (a new split goes last, so the others stay the same).
+SPLITS = ("eval", "tune", "sft", "sample", "sample_val", "sft_check")
 MODEL_DIR = "model"
+SFT_STATS = "sft_stats.json"  # the SFT stage's target, the step that reached it, every check
 ROUND_SAMPLES = "round_samples"  # a later round's samples, drawn from the previous round's policy
 SAMPLE_FORMAT = 2  # in the sample stage's key: bumped when its files change shape (rft rows carry a label)
 
@@ -85,15 +88,19 @@ def sft_stage(cfg: DictConfig, task: Task) -> StageResult:
 
 
 def build_sft(cfg: DictConfig, task: Task, folder: Path) -> None:
+    """Fine-tune on the demonstrations until the sampled reward reaches sft.target_reward, at most
+    sft.steps steps (every step, without a target); refuse a model that missed its target."""
     L.seed_everything(cfg.sft.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(cfg.model)
     policy = load_policy(cfg.model, tokenizer)
     demos = [(p.prompt, p.answer) for p in task.problems["sft"]]
     examples = tokenize_demonstrations(demos, tokenizer, cfg.data)
     module = SupervisedModule(policy, optim=optim_settings(cfg.sft))
+    stop = competence_stop(cfg, task, tokenizer)
     trainer = L.Trainer(
         max_steps=int(cfg.sft.steps),
         logger=CSVLogger(save_dir=folder, name="", version=""),
+        callbacks=[] if stop is None else [stop],
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=cfg.trainer.enable_progress_bar,
@@ -105,8 +112,39 @@ def build_sft(cfg: DictConfig, task: Task, folder: Path) -> None:
     )
     loader = supervised_loader(examples, tokenizer.pad_token_id, int(cfg.sft.batch_size), seed=cfg.sft.seed)
     trainer.fit(module, train_dataloaders=loader)
+    stats = {"steps": trainer.global_step, "target_reward": cfg.sft.target_reward}
+    if stop is not None:
+        stats.update(reached_at_step=stop.reached_at, checks=stop.history)
+        if stop.reached_at is None:
+            best = max(reward for _, reward in stop.history) if stop.history else float("nan")
+            raise ValueError(
+                f"the SFT stage reached a sampled reward of {best:.3f} at most in sft.steps="
+                f"{cfg.sft.steps} steps, short of sft.target_reward={cfg.sft.target_reward}: "
+                "raise sft.steps or lower the target"
+            )
+    (folder / SFT_STATS).write_text(json.dumps(stats, indent=2))
     policy.save_pretrained(folder / MODEL_DIR)
     tokenizer.save_pretrained(folder / MODEL_DIR)
+
+
+def competence_stop(cfg: DictConfig, task: Task, tokenizer: Any) -> CompetenceStop | None:
+    if cfg.sft.target_reward is None:
+        return None
+    return CompetenceStop(
+        tokenizer,
+        task.problems["sft_check"],
+        task.reward,
+        target=float(cfg.sft.target_reward),
+        every=int(cfg.sft.check_every),
+        max_new_tokens=int(cfg.task.max_new_tokens),
+        batch_size=int(cfg.evaluate.batch_size),
+    )
+
+
+def sft_stats(sft: StageResult) -> dict[str, Any]:
+    """What the SFT stage recorded: steps trained, its target and the step that reached it."""
+    path = sft.path / SFT_STATS
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 # -- stage 2: sample and label ---------------------------------------------------------------

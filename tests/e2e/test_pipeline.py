@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dpo_exp.cli import run
+from dpo_exp.experiment.stages import Task, sft_stage
 from dpo_exp.tasks.arithmetic import parse_prompt
 from tests.helpers import FAST_MODEL, FAST_TRAINER, compose_config
 
@@ -30,7 +31,9 @@ SMALL = [
     "task.splits.sft=64",
     "task.splits.sample=32",
     "task.splits.sample_val=16",
+    "task.splits.sft_check=16",
     "sft.steps=30",
+    "sft.target_reward=null",
     "sft.batch_size=16",
     "sft.lr=1e-2",
     "data.batch_size=4",
@@ -87,7 +90,7 @@ def test_pipeline_writes_every_stage_and_a_second_run_reuses_them(tmp_path: Path
     second = pipeline(tmp_path, "dpo_beta", "beta=0.5")
     rft = pipeline(tmp_path, "rft", "loss=rft")
     for summary in (second, rft):
-        assert summary["stages"]["sft"] == {"path": str(sft), "reused": True}
+        assert summary["stages"]["sft"]["path"] == str(sft) and summary["stages"]["sft"]["reused"]
         assert summary["stages"]["sample"] == {"path": str(sample), "reused": True}
         assert summary["reference"] == first["reference"]
     assert rft["loss"] == "rft" and "eval/true_reward" in rft["metrics"]
@@ -121,3 +124,27 @@ def test_online_rounds_resample_from_the_previous_rounds_policy(tmp_path: Path):
     assert not (run_dir / "model").exists()  # the last round keeps export.save=false
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk["rounds"] == summary["rounds"]
+
+
+def test_sft_stops_at_its_competence_target_and_records_the_step(tmp_path: Path):
+    cfg = compose_config(
+        [*SMALL, f"cache_dir={tmp_path / 'cache'}", "sft.target_reward=0.0", "sft.check_every=10"], fast=False
+    )
+    task = Task.from_config(cfg.task)
+    result = sft_stage(cfg, task)
+    stats = json.loads((result.path / "sft_stats.json").read_text())
+    assert stats["reached_at_step"] == 10 and stats["steps"] == 10  # any reward reaches 0: the first check
+    assert stats["checks"][0][0] == 10 and stats["target_reward"] == 0.0
+
+
+def test_sft_that_misses_its_target_fails_and_publishes_nothing(tmp_path: Path):
+    cfg = compose_config(
+        [*SMALL, f"cache_dir={tmp_path / 'cache'}", "sft.target_reward=1.5", "sft.check_every=10"], fast=False
+    )
+    with pytest.raises(
+        ValueError, match=r"short of sft.target_reward=1.5: raise sft.steps or lower the target"
+    ):
+        sft_stage(cfg, Task.from_config(cfg.task))
+    assert not [
+        p for p in (tmp_path / "cache" / "sft").iterdir() if p.is_dir() and not p.name.startswith(".")
+    ]
