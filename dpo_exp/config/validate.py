@@ -7,11 +7,13 @@ the built-in experiment given to a run on a fixed dataset, where they would do n
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import lightning as L
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -59,6 +61,8 @@ def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
     check_data(cfg.data)
     check_model_config(cfg)
     check_positive_number(cfg.optim.lr, "optim.lr")
+    check_trainer(cfg.trainer)
+    check_dependent_keys(cfg, overrides)
     return spec
 
 
@@ -182,3 +186,30 @@ def check_fixed_data(cfg: DictConfig, overrides: Sequence[str]) -> None:
 def check_unused_beta(spec: LossSpec, overrides: Sequence[str]) -> None:
     if "beta" not in loss_hyperparameters(spec) and "beta" in override_keys(overrides):
         raise ConfigError(f"beta: loss={spec.name} has no beta (its options: see conf/loss/{spec.name}.yaml)")
+
+
+def check_trainer(trainer_cfg: DictConfig) -> None:
+    """`trainer` is passed to lightning.Trainer as it is: each key must be one of its arguments."""
+    accepted = set(inspect.signature(L.Trainer.__init__).parameters)
+    accepted -= {"self", "logger", "callbacks", "strategy"}  # set by the run, or by `strategy`
+    for key in trainer_cfg:
+        if key not in accepted:
+            raise ConfigError(f"trainer.{key}: not an argument of lightning.Trainer")
+
+
+# Keys that only mean something when another setting enables them: (key prefix, whether the
+# run uses it, why not). Checked for the keys a command sets.
+DEPENDENT_KEYS: tuple[tuple[str, Callable[[DictConfig], bool], str], ...] = (
+    ("reference.cache_dir", lambda cfg: bool(cfg.reference.cache), "the reference cache is off"),
+    ("checkpoint.", lambda cfg: bool(cfg.trainer.enable_checkpointing), "trainer.enable_checkpointing=false"),
+    ("export.lora", lambda cfg: bool(cfg.export.save), "nothing is exported (export.save=false)"),
+    ("online.reference", lambda cfg: int(cfg.online.rounds) > 1, "one round's reference is the SFT model"),
+    ("sft.check_every", lambda cfg: cfg.sft.target_reward is not None, "sft.target_reward=null: no checks"),
+)
+
+
+def check_dependent_keys(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    for key in override_keys(overrides):
+        for prefix, used, reason in DEPENDENT_KEYS:
+            if key.startswith(prefix) and not used(cfg):
+                raise ConfigError(f"{key}: has no effect: {reason}")
