@@ -9,9 +9,10 @@ compares run folders.
 
 from __future__ import annotations
 
+import functools
 import sys
-import warnings
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +22,18 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dpo_exp.config import is_experiment, validate_config
+from dpo_exp.console import quiet_libraries, result, warn
 from dpo_exp.data.module import prepare_data
 from dpo_exp.data.report import format_report
-from dpo_exp.experiment.run import run_experiment
+from dpo_exp.experiment.run import experiment_result, run_experiment
 from dpo_exp.experiment.stages import Task, sample_stage, sft_stage
 from dpo_exp.losses import get_loss
 from dpo_exp.models.loading import load_tokenizer
 from dpo_exp.training import train
+from dpo_exp.training.result import run_result
+from dpo_exp.training.run_files import discard_unused_folder
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
-# Lightning warnings that describe what this project does on purpose.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen reference
-warnings.filterwarnings(
-    "ignore", message=r"Experiment logs directory .* exists and is not empty"
-)  # the run folder
 
 
 def pin_sweep_member(run_dir: Path) -> None:
@@ -64,9 +62,14 @@ def run(cfg: DictConfig, run_dir: Path, *, overrides: Sequence[str] = ()) -> dic
     What `python train.py` does once Hydra has composed `cfg` from the command line (`overrides`).
     """
     validate_config(cfg, overrides=overrides)
+    start = time.perf_counter()
     if is_experiment(cfg):
-        return run_experiment(cfg, run_dir)
-    return train(cfg, run_dir)
+        summary = run_experiment(cfg, run_dir)
+        result(experiment_result(cfg, summary, time.perf_counter() - start))
+    else:
+        summary = train(cfg, run_dir)
+        result(run_result(cfg, summary, time.perf_counter() - start))
+    return summary
 
 
 # Keys of earlier versions, and what says the same thing now; refused with that, not Hydra's
@@ -97,15 +100,36 @@ def main() -> None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
     """Train (one run or the built-in experiment); return the `objective` metric, for sweepers."""
+    quiet_libraries()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun:
         pin_sweep_member(run_dir)
-    summary = run(cfg, run_dir, overrides=list(HydraConfig.get().overrides.task))
+    try:
+        summary = run(cfg, run_dir, overrides=list(HydraConfig.get().overrides.task))
+    except BaseException:
+        if not multirun:  # refused by the checks: no folder is left for a run that never started
+            discard_unused_folder(run_dir, Path(cfg.output_root))
+        raise
     metrics = summary["metrics"]
     if cfg.objective not in metrics:
-        print(f"objective {cfg.objective!r} is not among this run's metrics: {', '.join(metrics)}")
+        warn(f"objective {cfg.objective!r} is not among this run's metrics: {', '.join(metrics)}")
         return None
     return metrics[cfg.objective]
+
+
+def trains_nothing(command: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
+    """A command that writes no run folder: the one Hydra made for it is removed when it ends."""
+
+    @functools.wraps(command)
+    def wrapper(cfg: DictConfig) -> None:
+        quiet_libraries()
+        try:
+            command(cfg)
+        finally:
+            discard_unused_folder(Path(HydraConfig.get().runtime.output_dir), Path(cfg.output_root))
+
+    return wrapper
 
 
 def require_experiment(cfg: DictConfig, command: str) -> None:
@@ -116,20 +140,20 @@ def require_experiment(cfg: DictConfig, command: str) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@trains_nothing
 def sft_main(cfg: DictConfig) -> None:
-    """The experiment's SFT checkpoint only, built or found in the cache."""
+    """The experiment's SFT checkpoint only, built or found in the cache (its line names it)."""
     require_experiment(validated(cfg), "sft")
-    result = sft_stage(cfg, Task.from_config(cfg.task))
-    print(f"SFT checkpoint: {result.path} ({'reused' if result.reused else 'built'})")
+    sft_stage(cfg, Task.from_config(cfg.task))
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@trains_nothing
 def sample_main(cfg: DictConfig) -> None:
     """The experiment's SFT checkpoint and its labelled samples only, built or found in the cache."""
     require_experiment(validated(cfg), "sample")
     task = Task.from_config(cfg.task)
-    sample = sample_stage(cfg, task, sft_stage(cfg, task))
-    print(f"samples: {sample.path}")
+    sample_stage(cfg, task, sft_stage(cfg, task))
 
 
 def data_report(cfg: DictConfig) -> str:
@@ -150,6 +174,7 @@ def data_report(cfg: DictConfig) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@trains_nothing
 def data_report_main(cfg: DictConfig) -> None:
     print(data_report(validated(cfg)))
 

@@ -189,5 +189,5 @@ EXPERIMENT_SECTIONS: dict[str, tuple[type | None, str]] = {
 TOP_LEVEL_KEYS = (
     "model", "data", "loss", "strategy", "trainer", "logger", "beta", "seed", "optim", "reference",
     "speed", "objective", "save_eval_logps", "nonfinite", "checkpoint", "resume", "export", "run_name",
-    "output_root", *EXPERIMENT_SECTIONS,
+    "output_root", "verbosity", *EXPERIMENT_SECTIONS,
 )  # fmt: skip

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dpo_exp.config.schema import EXPERIMENT_SECTIONS, RUN_SECTIONS, TASK_SOURCE, TOP_LEVEL_KEYS
+from dpo_exp.console import VERBOSITY
 from dpo_exp.data.sources import get_source
 from dpo_exp.errors import ConfigError
 from dpo_exp.losses import LossSpec, get_loss, loss_hyperparameters
@@ -47,6 +48,8 @@ def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
     check_positive_number(cfg.beta, "beta")
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
+    if cfg.get("verbosity", "normal") not in VERBOSITY:
+        raise ConfigError(f"verbosity must be one of {', '.join(VERBOSITY)}, got {cfg.verbosity!r}")
     if cfg.nonfinite not in NONFINITE_ACTIONS:
         raise ConfigError(f"nonfinite must be one of {', '.join(NONFINITE_ACTIONS)}, got {cfg.nonfinite!r}")
     for section, schema in RUN_SECTIONS.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -24,6 +25,15 @@ from dpo_exp.data.report import DataReport, build_report, check_not_empty
 from dpo_exp.data.sampling import GlobalBatchSampler, row_length
 from dpo_exp.data.sources import load_records, to_unpaired
 from dpo_exp.data.tokenize import tokenize_records
+
+
+def data_label(data_cfg: Any) -> str:
+    """The data group's name; for your own file (data=pairs, data=unpaired), the file's name too."""
+    name = str(data_cfg.name)
+    path = data_cfg.get("train_path")
+    if name == data_cfg.get("source") and name in ("pairs", "unpaired") and path:
+        name = f"{name}-{Path(str(path)).name.split('.')[0]}"
+    return name
 
 
 @dataclass

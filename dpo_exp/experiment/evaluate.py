@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from transformers import PreTrainedModel
 
+from dpo_exp.console import progress
 from dpo_exp.data.collate import pad_sequences
 from dpo_exp.data.tokenize import TokenizedPair
 from dpo_exp.experiment.generation import decode, encode_prompts, generate_completions
@@ -76,9 +77,12 @@ def evaluate_policy(
 ) -> dict[str, float]:
     """True reward (sampled and greedy) of `policy` on `problems`, and KL(policy || reference)."""
     prompt_ids = encode_prompts(tokenizer, [problem.prompt for problem in problems])
-    options = {"max_new_tokens": max_new_tokens, "batch_size": batch_size}
-    sampled = sample_once(policy, tokenizer, prompt_ids, seed=seed, **options)
-    greedy = [rows[0] for rows in generate_completions(policy, tokenizer, prompt_ids, greedy=True, **options)]
+    with progress(total=2 * len(prompt_ids), desc="evaluate", unit="prompts") as bar:
+        options = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "bar": bar}
+        sampled = sample_once(policy, tokenizer, prompt_ids, seed=seed, **options)
+        greedy = [
+            rows[0] for rows in generate_completions(policy, tokenizer, prompt_ids, greedy=True, **options)
+        ]
     pad_id = tokenizer.pad_token_id
     log_ratio = completion_logps(policy, prompt_ids, sampled, pad_id, batch_size) - completion_logps(
         reference, prompt_ids, sampled, pad_id, batch_size

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel
 
 
 def encode_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
@@ -31,6 +31,18 @@ def cut_at_eos(ids: list[int], eos_id: int | None) -> list[int]:
     return ids
 
 
+class Ticker(LogitsProcessor):
+    """Moves a progress bar by one decoding step of a batch; leaves the scores as they are."""
+
+    def __init__(self, bar: Any, prompts_per_step: float) -> None:
+        self.bar = bar
+        self.prompts_per_step = prompts_per_step
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.bar.update(self.prompts_per_step)
+        return scores
+
+
 @torch.no_grad()
 def generate_completions(
     model: PreTrainedModel,
@@ -43,11 +55,13 @@ def generate_completions(
     top_p: float = 1.0,
     max_new_tokens: int,
     batch_size: int = 256,
+    bar: Any = None,
 ) -> list[list[list[int]]]:
     """For each prompt, `num_samples` completions as ids ending in EOS (unless cut by max_new_tokens).
 
     Sampling is from the model's own distribution reshaped only by `temperature` and `top_p`
-    (top-k is switched off); `greedy` takes the argmax and one completion per prompt.
+    (top-k is switched off); `greedy` takes the argmax and one completion per prompt. `bar`, a
+    progress bar counting prompts, moves with every decoding step.
     """
     was_training = model.training
     model.eval()
@@ -60,27 +74,37 @@ def generate_completions(
             "top_k": 0,
             "num_return_sequences": num_samples,
         }
-    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
-    device = next(model.parameters()).device
+    options.update(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
     completions: list[list[list[int]]] = []
     for start in range(0, len(prompt_ids), batch_size):
         rows = prompt_ids[start : start + batch_size]
-        input_ids, attention_mask = left_pad(rows, pad_id)
-        output = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            max_new_tokens=max_new_tokens,
-            pad_token_id=pad_id,
-            eos_token_id=eos_id,
-            **options,
-        )
-        new_tokens = output[:, input_ids.shape[1] :].tolist()
+        new_tokens = generate_batch(model, rows, tokenizer.eos_token_id, options, bar)
         per_prompt = options["num_return_sequences"]
         for row in range(len(rows)):
             samples = new_tokens[row * per_prompt : (row + 1) * per_prompt]
-            completions.append([cut_at_eos(sample, eos_id) for sample in samples])
+            completions.append([cut_at_eos(sample, tokenizer.eos_token_id) for sample in samples])
     model.train(was_training)
     return completions
+
+
+def generate_batch(
+    model: PreTrainedModel, rows: list[list[int]], eos_id: int | None, options: dict[str, Any], bar: Any
+) -> list[list[int]]:
+    """The new tokens of every sequence `generate` returns for one batch of prompts."""
+    input_ids, attention_mask = left_pad(rows, options["pad_token_id"])
+    device = next(model.parameters()).device
+    ticker = [] if bar is None else [Ticker(bar, len(rows) / options["max_new_tokens"])]
+    done = len(rows) + (0 if bar is None else bar.n)
+    output = model.generate(
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        eos_token_id=eos_id,
+        logits_processor=LogitsProcessorList(ticker),
+        **options,
+    )
+    if bar is not None:
+        bar.update(done - bar.n)  # the batch may have ended before max_new_tokens
+    return output[:, input_ids.shape[1] :].tolist()
 
 
 def decode(tokenizer: Any, ids: list[int]) -> str:

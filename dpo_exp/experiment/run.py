@@ -9,12 +9,12 @@ and KL. With `online.rounds` > 1, each later round samples from the policy the p
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
+from dpo_exp.console import stage
 from dpo_exp.data.records import PreferencePair
 from dpo_exp.data.tokenize import TokenizedPair, tokenize_records
 from dpo_exp.experiment.cache import StageResult
@@ -34,6 +34,7 @@ from dpo_exp.experiment.stages import (
 )
 from dpo_exp.losses import LossSpec, get_loss
 from dpo_exp.training import EXPORT_DIR, train, write_failure
+from dpo_exp.training.result import figure_rows, footer, rule, what_ran
 
 EVAL_KEYS = ("true_reward", "true_reward_greedy", "kl")
 ROUNDS_DIR = "rounds"  # <run>/rounds/<n>: the runs of online rounds before the last
@@ -42,7 +43,6 @@ ROUNDS_DIR = "rounds"  # <run>/rounds/<n>: the runs of online rounds before the 
 def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Build or reuse the stages, train into `run_dir`, and return the summary (with the SFT figures)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
     try:
         task = Task.from_config(cfg.task)
         sft = sft_stage(cfg, task)
@@ -54,13 +54,12 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 "sft": {"path": str(sft.path), "reused": sft.reused, **sft_stats(sft)},
                 "sample": {"path": str(sample.path), "reused": sample.reused},
             },
+            "evaluation": {"split": cfg.evaluate.split, "prompts": len(task.problems[cfg.evaluate.split])},
         }
-        summary = train_rounds(cfg, task, sft, sample, run_dir, extra)
+        return train_rounds(cfg, task, sft, sample, run_dir, extra)
     except BaseException as error:
         write_failure(run_dir, error)
         raise
-    print(experiment_headline(summary, time.perf_counter() - start))
-    return summary
 
 
 def training_data_kind(spec: LossSpec) -> str:
@@ -88,6 +87,7 @@ def training_config(
             )
     run_cfg = cfg.copy()
     with open_dict(run_cfg):
+        run_cfg.run_name = cfg.run_name  # named by what the user asked for, not by the SFT checkpoint's path
         run_cfg.model.path = str(sft.path / MODEL_DIR)
         if policy_dir is not None:
             run_cfg.model.path = str(policy_dir)
@@ -160,7 +160,7 @@ def train_rounds(
         policy_dir = round_dir / EXPORT_DIR
         if rounds > 1:
             figures = ", ".join(f"{k} {v:.3f}" for k, v in history[-1].items() if k.startswith("eval/"))
-            print(f"[online] round {number}/{rounds}: {figures}")
+            stage("online", f"round {number} of {rounds}: {figures}")
     return summary
 
 
@@ -171,10 +171,31 @@ def round_figures(number: int, summary: dict[str, Any]) -> dict[str, Any]:
     return {"round": number, "run_dir": summary["run_dir"], **figures}
 
 
-def experiment_headline(summary: dict[str, Any], seconds: float) -> str:
+# metric -> its label with units, in the order the result block shows them
+EXPERIMENT_FIGURES = {
+    "eval/true_reward": "true reward, one sample at T=1 (mean reward)",
+    "eval/true_reward_greedy": "true reward, greedy (mean reward)",
+    "eval/kl": "KL(policy || SFT), nats per answer",
+}
+
+
+def experiment_result(cfg: DictConfig, summary: dict[str, Any], seconds: float) -> str:
+    """The result block: the policy's true reward and KL beside the SFT model's, with the change."""
     metrics, reference = summary["metrics"], summary["reference"]
-    figures = [
-        f"{key.removeprefix('eval/')} {metrics.get(key, float('nan')):.3f} (SFT {reference[key]:.3f})"
-        for key in (f"eval/{k}" for k in EVAL_KEYS)
+    evaluation = summary.get("evaluation", {})
+    where = f" on {evaluation['prompts']} {evaluation['split']} prompts" if evaluation else ""
+    rows = [(f"measured{where}", ["policy", "SFT", "change"])]
+    for key, label in EXPERIMENT_FIGURES.items():
+        value = metrics.get(key, float("nan"))
+        rows.append((label, [f"{value:.3f}", f"{reference[key]:.3f}", f"{value - reference[key]:+.3f}"]))
+    if "val/rewards/accuracy" in metrics:
+        rows.append(("held-out pairs ranked right (fraction)", [f"{metrics['val/rewards/accuracy']:.3f}"]))
+    rounds = [
+        f"{entry['eval/true_reward']:.3f}"
+        for entry in summary.get("rounds", [])
+        if "eval/true_reward" in entry
     ]
-    return f"run folder: {summary['run_dir']} | " + " | ".join(figures) + f" | {seconds:.0f} s"
+    if rounds:
+        rows.append(("true reward after each earlier round", rounds))
+    lines = [rule("result"), what_ran(cfg, summary, seconds), *figure_rows(rows), *footer(summary)]
+    return "\n".join(lines)

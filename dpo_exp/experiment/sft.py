@@ -31,20 +31,12 @@ class SupervisedModule(L.LightningModule):
         self.policy = policy
         self.optim = optim
 
-    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self.policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         logps, ntokens = sequence_logps(logits, batch["labels"])
         loss = -logps.sum() / ntokens.sum()
-        batch_size = int(batch["input_ids"].shape[0])
-        self.log(f"{stage}/nll", loss.detach(), batch_size=batch_size, prog_bar=True,
-                 on_step=stage == "train", on_epoch=stage != "train")  # fmt: skip
+        self.log("train/nll", loss.detach(), batch_size=int(batch["input_ids"].shape[0]), prog_bar=True)
         return loss
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
 
     def configure_optimizers(self) -> dict[str, Any]:
         # The same AdamW and schedule as preference training: it reads only policy, optim and trainer.

@@ -17,9 +17,10 @@ import lightning as L
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
+from dpo_exp.console import detail, progress, stage
 from dpo_exp.experiment.cache import StageResult, cached_stage
 from dpo_exp.experiment.evaluate import evaluate_policy
-from dpo_exp.experiment.sample import STATS, format_stats, sample_and_label, write_split
+from dpo_exp.experiment.sample import STATS, format_stats, sample_and_label, short_stats, write_split
 from dpo_exp.experiment.sft import (
     CompetenceStop,
     SupervisedModule,
@@ -29,6 +30,7 @@ from dpo_exp.experiment.sft import (
 )
 from dpo_exp.models.loading import freeze, load_policy, load_pretrained, load_tokenizer
 from dpo_exp.tasks import Problem, Reward, load_function
+from dpo_exp.training.progress import StepProgressBar
 
 # Disjoint problem sets, drawn in this order (a new split goes last, so the others stay the same).
 SPLITS = ("eval", "tune", "sft", "sample", "sample_val", "sft_check")
@@ -82,9 +84,16 @@ def sft_stage(cfg: DictConfig, task: Task) -> StageResult:
         "sft": container(cfg.sft),
         "lengths": [cfg.data.max_length, cfg.data.max_prompt_length],
     }
+    start = time.perf_counter()
     result = cached_stage(Path(cfg.cache_dir), "sft", settings, lambda folder: build_sft(cfg, task, folder))
-    print(f"[sft] {'reused' if result.reused else 'built'} {result.path}")
+    steps = f"{cfg.sft.steps} steps on {len(task.problems['sft'])} demonstrations"
+    stage("sft", f"{built(result, start)} {result.path} ({steps})")
     return result
+
+
+def built(result: StageResult, start: float) -> str:
+    """`reused` or `built in 12 s`, for a stage's line."""
+    return "reused" if result.reused else f"built in {time.perf_counter() - start:.0f} s"
 
 
 def build_sft(cfg: DictConfig, task: Task, folder: Path) -> None:
@@ -104,6 +113,7 @@ def build_sft(cfg: DictConfig, task: Task, folder: Path) -> None:
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=cfg.trainer.enable_progress_bar,
+        callbacks=[StepProgressBar("sft")] if cfg.trainer.enable_progress_bar else [],
         gradient_clip_val=1.0,
         deterministic=True,
         log_every_n_steps=cfg.trainer.log_every_n_steps,
@@ -161,13 +171,14 @@ def sample_stage(cfg: DictConfig, task: Task, sft: StageResult) -> StageResult:
         "max_new_tokens": cfg.task.max_new_tokens,
         "format": SAMPLE_FORMAT,
     }
+    start = time.perf_counter()
     result = cached_stage(
         Path(cfg.cache_dir),
         "sample",
         settings,
         lambda folder: draw_samples(cfg, task, sft.path / MODEL_DIR, folder, seed=int(cfg.seed)),
     )
-    print_sample_stats(result)
+    announce_samples(result, start)
     return result
 
 
@@ -183,13 +194,14 @@ def resample_stage(
         "sample": container(cfg.sample),
         "format": SAMPLE_FORMAT,
     }
+    start = time.perf_counter()
     result = cached_stage(
         run_dir,
         ROUND_SAMPLES,
         settings,
         lambda folder: draw_samples(cfg, task, policy_dir, folder, seed=seed),
     )
-    print_sample_stats(result)
+    announce_samples(result, start)
     return result
 
 
@@ -199,17 +211,20 @@ def draw_samples(cfg: DictConfig, task: Task, model_dir: Path, folder: Path, *, 
     stats = {}
     for split in ("train", "val"):
         start = time.perf_counter()
-        labelled = sample_and_label(
-            model,
-            tokenizer,
-            task.problems["sample" if split == "train" else "sample_val"],
-            task.reward,
-            num_samples=int(cfg.sample.num_samples),
-            temperature=float(cfg.sample.temperature),
-            top_p=float(cfg.sample.top_p),
-            max_new_tokens=int(cfg.task.max_new_tokens),
-            batch_size=int(cfg.sample.batch_size),
-        )
+        problems = task.problems["sample" if split == "train" else "sample_val"]
+        with progress(total=len(problems), desc=f"sample {split}", unit="prompts") as bar:
+            labelled = sample_and_label(
+                model,
+                tokenizer,
+                problems,
+                task.reward,
+                num_samples=int(cfg.sample.num_samples),
+                temperature=float(cfg.sample.temperature),
+                top_p=float(cfg.sample.top_p),
+                max_new_tokens=int(cfg.task.max_new_tokens),
+                batch_size=int(cfg.sample.batch_size),
+                bar=bar,
+            )
         stats[split] = write_split(
             folder, split, labelled, mode=cfg.sample.pair_mode, threshold=float(cfg.task.pass_threshold)
         )
@@ -217,10 +232,12 @@ def draw_samples(cfg: DictConfig, task: Task, model_dir: Path, folder: Path, *, 
     (folder / STATS).write_text(json.dumps(stats, indent=2))
 
 
-def print_sample_stats(result: StageResult) -> None:
+def announce_samples(result: StageResult, start: float) -> None:
+    """The stage's line, with how many prompts gave a pair; the full counts when verbose."""
     stats = json.loads((result.path / STATS).read_text())
+    stage("sample", f"{built(result, start)} {result.path} ({short_stats(stats)})")
     for split, split_stats in stats.items():
-        print(f"[sample] {'reused' if result.reused else 'built'} " + format_stats(split_stats, split))
+        detail(format_stats(split_stats, split))
 
 
 # -- the SFT model's own evaluation (the reference figures of every run) ---------------------
@@ -244,5 +261,10 @@ def reference_eval_stage(cfg: DictConfig, task: Task, sft: StageResult) -> dict[
         metrics = evaluate_policy(model, model, tokenizer, problems, task.reward, **eval_options(cfg))
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
+    start = time.perf_counter()
     result = cached_stage(Path(cfg.cache_dir), "reference_eval", settings, build)
-    return json.loads((result.path / "metrics.json").read_text())
+    metrics = json.loads((result.path / "metrics.json").read_text())
+    figures = f"true reward {metrics['true_reward']:.3f}, greedy {metrics['true_reward_greedy']:.3f}"
+    where = f"{len(task.problems[cfg.evaluate.split])} {cfg.evaluate.split} prompts"
+    stage("sft-eval", f"{built(result, start)} {result.path} ({figures} on {where})")
+    return metrics

@@ -15,7 +15,7 @@ from dpo_exp.losses.paired import (
     rpo_loss,
     simpo_loss,
 )
-from dpo_exp.losses.registry import LOSSES, LossSpec, get_loss, loss_hyperparameters, loss_inputs
+from dpo_exp.losses.registry import LOSSES, LossSpec, get_loss, loss_hyperparameters, loss_inputs, takes_beta
 from dpo_exp.losses.unpaired import kto_loss, rft_loss
 
 __all__ = [
@@ -34,4 +34,5 @@ __all__ = [
     "robust_loss",
     "rpo_loss",
     "simpo_loss",
+    "takes_beta",
 ]

@@ -80,3 +80,9 @@ def loss_hyperparameters(spec: LossSpec) -> dict[str, object]:
         for p in inspect.signature(spec.fn).parameters.values()
         if p.kind is inspect.Parameter.KEYWORD_ONLY
     }
+
+
+def takes_beta(name: str) -> bool:
+    """Whether `beta` means something to the loss called ``name`` (True for an unknown name, which
+    validation refuses with the valid names)."""
+    return name not in LOSSES or "beta" in loss_hyperparameters(LOSSES[name])

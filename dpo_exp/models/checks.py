@@ -28,6 +28,8 @@ class ModelConfigError(ConfigError):
 
 def check_model_config(cfg: DictConfig) -> None:
     model_cfg = cfg.model
+    if not isinstance(model_cfg.get("dropout", False), bool):
+        raise ModelConfigError(f"model.dropout must be true or false, got {model_cfg.dropout!r}")
     if model_cfg.get("lora") is not None:
         check_lora(model_cfg.lora)
     if model_cfg.get("adapter_path") is not None:

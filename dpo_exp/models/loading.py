@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,6 +12,14 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from dpo_exp.models.lora import apply_lora, quantization_config, uses_lora
 from dpo_exp.models.tokenizer import build_char_tokenizer
+
+
+def model_label(model_cfg: Any) -> str:
+    """The model group's name; for `model=hf`, the model's own folder or hub name instead."""
+    name = str(model_cfg.name)
+    if name == "hf" and model_cfg.get("path"):
+        name = Path(str(model_cfg.path).rstrip("/")).name or name
+    return name
 
 
 def load_tokenizer(model_cfg: Any) -> Any:
@@ -32,11 +41,30 @@ def _dtype(name: str | None) -> torch.dtype | None:
 
 
 def load_policy(model_cfg: Any, tokenizer: Any) -> PreTrainedModel:
-    """The trainable policy: the base model, checkpointed and wrapped in LoRA as the config says."""
+    """The trainable policy: the base model, checkpointed and wrapped in LoRA as the config says.
+
+    In train mode whatever its source (`from_pretrained` returns eval mode, `from_config` train
+    mode), with its own dropout switched off unless `model.dropout` is true.
+    """
     model = load_base(model_cfg, tokenizer)
+    if not model_cfg.get("dropout", False):
+        disable_dropout(model)
+    model.train()
     if model_cfg.get("activation_checkpointing") and model_cfg.get("quantization") is None:
         model.activation_checkpointing_enable()  # QLoRA's preparation enables it itself
     return apply_lora(model, model_cfg)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Every dropout rate of the model set to 0, as TRL's `disable_dropout` and the DPO authors' code
+    do: its `nn.Dropout` modules, and the `attention_dropout` rate attention modules pass to their
+    attention kernel (Llama, Qwen2, Mistral). Called before LoRA wraps the model: LoRA's own dropout
+    is `model.lora.dropout`."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
 
 
 def load_base(model_cfg: Any, tokenizer: Any) -> PreTrainedModel:

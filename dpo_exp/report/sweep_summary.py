@@ -17,6 +17,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from dpo_exp.console import result, warn
 from dpo_exp.training.run_files import FAILED, SUMMARY, write_failure, write_json_atomically
 
 SWEEP_SUMMARY = "sweep_summary.json"
@@ -104,12 +105,12 @@ class SweepSummary(Callback):
             member_dir = Path(config.hydra.runtime.output_dir)
             if not (member_dir / FAILED).exists():  # failed before `run` could record it
                 write_failure(member_dir, _job_error(job_return))
-            print(f"sweep member failed, the others go on: {member_dir}")
+            warn(f"sweep member failed, the others go on: {member_dir}")
         self._update(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         summary = self._update(Path(config.hydra.sweep.dir))
-        print(
+        result(
             f"sweep folder: {summary['sweep_dir']} | {summary['finished']} finished, "
             f"{summary['failed']} failed | compare: dpo-exp compare {summary['sweep_dir']}"
         )

@@ -6,6 +6,7 @@ the module and the trainer settings the CLI uses.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,12 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel
 
+from dpo_exp.console import log
 from dpo_exp.data.module import PreferenceDataModule, PreparedData
 from dpo_exp.losses import LossSpec
 from dpo_exp.models.scoring import shared_prompt_supported
 from dpo_exp.training.module import PreferenceModule
+from dpo_exp.training.progress import StepProgressBar
 
 
 def loss_options(loss_cfg: DictConfig) -> dict[str, Any]:
@@ -38,7 +41,12 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
         if not cfg.logger.online:
             # The mode must be in the environment before wandb starts its service process.
             os.environ["WANDB_MODE"] = "offline"
+        import wandb
+
         flat_config = dict(flatten(OmegaConf.to_container(cfg, resolve=True)))
+        # wandb's own start and end notices (a 35-line summary) only with verbosity=verbose;
+        # the result block names the W&B run folder.
+        quiet = not log.isEnabledFor(logging.DEBUG)
         loggers.append(
             WandbLogger(
                 project=cfg.logger.project,
@@ -54,9 +62,22 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
                 save_dir=str(run_dir),
                 offline=not cfg.logger.online,
                 config=flat_config,
+                settings=wandb.Settings(quiet=quiet, silent=quiet),
             )
         )
     return loggers
+
+
+def write_wandb_summary(loggers: list[Logger], summary: dict[str, Any]) -> None:
+    """The run's summary.json figures as its W&B summary: final metrics, the reference's, speed."""
+    figures = {**summary.get("metrics", {})}
+    figures.update({f"reference/{name}": value for name, value in summary.get("reference", {}).items()})
+    for key in ("global_step", "wall_time_s", "tokens_per_s", "padding_fraction", "peak_memory_gb", "mfu"):
+        if isinstance(summary.get(key), int | float):
+            figures[key] = summary[key]
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(figures)
 
 
 def flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -83,6 +104,8 @@ def sweep_group() -> str | None:
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     strategy_args = instantiate(cfg.strategy, _convert_="all")  # `strategy` may be a Lightning object
+    if cfg.trainer.enable_progress_bar:
+        callbacks = [*callbacks, StepProgressBar("train")]
     return L.Trainer(
         **trainer_args,
         **strategy_args,

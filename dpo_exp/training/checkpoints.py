@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from dpo_exp.console import warn
 from dpo_exp.errors import ConfigError
 from dpo_exp.training.run_files import SUMMARY
 
@@ -54,7 +55,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
         try:
             check_checkpoint(checkpoint)
         except ConfigError as error:
-            print(f"skipping {checkpoint}: {error}")
+            warn(f"skipping {checkpoint}: {error}")
             continue
         return checkpoint
     return None

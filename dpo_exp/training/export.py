@@ -8,6 +8,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel
 
+from dpo_exp.console import progress
 from dpo_exp.models.lora import TRAINED_ADAPTER, is_lora
 
 EXPORT_DIR = "model"  # inside the run folder
@@ -22,22 +23,34 @@ def export_policy(
     training) or saved as the adapter alone (`export.lora=adapter`), which
     `AutoModelForCausalLM.from_pretrained` loads on top of the base named in its adapter_config.json.
     """
-    model = policy
-    if is_lora(policy) and cfg.export.lora == "merged":
-        model = policy.merge_and_unload()
-    if is_lora(model):
-        # Only the trained adapter: a frozen reference copy of the starting adapter is not the result.
-        model.save_pretrained(directory, selected_adapters=[TRAINED_ADAPTER])
-    else:
-        model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    (directory / "README.md").write_text(model_card(cfg, summary, adapter=is_lora(model)))
+    with progress(total=3, desc="export", unit="parts") as bar:
+        model = policy
+        if is_lora(policy) and cfg.export.lora == "merged":
+            model = policy.merge_and_unload()
+        if is_lora(model):
+            # Only the trained adapter: a frozen reference copy of the starting adapter is not the result.
+            model.save_pretrained(directory, selected_adapters=[TRAINED_ADAPTER])
+        else:
+            model.save_pretrained(directory)
+        bar.update()
+        tokenizer.save_pretrained(directory)
+        bar.update()
+        (directory / "README.md").write_text(model_card(cfg, summary, adapter=is_lora(model)))
+        bar.update()
     return directory
+
+
+def base_model(model_cfg: DictConfig) -> str | None:
+    """What the policy started from: a local folder as an absolute path, or a hub id as it is."""
+    path = model_cfg.get("path")
+    if path is None:
+        return None
+    return str(Path(path).resolve()) if Path(path).exists() else str(path)
 
 
 def model_card(cfg: DictConfig, summary: dict[str, Any], *, adapter: bool) -> str:
     """A short card: what was trained on what, the final metrics, and the full resolved config."""
-    base = cfg.model.get("path")
+    base = base_model(cfg.model)
     front_matter = [
         "---",
         f"library_name: {'peft' if adapter else 'transformers'}",

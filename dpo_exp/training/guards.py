@@ -7,6 +7,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from dpo_exp.console import warn
+
 ACTIONS = ("stop", "skip")
 
 
@@ -48,5 +50,5 @@ class NonFiniteGuard(L.Callback):
         for parameter in module.parameters():
             parameter.grad = None
         self.skipped_steps += 1
-        print(f"skipped a step with non-finite gradients at {where}")
+        warn(f"skipped a step with non-finite gradients at {where}")
         module.log("train/skipped_steps", float(self.skipped_steps))

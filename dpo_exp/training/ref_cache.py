@@ -28,6 +28,7 @@ from filelock import FileLock
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
+from dpo_exp.console import progress, stage
 from dpo_exp.data.collate import IndexedItem, SplitLogps, UnpairedLogps
 from dpo_exp.data.module import PreparedData, split_collator
 from dpo_exp.losses import LossSpec
@@ -158,7 +159,8 @@ def compute_split(
     device = next(reference.parameters()).device
     share_prompt = share_prompt and shared_prompt_supported(reference)
     collate = split_collator(items, pad_id, paired=paired, share_prompt=share_prompt)
-    for batch in DataLoader(items, batch_size=batch_size, collate_fn=collate):
+    batches = DataLoader(items, batch_size=batch_size, collate_fn=collate)
+    for batch in progress(batches, desc="ref", unit="batches"):
         batch = {name: value.to(device) for name, value in batch.items()}
         logps = score_batch(reference, batch)[0].float().cpu()
         if paired:
@@ -234,7 +236,7 @@ def load_or_compute(
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if path.exists():
-            print(f"reference log-probs: read from {path}")
+            stage("ref", f"reused reference log-probs {path}")
             return load_cache(path, key, sizes, paired=paired)
         reference = load_reference()
         options = {
@@ -252,5 +254,5 @@ def load_or_compute(
             )
         del reference, scorer
         save_cache(path, key, cache)
-        print(f"reference log-probs: computed and written to {path}")
+        stage("ref", f"built reference log-probs {path}")
     return load_cache(path, key, sizes, paired=paired)

@@ -15,14 +15,22 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig
 from transformers import PreTrainedModel
 
+from dpo_exp.console import detail, stage
 from dpo_exp.data.module import PreparedData, prepare_data
 from dpo_exp.data.report import format_report
-from dpo_exp.losses import LossSpec, get_loss
+from dpo_exp.losses import LossSpec, get_loss, loss_hyperparameters
 from dpo_exp.models.loading import load_policy, load_reference, load_tokenizer
-from dpo_exp.training.build import build_datamodule, build_module, build_trainer, share_prompt_wanted
+from dpo_exp.training.build import (
+    build_datamodule,
+    build_module,
+    build_trainer,
+    share_prompt_wanted,
+    write_wandb_summary,
+)
 from dpo_exp.training.checkpoints import check_checkpoint, checkpoint_callback, find_resume_checkpoint
 from dpo_exp.training.eval_logps import EvalLogpsWriter
 from dpo_exp.training.export import EXPORT_DIR, export_policy
@@ -38,8 +46,6 @@ from dpo_exp.training.run_files import (
     write_resolved_config,
 )
 from dpo_exp.training.telemetry import TokenThroughput, model_flops_shape
-
-HEADLINE = ("val/loss", "val/rewards/accuracy", "val/rewards/margin")
 
 # Set by Lightning's launcher in the launching process; left behind, the next sweep member in
 # this process would take itself for a worker started by someone else and wait for its peers.
@@ -108,8 +114,8 @@ def assemble_run(cfg: DictConfig) -> RunParts:
     spec = get_loss(cfg.loss.name)
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg.data, tokenizer, paired=spec.paired)
-    print(format_report(data.train.report, f"train data ({cfg.data.name})"))
-    print(format_report(data.validation.report, f"validation data ({cfg.data.name})"))
+    detail(format_report(data.train.report, f"train data ({cfg.data.name})"))
+    detail(format_report(data.validation.report, f"validation data ({cfg.data.name})"))
     policy = load_policy(cfg.model, tokenizer)
     cache = None
     if cache_wanted(cfg.reference, spec):
@@ -149,11 +155,12 @@ def _train(
     resume_from = find_resume_checkpoint(cfg.resume, run_dir)
     if resume_from is not None:
         check_checkpoint(resume_from)
-        print(f"resuming from {resume_from}")
+        stage("resume", f"from {resume_from}")
         keep_earlier_metrics(run_dir)
     write_resolved_config(cfg, run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = assemble_run(cfg)
+    stage("train", describe_run(cfg, parts, run_dir))
     own_callbacks = run_callbacks(cfg, run_dir, parts.policy)
     trainer = build_trainer(cfg, run_dir, callbacks=[*own_callbacks, *callbacks])
     trainer.fit(parts.module, parts.datamodule, ckpt_path=resume_from, weights_only=True)
@@ -180,23 +187,49 @@ def _train(
         **extra_summary,
     }
     if trainer.is_global_zero:
-        finish_run(cfg, run_dir, parts, summary)
+        finish_run(cfg, run_dir, parts, summary, trainer)
     return summary
 
 
-def finish_run(cfg: DictConfig, run_dir: Path, parts: RunParts, summary: dict[str, Any]) -> None:
-    """Export the policy (as configured), then write summary.json: the mark of a finished run."""
+def describe_run(cfg: DictConfig, parts: RunParts, run_dir: Path) -> str:
+    """`dpo, beta 2: 1762 pairs, 400 steps; policy 0.439M trainable parameters, reference: a frozen model`."""
+    spec, report = parts.spec, parts.data.train.report
+    what = spec.name + (f", beta {cfg.beta:g}" if "beta" in loss_hyperparameters(spec) else "")
+    dropped = sum(report.dropped.values())
+    dropped = f" ({dropped} dropped: see summary.json)" if dropped else ""
+    unit = "pairs" if spec.paired else "examples"
+    trainable = sum(p.numel() for p in parts.policy.parameters() if p.requires_grad)
+    if not spec.needs_reference:
+        reference = "none"
+    elif parts.cache is not None:
+        reference = "cached log-probs"
+    else:
+        reference = "a frozen model" if parts.reference is not None else "the policy's base, adapter off"
+    return (
+        f"{what}: {report.rows_kept} {unit}{dropped}, {cfg.trainer.max_steps} steps; "
+        f"policy {trainable / 1e6:.3g}M trainable parameters, reference: {reference} -> {run_dir}"
+    )
+
+
+def finish_run(
+    cfg: DictConfig, run_dir: Path, parts: RunParts, summary: dict[str, Any], trainer: L.Trainer
+) -> None:
+    """Export the policy (as configured), then write summary.json (the mark of a finished run) and
+    the W&B run's summary."""
     if cfg.export.save and parts.module.device_mesh is not None:
-        print("export skipped: the policy is sharded (FSDP); export from a single-process run")
+        stage("export", "skipped: the policy is sharded (FSDP); export from a single-process run")
     elif cfg.export.save:
         summary["export_dir"] = str(run_dir / EXPORT_DIR)
         export_policy(parts.module.policy, parts.tokenizer, run_dir / EXPORT_DIR, cfg=cfg, summary=summary)
+        stage("export", f"{run_dir / EXPORT_DIR}")
+    summary.update(wandb_location(trainer, online=bool(cfg.logger.get("online"))))
     write_json_atomically(summary, run_dir / SUMMARY)
-    print(headline(summary))
+    write_wandb_summary(trainer.loggers, summary)
 
 
-def headline(summary: dict[str, Any]) -> str:
-    metrics = summary["metrics"]
-    figures = [f"{name} {metrics[name]:.4f}" for name in HEADLINE if name in metrics]
-    figures.append(f"tokens/s {summary['tokens_per_s']:.0f}")
-    return f"run folder: {summary['run_dir']} | " + " | ".join(figures)
+def wandb_location(trainer: L.Trainer, *, online: bool) -> dict[str, Any]:
+    """Where this run's W&B run is written (its folder), when it has one."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            return {"wandb_run_dir": str(Path(logger.experiment.dir).parent), "wandb_online": online}
+    return {}

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -58,3 +59,20 @@ def keep_earlier_metrics(run_dir: Path) -> None:
     if metrics.exists():
         part = 1 + len(list(run_dir.glob("metrics.part*.csv")))
         metrics.rename(run_dir / f"metrics.part{part}.csv")
+
+
+def discard_unused_folder(run_dir: Path, root: Path) -> bool:
+    """Remove a run folder that holds nothing but Hydra's record of the command (`.hydra/`, the log)
+    and the folders above it that are left empty, up to `root`; True if it was removed.
+
+    For commands that train nothing (a data report) and runs the config checks refused.
+    """
+    run_dir, root = run_dir.resolve(), root.resolve()
+    if not run_dir.is_dir() or any(p.name != ".hydra" and p.suffix != ".log" for p in run_dir.iterdir()):
+        return False
+    shutil.rmtree(run_dir)
+    for parent in run_dir.parents:
+        if parent == root or not parent.is_relative_to(root) or any(parent.iterdir()):
+            break
+        parent.rmdir()
+    return True

@@ -56,6 +56,7 @@ def test_bad_config_fails_before_any_model_and_leaves_no_finished_run(tmp_path: 
     assert message in result.stderr + result.stdout
     assert "LlamaForCausalLM" not in result.stdout  # stopped before any model was built
     assert not list(tmp_path.rglob("summary.json"))
+    assert not (tmp_path / "runs").exists()  # no folder for a run the checks refused
 
 
 def test_an_output_folder_that_cannot_be_made_is_named(tmp_path: Path):

@@ -103,6 +103,7 @@ def test_pipeline_writes_every_stage_and_a_second_run_reuses_them(tmp_path: Path
 
 def test_online_rounds_resample_from_the_previous_rounds_policy(tmp_path: Path):
     summary = pipeline(tmp_path, "online", "online.rounds=2", "export.save=false")
+    assert summary["run_name"] == "dpo_online2_tiny_arithmetic_beta2.0_seed0"  # not named by its start
     run_dir = tmp_path / "online"
     first_round = run_dir / "rounds" / "1"
     # Round 1 trained on the cached SFT samples and exported its policy (export.save=false or not).

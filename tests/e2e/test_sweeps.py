@@ -24,11 +24,12 @@ def test_beta_by_loss_grid_runs_every_member_and_compare_tables_them(tmp_path: P
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "sweeps").iterdir()
     members = sorted(path.name for path in sweep_dir.iterdir() if path.is_dir())
+    # A member's folder names what the sweep varies, in the sweep's order.
     assert members == [
-        "0_dpo_tiny_synthetic_beta0.1_seed0",
-        "1_ipo_tiny_synthetic_beta0.1_seed0",
-        "2_dpo_tiny_synthetic_beta0.5_seed0",
-        "3_ipo_tiny_synthetic_beta0.5_seed0",
+        "0_beta=0.1,loss=dpo",
+        "1_beta=0.1,loss=ipo",
+        "2_beta=0.5,loss=dpo",
+        "3_beta=0.5,loss=ipo",
     ]
     assert all((sweep_dir / member / "summary.json").exists() for member in members)
     sweep_summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
@@ -57,8 +58,8 @@ def test_a_failing_member_is_reported_and_the_others_finish(tmp_path: Path):
     result = multirun(tmp_path, "beta=-1,0.1", "loss=dpo")
     assert result.returncode != 0  # the exit code says a member failed
     (sweep_dir,) = (tmp_path / "sweeps").iterdir()
-    assert (sweep_dir / "1_dpo_tiny_synthetic_beta0.1_seed0" / "summary.json").exists()
-    failed_member = sweep_dir / "0_dpo_tiny_synthetic_beta-1_seed0"
+    assert (sweep_dir / "1_beta=0.1" / "summary.json").exists()
+    failed_member = sweep_dir / "0_beta=-1"
     assert "beta must be a finite number > 0" in (failed_member / "failed.txt").read_text()
     sweep_summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
     assert (sweep_summary["finished"], sweep_summary["failed"]) == (1, 1)

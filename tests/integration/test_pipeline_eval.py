@@ -40,6 +40,27 @@ def test_completions_end_at_eos_and_greedy_is_deterministic(tiny_policy, char_to
     assert alone[0] == greedy[0][0]
 
 
+def test_a_progress_bar_moves_with_decoding_and_leaves_the_samples_unchanged(tiny_policy, char_tokenizer):
+    prompt_ids = encode_prompts(char_tokenizer, ["12+3=", "123+456=", "1+1=", "9+9="])
+    options = {"num_samples": 2, "max_new_tokens": 5, "batch_size": 3}  # batches of 3 and 1 prompts
+    torch.manual_seed(1)
+    plain = generate_completions(tiny_policy, char_tokenizer, prompt_ids, **options)
+    steps = []
+
+    class Bar:  # what generate_completions uses of a tqdm bar
+        n = 0.0
+
+        def update(self, amount):
+            self.n += amount
+            steps.append(self.n)
+
+    torch.manual_seed(1)
+    bar = Bar()
+    assert generate_completions(tiny_policy, char_tokenizer, prompt_ids, bar=bar, **options) == plain
+    assert bar.n == pytest.approx(4)  # every prompt counted once, however early its batch stopped
+    assert len(steps) > 2 and steps[0] == pytest.approx(3 / 5)  # 3 prompts moved 1/5 per decoding step
+
+
 def _train_a_little(policy, tokenizer, problems, steps=30):
     """A few supervised steps toward the correct answers: the policy leaves its reference."""
     optimizer = torch.optim.AdamW(policy.parameters(), lr=3e-3)

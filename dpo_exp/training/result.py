@@ -1,0 +1,78 @@
+"""The block printed when a run ends: what ran, its headline figures with their units, its folder.
+
+```
+── result ───────────────────────────────────────────────────────────────
+ipo · beta 0.5 · seed 0 · tiny on synthetic · 300 steps in 41 s (5,210 tokens/s)
+validation loss (ipo)                                  24.13
+validation pairs ranked right (fraction)               0.625
+reward margin, chosen - rejected (beta x log-ratio)    0.118
+run folder: outputs/runs/ipo_tiny_synthetic_beta0.5_seed0/20260101-120000
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from dpo_exp.data.module import data_label
+from dpo_exp.losses import takes_beta
+from dpo_exp.models.loading import model_label
+
+RULE_WIDTH = 72
+# metric -> its label with units, in the order shown
+RUN_FIGURES = {
+    "val/loss": "validation loss ({loss})",
+    "val/rewards/accuracy": "validation pairs ranked right (fraction)",
+    "val/rewards/margin": "reward margin, chosen - rejected (beta x log-ratio)",
+}
+
+
+def rule(title: str) -> str:
+    return f"── {title} " + "─" * max(RULE_WIDTH - len(title) - 4, 0)
+
+
+def what_ran(cfg: DictConfig, summary: dict[str, Any], seconds: float) -> str:
+    """`dpo · beta 2.0 · seed 0 · tiny on arithmetic · 400 steps, 31 s (12,723 tokens/s)`."""
+    parts = [str(summary["loss"])]
+    if takes_beta(str(summary["loss"])):
+        parts.append(f"beta {summary['beta']:g}")
+    parts += [f"seed {summary['seed']}", f"{model_label(cfg.model)} on {data_label(cfg.data)}"]
+    training = summary.get("wall_time_s", seconds)
+    speed = f"{summary['global_step']} steps in {training:.0f} s"
+    if summary.get("tokens_per_s"):
+        speed += f" ({summary['tokens_per_s']:,.0f} tokens/s)"
+    if seconds - training >= 1:
+        speed += f", whole job {seconds:.0f} s"
+    return " · ".join([*parts, speed])
+
+
+def figure_rows(rows: list[tuple[str, list[str]]]) -> list[str]:
+    """Label and value columns, aligned."""
+    width = max((len(label) for label, _ in rows), default=0)
+    return [f"{label:<{width}}  " + "  ".join(f"{value:>8}" for value in values) for label, values in rows]
+
+
+def footer(summary: dict[str, Any]) -> list[str]:
+    lines = []
+    if summary.get("skipped_steps"):
+        lines.append(f"skipped steps (non-finite gradients): {summary['skipped_steps']}")
+    if summary.get("wandb_run_dir"):
+        folder = summary["wandb_run_dir"]
+        sync = "" if summary.get("wandb_online") else f" (to upload: wandb sync {folder})"
+        lines.append(f"W&B run: {folder}{sync}")
+    lines.append(f"run folder: {summary['run_dir']}")
+    return lines
+
+
+def run_result(cfg: DictConfig, summary: dict[str, Any], seconds: float) -> str:
+    """The result block of one run on a fixed dataset."""
+    metrics = summary["metrics"]
+    rows = [
+        (label.format(loss=summary["loss"]), [f"{metrics[name]:.4g}"])
+        for name, label in RUN_FIGURES.items()
+        if name in metrics
+    ]
+    lines = [rule("result"), what_ran(cfg, summary, seconds), *figure_rows(rows), *footer(summary)]
+    return "\n".join(lines)

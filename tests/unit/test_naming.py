@@ -1,0 +1,60 @@
+"""Run and sweep-member folder names say what ran: loss, rounds, model, data, β where it means something."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dpo_exp.config.naming import SWEPT_KEYS, run_name, sweep_member, swept_keys
+from tests.helpers import compose_config
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [
+        ([], "dpo_tiny_arithmetic_beta2.0_seed0"),  # the default job
+        (["loss=rft"], "rft_tiny_arithmetic_seed0"),  # RFT has no β
+        (["loss=ipo", "beta=0.5", "seed=3"], "ipo_tiny_arithmetic_beta0.5_seed3"),
+        (["data=gsm8k"], "dpo_tiny_gsm8k_beta0.1_seed0"),
+        (["online.rounds=2"], "dpo_online2_tiny_arithmetic_beta2.0_seed0"),
+        (
+            ["online.rounds=3", "online.reference=previous"],
+            "dpo_online3-previous_tiny_arithmetic_beta2.0_seed0",
+        ),
+        (["data=synthetic", "loss=orpo"], "orpo_tiny_synthetic_beta0.1_seed0"),  # λ is `beta` for ORPO
+        (
+            ["data=synthetic", "model=hf", "model.path=/models/Qwen/my-sft/"],
+            "dpo_my-sft_synthetic_beta0.1_seed0",
+        ),
+        (["data=synthetic", "model=qwen2"], "dpo_qwen2_synthetic_beta0.1_seed0"),
+    ],
+)
+def test_run_name_is_derived_from_what_runs(overrides, name):
+    cfg = compose_config(overrides, fast=False)
+    assert cfg.run_name == name == run_name(cfg)
+
+
+def test_your_own_data_file_names_the_run(tmp_path: Path):
+    (tmp_path / "prefs.train.jsonl").write_text("")
+    cfg = compose_config(["data=pairs", f"data.train_path={tmp_path / 'prefs.train.jsonl'}"], fast=False)
+    assert cfg.run_name == "dpo_tiny_pairs-prefs_beta0.1_seed0"
+
+
+def test_swept_keys_come_from_sweep_overrides_and_the_sweepers_params():
+    overrides = ["beta=0.1,0.5", "loss=dpo,ipo", "output_root=/tmp/x", "seed=range(0,3)", "data=synthetic"]
+    assert swept_keys(overrides, {"optim.lr": "tag(log, interval(1e-5, 1e-3))"}) == [
+        "beta",
+        "loss",
+        "seed",
+        "optim.lr",
+    ]
+    assert swept_keys(["beta=0.1"], None) == []
+
+
+def test_a_member_folder_says_what_its_sweep_varies(monkeypatch):
+    monkeypatch.setenv(SWEPT_KEYS, "loss,beta")
+    member = ["output_root=/tmp/x", "beta=0.5", "data=synthetic", "loss=ipo"]
+    assert sweep_member(member, "fallback") == "loss=ipo,beta=0.5"  # in the sweep's order
+    monkeypatch.setenv(SWEPT_KEYS, "")
+    assert sweep_member(member, "fallback") == "fallback"
