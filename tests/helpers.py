@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from dpo_exp.cli import CONF_DIR
 from dpo_exp.config import validate_config
 from dpo_exp.data.module import PreferenceDataModule
+from dpo_exp.tasks.arithmetic import parse_prompt
 from dpo_exp.training.module import PreferenceModule
 from dpo_exp.training.run import assemble_run
 from tests.conftest import PROJECT_ROOT
@@ -41,6 +42,35 @@ FAST_TRAINER = [
 # One preference run on a fixed dataset, not the built-in experiment (the default data).
 SINGLE_RUN = ["data=synthetic"]
 FAST = SINGLE_RUN + FAST_MODEL + FAST_DATA + FAST_TRAINER
+
+
+def partial_credit(prompt: str, completion: str, answer: str) -> float:
+    """The fraction of answer characters right: a graded reward, so an untrained model gives pairs."""
+    parse_prompt(prompt)  # a user reward may read the prompt; this one only checks it parses
+    return sum(a == b for a, b in zip(completion, answer, strict=False)) / len(answer)
+
+
+# The built-in experiment (the default data) at a size that runs in seconds.
+SMALL_EXPERIMENT = [
+    *FAST_MODEL,
+    *FAST_TRAINER,
+    "task.reward=tests.helpers:partial_credit",
+    "task.pass_threshold=0.5",
+    "task.splits.eval=32",
+    "task.splits.tune=8",
+    "task.splits.sft=64",
+    "task.splits.sample=32",
+    "task.splits.sample_val=16",
+    "task.splits.sft_check=16",
+    "sft.steps=30",
+    "sft.target_reward=null",
+    "sft.batch_size=16",
+    "sft.lr=1e-2",
+    "data.batch_size=4",
+    "data.eval_batch_size=16",
+    "sample.num_samples=4",
+    "evaluate.batch_size=32",
+]
 
 
 def compose_config(overrides: list[str] | None = None, *, fast: bool = True) -> DictConfig:

@@ -66,8 +66,9 @@ class SweepNaming(Callback):
     """Hydra callback: note the keys a multirun varies, so its members' folders can be named by them."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        params = OmegaConf.to_container(config.hydra.sweeper.get("params") or {}, resolve=False)
-        os.environ[SWEPT_KEYS] = ",".join(swept_keys(list(config.hydra.overrides.task), params))
+        params = config.hydra.sweeper.get("params")
+        keys = swept_keys(list(config.hydra.overrides.task), dict(params) if params else None)
+        os.environ[SWEPT_KEYS] = ",".join(keys)
 
 
 def register_resolvers() -> None:

@@ -44,27 +44,28 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
         import wandb
 
         flat_config = dict(flatten(OmegaConf.to_container(cfg, resolve=True)))
-        # wandb's own start and end notices (a 35-line summary) only with verbosity=verbose;
-        # the result block names the W&B run folder.
+        # wandb's own notices (three at the start, a 35-line summary at the end) only with
+        # verbosity=verbose; the result block names the W&B run folder, its debug.log keeps the rest.
         quiet = not log.isEnabledFor(logging.DEBUG)
-        loggers.append(
-            WandbLogger(
-                project=cfg.logger.project,
-                entity=cfg.logger.entity,
-                name=cfg.run_name,
-                group=cfg.logger.group or sweep_group(),
-                tags=[
-                    f"loss:{cfg.loss.name}",
-                    f"model:{cfg.model.name}",
-                    f"data:{cfg.data.name}",
-                    *cfg.logger.tags,
-                ],
-                save_dir=str(run_dir),
-                offline=not cfg.logger.online,
-                config=flat_config,
-                settings=wandb.Settings(quiet=quiet, silent=quiet),
-            )
+        wandb_logger = WandbLogger(
+            project=cfg.logger.project,
+            entity=cfg.logger.entity,
+            name=cfg.run_name,
+            group=cfg.logger.group or sweep_group(),
+            tags=[
+                f"loss:{cfg.loss.name}",
+                f"model:{cfg.model.name}",
+                f"data:{cfg.data.name}",
+                *cfg.logger.tags,
+            ],
+            save_dir=str(run_dir),
+            offline=not cfg.logger.online,
+            config=flat_config,
+            settings=wandb.Settings(quiet=quiet, silent=quiet),
         )
+        # Lightning always passes `anonymous`, which wandb 0.31 warns "has no effect".
+        wandb_logger._wandb_init.pop("anonymous", None)
+        loggers.append(wandb_logger)
     return loggers
 
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-from tests.e2e.test_pipeline import SMALL
-from tests.helpers import FAST, train_py
+from tests.helpers import FAST, SMALL_EXPERIMENT, train_py
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +29,12 @@ NOISE = (
 
 
 def test_the_experiment_prints_a_line_per_stage_and_a_labelled_result(tmp_path: Path):
-    experiment = [*SMALL, "trainer.enable_progress_bar=true", "loss=rft", f"output_root={tmp_path}"]
+    experiment = [
+        *SMALL_EXPERIMENT,
+        "trainer.enable_progress_bar=true",
+        "loss=rft",
+        f"output_root={tmp_path}",
+    ]
     result = train_py(*experiment)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs" / "rft_tiny_arithmetic_seed0").iterdir()  # RFT: no beta in its name

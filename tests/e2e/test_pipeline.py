@@ -9,38 +9,10 @@ import pytest
 
 from dpo_exp.cli import run
 from dpo_exp.experiment.stages import Task, sft_stage
-from dpo_exp.tasks.arithmetic import parse_prompt
-from tests.helpers import FAST_MODEL, FAST_TRAINER, compose_config
+from tests.helpers import SMALL_EXPERIMENT as SMALL
+from tests.helpers import compose_config
 
 pytestmark = pytest.mark.slow
-
-
-def partial_credit(prompt: str, completion: str, answer: str) -> float:
-    """The fraction of answer characters right: a graded reward, so an untrained model gives pairs."""
-    parse_prompt(prompt)  # a user reward may read the prompt; this one only checks it parses
-    return sum(a == b for a, b in zip(completion, answer, strict=False)) / len(answer)
-
-
-SMALL = [
-    *FAST_MODEL,
-    *FAST_TRAINER,
-    "task.reward=tests.e2e.test_pipeline:partial_credit",
-    "task.pass_threshold=0.5",
-    "task.splits.eval=32",
-    "task.splits.tune=8",
-    "task.splits.sft=64",
-    "task.splits.sample=32",
-    "task.splits.sample_val=16",
-    "task.splits.sft_check=16",
-    "sft.steps=30",
-    "sft.target_reward=null",
-    "sft.batch_size=16",
-    "sft.lr=1e-2",
-    "data.batch_size=4",
-    "data.eval_batch_size=16",
-    "sample.num_samples=4",
-    "evaluate.batch_size=32",
-]
 
 
 def pipeline(tmp_path: Path, name: str, *overrides: str) -> dict:

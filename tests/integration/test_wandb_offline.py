@@ -1,25 +1,105 @@
-"""`logger=wandb` works offline: a run writes a W&B offline run folder beside its CSV metrics."""
+"""`logger=wandb` offline: the run's own `.wandb` file, read back record by record, holds the config
+as columns, the metric history, the summary.json figures as the W&B summary, and the sample table."""
 
 from __future__ import annotations
 
+import json
+import struct
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from wandb.proto.wandb_internal_pb2 import Record
 
 from dpo_exp.cli import run
 from dpo_exp.training.build import flatten
-from tests.helpers import compose_config
+from tests.helpers import SMALL_EXPERIMENT, compose_config
+
+BLOCK, HEADER = 32768, 7
+
+
+def wandb_records(path: Path) -> Iterator[Record]:
+    """The records of a `.wandb` file, parsed with wandb's own protobuf schema.
+
+    wandb 0.31 ships no Python reader of the file (its `datastore` module went with the Python
+    backend); the framing is LevelDB's log format, which wandb-core writes: a 7-byte file header
+    (":W&B", magic 0xBEE1, version 0), then 32 KiB blocks of chunks, each `crc32 (4) | length (2) |
+    type (1) | data`, where type 1 is a whole record and 2, 3, 4 its first, middle and last parts.
+    """
+    data = path.read_bytes()
+    assert struct.unpack("<4sHB", data[:HEADER]) == (b":W&B", 0xBEE1, 0)
+    position, pending = HEADER, b""
+    while position + HEADER <= len(data):
+        if BLOCK - position % BLOCK < HEADER:  # a block's tail too short for a chunk header is padding
+            position += BLOCK - position % BLOCK
+            continue
+        checksum, length, kind = struct.unpack("<IHB", data[position : position + HEADER])
+        if kind == 0:
+            break
+        chunk = data[position + HEADER : position + HEADER + length]
+        assert zlib.crc32(chunk, zlib.crc32(bytes([kind]))) == checksum, "corrupt chunk"
+        position += HEADER + length
+        pending += chunk
+        if kind in (1, 4):  # a whole record, or the last part of one
+            record = Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def items(entries) -> dict[str, object]:
+    """Config, history or summary entries as {"a/b": value}: `key`, or `nested_key` joined by '.'."""
+    return {item.key or ".".join(item.nested_key): json.loads(item.value_json) for item in entries}
 
 
 @pytest.mark.slow
-def test_a_wandb_run_writes_an_offline_run_folder(tmp_path: Path, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    cfg = compose_config(["logger=wandb", "logger.tags=[sweep-test]", "trainer.max_steps=2"])
-    run(cfg, tmp_path)
-    (offline_run,) = (tmp_path / "wandb").glob("offline-run-*")
-    assert list(offline_run.glob("*.wandb")), "no W&B run file"
-    assert (tmp_path / "metrics.csv").exists()
+def test_an_offline_wandb_run_holds_the_config_history_summary_and_sample_table(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    cfg = compose_config([*SMALL_EXPERIMENT, "logger=wandb", f"cache_dir={tmp_path / 'cache'}"], fast=False)
+    summary = run(cfg, run_dir)
+
+    (run_file,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    assert summary["wandb_run_dir"] == str(run_file.parent)
+    records = list(wandb_records(run_file))
+    kinds = [record.WhichOneof("record_type") for record in records]
+    assert kinds[0] == "header" and "exit" in kinds
+
+    (start,) = [record.run for record in records if record.HasField("run")]
+    assert start.display_name == cfg.run_name
+    config = items(start.config.update)
+    for record in records:
+        if record.HasField("config"):
+            config.update(items(record.config.update))
+    assert config["loss.name"] == "dpo" and config["beta"] == 2.0 and config["sft.steps"] == 30
+
+    history = [items(record.history.item) for record in records if record.HasField("history")]
+    csv = pd.read_csv(run_dir / "metrics.csv")
+    logged = [row["train/loss"] for row in history if "train/loss" in row]
+    assert logged == pytest.approx(csv["train/loss"].dropna().tolist())  # the same curve as the CSV
+    assert len(logged) == cfg.trainer.max_steps
+
+    tables = [row for row in history if row.get("eval/samples._type") == "table-file"]
+    assert tables, "no sample table was logged"
+    table = json.loads((run_file.parent / "files" / tables[-1]["eval/samples.path"]).read_text())
+    assert table["columns"] == [
+        "prompt",
+        "policy_sample",
+        "policy_reward",
+        "reference_sample",
+        "reference_reward",
+    ]
+    assert len(table["data"]) == cfg.evaluate.table_size
+
+    final = {}
+    for record in records:
+        if record.HasField("summary"):
+            final.update(items(record.summary.update))
+    for name, value in summary["metrics"].items():
+        assert final[name] == pytest.approx(value), name
+    assert final["reference/eval/true_reward"] == pytest.approx(summary["reference"]["eval/true_reward"])
+    assert final["tokens_per_s"] == pytest.approx(summary["tokens_per_s"])
 
 
 def test_the_config_is_flattened_so_every_override_is_a_column():

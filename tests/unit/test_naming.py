@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from dpo_exp.config.naming import SWEPT_KEYS, run_name, sweep_member, swept_keys
+from dpo_exp.config.naming import SWEPT_KEYS, SweepNaming, run_name, sweep_member, swept_keys
 from tests.helpers import compose_config
 
 
@@ -58,3 +60,17 @@ def test_a_member_folder_says_what_its_sweep_varies(monkeypatch):
     assert sweep_member(member, "fallback") == "loss=ipo,beta=0.5"  # in the sweep's order
     monkeypatch.setenv(SWEPT_KEYS, "")
     assert sweep_member(member, "fallback") == "fallback"
+
+
+def test_a_multirun_notes_its_swept_keys_from_the_command_line_and_the_sweep_file(monkeypatch):
+    monkeypatch.setenv(SWEPT_KEYS, "")
+    config = OmegaConf.create(
+        {
+            "hydra": {
+                "sweeper": {"params": {"loss": "dpo,ipo", "beta": "0.01,0.1"}},  # as sweeps/beta_grid.yaml
+                "overrides": {"task": ["seed=0,1", "output_root=/x"]},
+            }
+        }
+    )
+    SweepNaming().on_multirun_start(config)
+    assert os.environ[SWEPT_KEYS] == "seed,loss,beta"

@@ -1,0 +1,210 @@
+"""Run folders read back, their settings flattened, and runs grouped by what they share.
+
+A group is the members of one sweep (a folder Hydra's multirun made, or one W&B group), or the
+single runs that share every setting but the loss, β, seed and online rounds. Within a group only
+the settings that differ name its runs; the settings it shares are its header.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from dpo_exp.training.run_files import FAILED, SUMMARY
+
+# Settings that name or place a run, or change what it writes but not what it learns.
+IGNORED_PARAMS = ("run_name", "output_root", "cache_dir", "reference.cache_dir", "verbosity", "resume")
+IGNORED_PREFIXES = ("logger.", "checkpoint.", "export.", "trainer.enable_")
+# In the built-in experiment these are the stages' outputs (paths made from other settings).
+EXPERIMENT_DERIVED = ("model.path", "model.ref_path", "data.train_path", "data.validation_path",
+                      "data.source", "data.options")  # fmt: skip
+# Settings single runs may differ in and still be compared in one group.
+AXES = ("loss.", "beta", "seed", "online.")
+# Listed first when they differ; the others follow in name order.
+LEADING_PARAMS = ("loss.name", "beta", "seed")
+# Shown in a group's header whenever the group shares them.
+IDENTITY_PARAMS = ("data.name", "model.name", "loss.name", "beta", "seed", "trainer.max_steps")
+SWEEP_MARKERS = ("multirun.yaml", "sweep_summary.json")
+
+
+@dataclass
+class RunRecord:
+    """One run folder, as read back."""
+
+    path: Path
+    status: str  # finished, failed or incomplete
+    params: dict[str, Any]  # flattened config: "optim.lr" -> 5e-4
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    history: pd.DataFrame | None = None  # metrics.csv
+    sweep: str | None = None  # the sweep folder (or W&B group) it belongs to
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.summary.get("metrics", {})
+
+
+@dataclass
+class RunGroup:
+    """Runs compared together: `varying` names them, `shared` is what they have in common."""
+
+    number: int
+    title: str
+    runs: list[RunRecord]
+    varying: list[str]
+    shared: dict[str, Any]
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """Every folder under `root` (itself included) that a run wrote: it has a summary or a failure.
+
+    An online run's earlier rounds (`<run>/rounds/<n>/`) are parts of that run, not runs of their own.
+    """
+    markers = [*root.rglob(SUMMARY), *root.rglob(FAILED)]
+    return sorted({marker.parent for marker in markers if not is_earlier_round(marker.parent)})
+
+
+def is_earlier_round(folder: Path) -> bool:
+    return folder.parent.name == "rounds" and (folder.parent.parent / "config.yaml").exists()
+
+
+def read_run(path: Path) -> RunRecord:
+    params = read_params(path)
+    if (path / SUMMARY).exists():
+        record = RunRecord(path, "finished", params, summary=json.loads((path / SUMMARY).read_text()))
+    elif (path / FAILED).exists():
+        record = RunRecord(path, "failed", params, error=(path / FAILED).read_text().strip())
+    else:
+        record = RunRecord(path, "incomplete", params)
+    if (path / "metrics.csv").exists():
+        record.history = pd.read_csv(path / "metrics.csv")
+    if any((path.parent / marker).exists() for marker in SWEEP_MARKERS):
+        record.sweep = str(path.parent)
+    return record
+
+
+def read_runs(root: Path) -> list[RunRecord]:
+    return [read_run(path) for path in find_run_dirs(root)]
+
+
+def read_wandb_runs(project: str, group: str | None = None) -> list[RunRecord]:
+    """The same records from the W&B API (needs network and a login): `entity/project`, one group."""
+    import wandb
+
+    filters = {"group": group} if group else {}
+    records = []
+    for run in wandb.Api().runs(project, filters=filters):
+        history = run.history(pandas=True).rename(columns={"_step": "step"})
+        summary = {
+            "metrics": {k: v for k, v in run.summary.items() if isinstance(v, int | float) and "/" in k},
+            "wall_time_s": run.summary.get("_runtime"),
+        }
+        status = {"finished": "finished", "failed": "failed", "crashed": "failed"}.get(
+            run.state, "incomplete"
+        )
+        params = useful_params(dict(run.config))
+        sweep = getattr(run, "group", None) or None
+        records.append(RunRecord(Path(run.name), status, params, summary, history=history, sweep=sweep))
+    return records
+
+
+def read_params(path: Path) -> dict[str, Any]:
+    """The resolved config when the run got far enough to write it, else Hydra's composed copy."""
+    for candidate in (path / "config.yaml", path / ".hydra" / "config.yaml"):
+        if candidate.exists():
+            config = yaml.safe_load(candidate.read_text()) or {}
+            return useful_params(pd.json_normalize(config, sep=".").iloc[0].to_dict())
+    return {}
+
+
+def useful_params(flat: dict[str, Any]) -> dict[str, Any]:
+    """The settings that decide what a run learns (see IGNORED_PARAMS, EXPERIMENT_DERIVED)."""
+    experiment = any(key.startswith("task.") for key in flat)
+    return {
+        key: value
+        for key, value in flat.items()
+        if key not in IGNORED_PARAMS
+        and not key.startswith(IGNORED_PREFIXES)
+        and not (experiment and key.startswith(EXPERIMENT_DERIVED))
+    }
+
+
+# -- what differs ------------------------------------------------------------------------------
+
+
+def known(value: Any) -> bool:
+    """An unresolved interpolation (a run that failed before resolving) says nothing about its value."""
+    return "${" not in str(value)
+
+
+def varying_params(runs: list[RunRecord]) -> list[str]:
+    """Config keys whose value differs between runs, leading ones first.
+
+    A key some runs lack (another loss's option) varies only if the runs that have it differ.
+    """
+    keys = {key for run in runs for key in run.params}
+    varying = [
+        key
+        for key in keys
+        if len({repr(run.params[key]) for run in runs if key in run.params and known(run.params[key])}) > 1
+    ]
+    leading = [key for key in LEADING_PARAMS if key in varying]
+    return leading + sorted(set(varying) - set(leading))
+
+
+def shared_params(runs: list[RunRecord]) -> dict[str, Any]:
+    """Keys every run has, with one value."""
+    common = set.intersection(*(set(run.params) for run in runs)) if runs else set()
+    return {
+        key: runs[0].params[key]
+        for key in sorted(common)
+        if len({repr(run.params[key]) for run in runs}) == 1 and known(runs[0].params[key])
+    }
+
+
+# -- groups ------------------------------------------------------------------------------------
+
+
+def group_key(run: RunRecord) -> tuple:
+    if run.sweep is not None:
+        return ("sweep", run.sweep)
+    rest = {key: repr(value) for key, value in run.params.items() if not key.startswith(AXES)}
+    return ("runs", tuple(sorted(rest.items())))
+
+
+def group_runs(runs: list[RunRecord], root: Path) -> list[RunGroup]:
+    """Runs grouped by sweep, or (single runs) by every setting but loss, β, seed and rounds."""
+    keyed: dict[tuple, list[RunRecord]] = {}
+    for run in runs:
+        keyed.setdefault(group_key(run), []).append(run)
+    everywhere = shared_params(runs)
+    groups = []
+    for number, (key, members) in enumerate(keyed.items(), start=1):
+        shared = shared_params(members)
+        # The header: what tells this group from the others, and what says what ran.
+        header = {k: v for k, v in shared.items() if k not in everywhere or k in IDENTITY_PARAMS}
+        title = group_title(key, members, root)
+        groups.append(RunGroup(number, title, members, varying_params(members), header))
+    return groups
+
+
+def group_title(key: tuple, members: list[RunRecord], root: Path) -> str:
+    count = f"{len(members)} run{'s' if len(members) != 1 else ''}"
+    if key[0] == "sweep":
+        return f"sweep {run_id_path(Path(key[1]), root)} ({count})"
+    return f"single runs ({count})"
+
+
+def run_id_path(path: Path, root: Path) -> str:
+    """`path` relative to `root` where it lies under it (a W&B run's name as it is)."""
+    if path.is_relative_to(root) and path != root:
+        return str(path.relative_to(root))
+    return path.name if path == root else str(path)
