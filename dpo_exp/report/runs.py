@@ -190,7 +190,11 @@ def group_runs(runs: list[RunRecord], root: Path) -> list[RunGroup]:
     for number, (key, members) in enumerate(keyed.items(), start=1):
         shared = shared_params(members)
         # The header: what tells this group from the others, and what says what ran.
-        header = {k: v for k, v in shared.items() if k not in everywhere or k in IDENTITY_PARAMS}
+        keys = [k for k in shared if k not in everywhere or k in IDENTITY_PARAMS]
+        keys.sort(
+            key=lambda k: (k not in LEADING_PARAMS, LEADING_PARAMS.index(k) if k in LEADING_PARAMS else k)
+        )
+        header = {k: shared[k] for k in keys}
         title = group_title(key, members, root)
         groups.append(RunGroup(number, title, members, varying_params(members), header))
     return groups

@@ -155,7 +155,7 @@ def _train(
     resume_from = find_resume_checkpoint(cfg.resume, run_dir)
     if resume_from is not None:
         check_checkpoint(resume_from)
-        stage("resume", f"from {resume_from}")
+        stage("resume", f"resuming from {resume_from}")
         keep_earlier_metrics(run_dir)
     write_resolved_config(cfg, run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -192,11 +192,11 @@ def _train(
 
 
 def describe_run(cfg: DictConfig, parts: RunParts, run_dir: Path) -> str:
-    """`dpo, beta 2: 1762 pairs, 400 steps; policy 0.439M trainable parameters, reference: a frozen model`."""
+    """`dpo (beta 2) on 1762 pairs, 400 steps; 0.44M trainable parameters, reference: frozen model -> dir`."""
     spec, report = parts.spec, parts.data.train.report
-    what = spec.name + (f", beta {cfg.beta:g}" if "beta" in loss_hyperparameters(spec) else "")
+    what = spec.name + (f" (beta {cfg.beta:g})" if "beta" in loss_hyperparameters(spec) else "")
     dropped = sum(report.dropped.values())
-    dropped = f" ({dropped} dropped: see summary.json)" if dropped else ""
+    dropped = f" ({dropped} dropped)" if dropped else ""
     unit = "pairs" if spec.paired else "examples"
     trainable = sum(p.numel() for p in parts.policy.parameters() if p.requires_grad)
     if not spec.needs_reference:
@@ -204,10 +204,12 @@ def describe_run(cfg: DictConfig, parts: RunParts, run_dir: Path) -> str:
     elif parts.cache is not None:
         reference = "cached log-probs"
     else:
-        reference = "a frozen model" if parts.reference is not None else "the policy's base, adapter off"
+        reference = "frozen model" if parts.reference is not None else "the policy's base, adapter off"
+    steps = int(cfg.trainer.get("max_steps") or -1)
+    length = f"{steps} steps" if steps > 0 else f"{cfg.trainer.get('max_epochs')} epochs"
     return (
-        f"{what}: {report.rows_kept} {unit}{dropped}, {cfg.trainer.max_steps} steps; "
-        f"policy {trainable / 1e6:.3g}M trainable parameters, reference: {reference} -> {run_dir}"
+        f"{what} on {report.rows_kept} {unit}{dropped}, {length}; "
+        f"{trainable / 1e6:.3g}M trainable parameters, reference: {reference} -> {run_dir}"
     )
 
 

@@ -38,9 +38,15 @@ def test_beta_by_loss_grid_runs_every_member_and_compare_tables_them(tmp_path: P
 
     table = compare(sweep_dir)
     out = sweep_dir / "compare"
-    for name in ("runs.csv", "runs.md", "metrics_vs_step.png", "final_vs_beta.png"):
+    for name in (
+        "runs.csv",
+        "runs.md",
+        "report.html",
+        "group1_metrics_vs_step.png",
+        "group1_final_vs_beta.png",
+    ):
         assert (out / name).stat().st_size > 0, name
-    assert not (out / "frontier.png").exists()  # no eval/true_reward in these runs
+    assert not (out / "group1_frontier.png").exists()  # no eval/true_reward in these runs
     written = pd.read_csv(out / "runs.csv")
     assert len(written) == len(table) == 4
     assert sorted(zip(written["loss.name"], written["beta"], strict=True)) == [
@@ -51,7 +57,7 @@ def test_beta_by_loss_grid_runs_every_member_and_compare_tables_them(tmp_path: P
     ]
     assert set(written["status"]) == {"finished"}
     assert (written["tokens_per_s"] > 0).all() and written["val/loss"].notna().all()
-    assert "| loss.name | beta |" in (out / "runs.md").read_text()
+    assert "| loss | β | status |" in (out / "runs.md").read_text()  # one group: the sweep
 
 
 def test_a_failing_member_is_reported_and_the_others_finish(tmp_path: Path):

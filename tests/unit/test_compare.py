@@ -1,21 +1,37 @@
-"""compare on hand-written run folders: varying columns, best values, seed spread, the frontier."""
+"""compare on hand-written run folders: groups, what differs, best values, fixed-size plots, labels
+that do not overlap, and one self-contained HTML page."""
 
 from __future__ import annotations
 
+import base64
+import itertools
 import json
+import re
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
-from dpo_exp.report.compare import build_table, compare, read_runs, read_wandb_runs, varying_params
+from dpo_exp.report.compare import (
+    build_table,
+    compare,
+    group_runs,
+    read_runs,
+    read_wandb_runs,
+    varying_params,
+)
+from dpo_exp.report.plots import overlap, place_labels
 
 
-def write_run(root: Path, name: str, *, loss: str, beta: float, seed: int, val_losses: list[float], **final):
+def write_run(
+    root: Path, name: str, *, loss: str, beta: float, seed: int, val_losses: list[float], lr=5e-4, **final
+):
     run_dir = root / name
     run_dir.mkdir(parents=True)
-    config = {"loss": {"name": loss}, "beta": beta, "seed": seed, "optim": {"lr": 5e-4}, "run_name": name}
+    config = {"loss": {"name": loss}, "beta": beta, "seed": seed, "optim": {"lr": lr}, "run_name": name}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     steps = list(range(len(val_losses)))
     pd.DataFrame({"step": steps, "val/loss": val_losses}).to_csv(run_dir / "metrics.csv", index=False)
@@ -50,10 +66,15 @@ def test_the_table_has_a_row_per_run_and_the_varying_hyperparameters(runs_root: 
 def test_compare_writes_every_plot_when_runs_carry_true_reward_and_kl(runs_root: Path):
     compare(runs_root)
     out = runs_root / "compare"
-    for name in ("runs.csv", "runs.md", "metrics_vs_step.png", "final_vs_beta.png", "frontier.png"):
+    # The failed run wrote no config: it shares nothing with the others, so it is a group of its own.
+    (finished,) = [g for g in group_runs(read_runs(runs_root), runs_root) if len(g.runs) == 3]
+    for name in ("metrics_vs_step", "final_vs_beta", "frontier"):
+        assert (out / f"group{finished.number}_{name}.png").stat().st_size > 0, name
+    for name in ("runs.csv", "runs.md", "report.html"):
         assert (out / name).stat().st_size > 0, name
-    markdown = (out / "runs.md").read_text().splitlines()
-    assert len(markdown) == 2 + 4  # header, rule, one line per run
+    markdown = (out / "runs.md").read_text()
+    assert markdown.count("\n## ") + markdown.startswith("## ") == 2  # a section per group
+    assert "| loss | β | seed | status |" in markdown  # what differs in the group, short names first
 
 
 def test_runs_read_from_the_wandb_api_fill_the_same_table(tmp_path: Path, monkeypatch):
@@ -81,10 +102,120 @@ def test_runs_read_from_the_wandb_api_fill_the_same_table(tmp_path: Path, monkey
     assert list(table.index) == ["a", "b"] and list(table["loss.name"]) == ["dpo", "ipo"]
     assert list(table["status"]) == ["finished", "failed"]
     assert table.loc["a", "best val/loss"] == 0.4 and table.loc["a", "wall_time_s"] == 12.0
-    assert (tmp_path / "compare" / "metrics_vs_step.png").exists()
+    assert (tmp_path / "compare" / "group1_metrics_vs_step.png").exists()
 
 
 def test_an_online_runs_earlier_rounds_are_part_of_it_not_runs_of_their_own(tmp_path: Path):
     write_run(tmp_path, "online", loss="dpo", beta=2.0, seed=0, val_losses=[0.69, 0.4])
     write_run(tmp_path / "online" / "rounds", "1", loss="dpo", beta=2.0, seed=0, val_losses=[0.69, 0.5])
     assert [run.path.name for run in read_runs(tmp_path)] == ["online"]
+
+
+def mark_sweep(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "multirun.yaml").write_text("hydra: {}\n")  # what Hydra leaves in a multirun's folder
+
+
+@pytest.fixture
+def mixed_root(tmp_path: Path) -> Path:
+    """A β × loss sweep, a seed sweep, two single runs that differ in loss only, one with another lr."""
+    grid = tmp_path / "sweeps" / "grid"
+    mark_sweep(grid)
+    for number, (beta, loss) in enumerate(itertools.product((0.1, 0.5, 2.0), ("dpo", "ipo"))):
+        final = {"eval/true_reward": 0.5 + beta / 10, "eval/kl": 1 / beta}
+        write_run(
+            grid,
+            f"{number}_beta={beta},loss={loss}",
+            loss=loss,
+            beta=beta,
+            seed=0,
+            val_losses=[0.69, 0.5],
+            **final,
+        )
+    seeds = tmp_path / "sweeps" / "seeds"
+    mark_sweep(seeds)
+    for seed in range(3):
+        write_run(
+            seeds, f"{seed}_seed={seed}", loss="dpo", beta=2.0, seed=seed, val_losses=[0.69, 0.4 + seed / 10]
+        )
+    runs = tmp_path / "runs"
+    write_run(runs, "dpo_single", loss="dpo", beta=0.1, seed=0, val_losses=[0.69, 0.6])
+    write_run(runs, "ipo_single", loss="ipo", beta=0.1, seed=0, val_losses=[25.0, 20.0])
+    write_run(runs, "dpo_other_lr", loss="dpo", beta=0.1, seed=0, val_losses=[0.69, 0.3], lr=1e-3)
+    return tmp_path
+
+
+def test_runs_are_grouped_by_what_they_share(mixed_root: Path):
+    groups = {group.title: group for group in group_runs(read_runs(mixed_root), mixed_root)}
+    assert sorted(groups) == [
+        "single runs (1 run)",
+        "single runs (2 runs)",
+        "sweep sweeps/grid (6 runs)",
+        "sweep sweeps/seeds (3 runs)",
+    ]
+    assert groups["sweep sweeps/grid (6 runs)"].varying == ["loss.name", "beta"]
+    assert groups["sweep sweeps/seeds (3 runs)"].varying == ["seed"]
+    assert groups["sweep sweeps/seeds (3 runs)"].shared == {"beta": 2.0, "loss.name": "dpo", "optim.lr": 5e-4}
+    assert groups["single runs (2 runs)"].varying == ["loss.name"]
+    assert groups["single runs (1 run)"].shared["optim.lr"] == 1e-3  # what sets it apart
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
+
+
+def test_plots_keep_one_readable_size_however_many_runs(mixed_root: Path, tmp_path: Path):
+    big = tmp_path / "big"
+    mark_sweep(big)
+    for number, (beta, loss, seed) in enumerate(
+        itertools.product((0.01, 0.1, 0.5, 1, 2, 4), ("dpo", "ipo", "kto"), (0, 1))
+    ):
+        write_run(big, f"{number}_member", loss=loss, beta=beta, seed=seed, val_losses=[0.69, 0.5, 0.4],
+                  **{"eval/true_reward": 0.5, "eval/kl": 1.0})  # fmt: skip
+    compare(big)
+    compare(mixed_root)
+    sizes = {
+        name: png_size(big / "compare" / f"group1_{name}.png")
+        for name in ("metrics_vs_step", "final_vs_beta")
+    }
+    assert sizes["metrics_vs_step"] == (
+        640,
+        300,
+    )  # one metric: a 3.6 x 2.6 in panel, a 2.8 in legend; 100 dpi
+    assert sizes["final_vs_beta"] == (1360, 300)  # 3 final metrics: 3 panels, the legend
+    small = png_size(mixed_root / "compare" / "group1_metrics_vs_step.png")  # the 6-run grid
+    assert small == sizes["metrics_vs_step"]
+    for path in [*(big / "compare").glob("*.png"), *(mixed_root / "compare").glob("*.png")]:
+        assert png_size(path)[0] < 2000, path
+
+
+def test_frontier_labels_overlap_neither_each_other_nor_the_points():
+    figure = plt.figure(figsize=(6, 4), dpi=100)
+    axis = figure.add_axes((0.1, 0.1, 0.8, 0.8))
+    points = [(1.0 + 0.02 * i, 0.5 + 0.004 * (i % 3)) for i in range(8)] + [(3.0, 0.9), (3.05, 0.9)]
+    axis.scatter(*zip(*points, strict=True))
+    axis.margins(0.2)
+    labels = place_labels(figure, axis, points, [f"β={i / 10:g}" for i in range(len(points))])
+    boxes = [label.get_window_extent(figure.canvas.get_renderer()) for label in labels]
+    assert all(overlap(a, b) == 0 for a, b in itertools.combinations(boxes, 2))
+    markers = [axis.transData.transform(point) for point in points]
+    assert not any(box.x0 < x < box.x1 and box.y0 < y < box.y1 for box in boxes for x, y in markers)
+    frame = axis.get_window_extent(figure.canvas.get_renderer())
+    assert all(
+        frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+        for box in boxes
+    )
+    plt.close(figure)
+
+
+def test_report_html_holds_every_table_and_plot_in_one_file(mixed_root: Path):
+    compare(mixed_root)
+    out = mixed_root / "compare"
+    page = (out / "report.html").read_text()
+    assert page.count("<section>") == 4 and page.count("<table>") == 4
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)">', page)
+    assert sorted(name for name, _ in images) == sorted(path.stem for path in out.glob("group*.png"))
+    assert all(base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n" for _, data in images)
+    assert not re.search(r'(src|href)="(?!data:)', page)  # nothing fetched from elsewhere
+    assert "0_beta=0.1,loss=dpo" in page and "Shared: loss=dpo, β=2" in page
