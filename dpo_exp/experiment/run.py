@@ -187,7 +187,9 @@ def experiment_result(cfg: DictConfig, summary: dict[str, Any], seconds: float) 
     rows = [(f"measured{where}", ["policy", "SFT", "change"])]
     for key, label in EXPERIMENT_FIGURES.items():
         value = metrics.get(key, float("nan"))
-        rows.append((label, [f"{value:.3f}", f"{reference[key]:.3f}", f"{value - reference[key]:+.3f}"]))
+        change = value - reference[key]
+        change = 0.0 if abs(change) < 5e-4 else change  # no "-0.000"
+        rows.append((label, [f"{value:.3f}", f"{reference[key]:.3f}", f"{change:+.3f}"]))
     if "val/rewards/accuracy" in metrics:
         rows.append(("held-out pairs ranked right (fraction)", [f"{metrics['val/rewards/accuracy']:.3f}"]))
     rounds = [

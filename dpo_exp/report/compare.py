@@ -54,7 +54,6 @@ TERMINAL_NAMES = {
     "val/logratio/chosen": "Δlogp chosen",
     "eval/true_reward": "true reward",
     "eval/kl": "KL",
-    "tokens_per_s": "tokens/s",
 }
 PLOTS: dict[str, Callable[[RunGroup, Path], bool]] = {
     "metrics_vs_step": plot_metrics_vs_step,
@@ -84,6 +83,10 @@ def metric_columns(runs: list[RunRecord], run: RunRecord) -> dict[str, Any]:
     return row
 
 
+# What the group tables call the run's time and speed (runs.csv keeps the field names).
+SHOWN_NAMES = {"wall_time_s": "time (s)", "tokens_per_s": "tokens/s"}
+
+
 def build_table(runs: list[RunRecord], root: Path, groups: list[RunGroup] | None = None) -> pd.DataFrame:
     """Every run, a row: its folder, group, status, the settings that differ anywhere, metrics."""
     params = varying_params(runs)
@@ -111,7 +114,8 @@ def group_table(group: RunGroup, root: Path) -> pd.DataFrame:
             row["error"] = run.error
         rows.append(row)
     leading = [short(key) for key in group.varying]
-    return pd.DataFrame(rows).sort_values(leading, kind="stable") if leading else pd.DataFrame(rows)
+    table = pd.DataFrame(rows).rename(columns=SHOWN_NAMES)
+    return table.sort_values(leading, kind="stable") if leading else table
 
 
 def run_id(run: RunRecord, root: Path) -> str:
@@ -140,7 +144,7 @@ def group_heading(group: RunGroup) -> str:
 
 def terminal_table(table: pd.DataFrame) -> str:
     """The group's table for a terminal: no best-of columns, short metric names, numbers to 4 digits."""
-    keep = [c for c in table.columns if not str(c).startswith("best ") and c not in ("wall_time_s", "error")]
+    keep = [c for c in table.columns if not str(c).startswith("best ") and c not in ("time (s)", "error")]
     shown = table[keep].rename(columns=TERMINAL_NAMES)
     return shown.to_string(index=False, float_format=lambda x: f"{x:.4g}", na_rep="")
 

@@ -23,7 +23,9 @@ h1 { font-size: 20px; margin-bottom: 4px; } h2 { font-size: 16px; margin: 28px 0
 p.meta, p.shared { color: #555; margin: 2px 0 8px; }
 table { border-collapse: collapse; margin: 8px 0 12px; font-size: 13px; }
 th, td { padding: 3px 10px; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
-th { background: #f4f4f4; } td.text, th.text { text-align: left; }
+th { background: #f4f4f4; white-space: normal; max-width: 8em; vertical-align: bottom; }
+td.text, th.text { text-align: left; } td.text { white-space: normal; overflow-wrap: anywhere; }
+div.table { overflow-x: auto; }
 tr.failed td { color: #b00020; } tr.incomplete td { color: #8a6d00; }
 img { display: block; max-width: 100%; height: auto; margin: 8px 0 16px; }
 """
@@ -37,6 +39,11 @@ def cell(value: Any) -> str:
     return str(value)
 
 
+def breakable(name: str) -> str:
+    """A column name that may wrap after each "/" (`val/rewards/accuracy`)."""
+    return html.escape(name).replace("/", "/<wbr>")
+
+
 def table_html(table: pd.DataFrame) -> str:
     """The table, numbers right-aligned, a failed or incomplete run's row coloured by its status."""
     text_columns = {
@@ -45,7 +52,7 @@ def table_html(table: pd.DataFrame) -> str:
         if not pd.api.types.is_numeric_dtype(table[column]) and not table[column].isna().all()
     }
     head = "".join(
-        f'<th class="{"text" if column in text_columns else "num"}">{html.escape(str(column))}</th>'
+        f'<th class="{"text" if column in text_columns else "num"}">{breakable(str(column))}</th>'
         for column in table.columns
     )
     rows = []
@@ -55,7 +62,8 @@ def table_html(table: pd.DataFrame) -> str:
             for column in table.columns
         )
         rows.append(f'<tr class="{html.escape(str(row.get("status", "")))}">{cells}</tr>')
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    body = "".join(rows)
+    return f'<div class="table"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def image_html(path: Path) -> str:

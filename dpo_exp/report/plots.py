@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # files only, never a window
 
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
 from dpo_exp.report.runs import RunGroup, RunRecord  # noqa: E402
@@ -62,8 +63,10 @@ def series(runs: list[RunRecord], keys: list[str]) -> dict[str, list[RunRecord]]
     """Runs by their values of `keys` (in order of appearance): one line, or point, each."""
     grouped: dict[str, list[RunRecord]] = {}
     for run in runs:
-        grouped.setdefault(describe(run, keys) or "all runs", []).append(run)
-    return grouped
+        grouped.setdefault(describe(run, keys), []).append(run)
+    return {
+        label or ("the run" if len(v) == 1 else f"mean of {len(v)} runs"): v for label, v in grouped.items()
+    }
 
 
 def line_keys(group: RunGroup) -> list[str]:
@@ -97,6 +100,12 @@ def legend(figure: plt.Figure, handles: list[Any], labels: list[str]) -> None:
         labels.append(f"… {hidden} more: see the table")
     wrapped = [textwrap.fill(label, 30) for label in labels]
     figure.legend(handles, wrapped, loc="outside right upper", fontsize="small", frameon=False)
+
+
+def plain_numbers(axis: plt.Axes) -> None:
+    """A grid, and y ticks written out (no "1e-9 + 0.1458" offset above the axis)."""
+    axis.grid(alpha=0.3)
+    axis.ticklabel_format(axis="y", useOffset=False)
 
 
 def save(figure: plt.Figure, path: Path) -> None:
@@ -133,7 +142,7 @@ def plot_metrics_vs_step(group: RunGroup, path: Path) -> bool:
                 axis.fill_between(points.index, points["min"], points["max"], color=colour, alpha=0.2)
         axis.set_title(metric, fontsize="medium")
         axis.set_xlabel("step")
-        axis.grid(alpha=0.3)
+        plain_numbers(axis)
     handles, labels = axes[0].get_legend_handles_labels()
     seeds = " (mean over seeds, band: min-max)" if "seed" in group.varying else ""
     legend(figure, handles, labels)
@@ -164,7 +173,7 @@ def plot_final_vs_beta(group: RunGroup, path: Path) -> bool:
             )
         axis.set(title=f"final {metric}", xlabel="β", xscale="log")
         axis.title.set_fontsize("medium")
-        axis.grid(alpha=0.3)
+        plain_numbers(axis)
     if len(lines) > 1:
         legend(figure, *axes[0].get_legend_handles_labels())
     figure.suptitle(f"{group.title}: final metrics against β (mean ± sd over seeds)", fontsize="medium")
@@ -266,6 +275,7 @@ def plot_frontier(group: RunGroup, path: Path) -> bool:
     axis.set(xlabel="KL(policy ‖ reference), nats per answer", ylabel="true reward")
     axis.set_title(f"{group.title}: reward against KL", fontsize="medium")
     axis.grid(alpha=0.3)
+    axis.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))  # the axes' place is fixed: short ticks
     axis.margins(0.12)
     handles, labels = axis.get_legend_handles_labels()
     wrapped = [textwrap.fill(label, 30) for label in labels]

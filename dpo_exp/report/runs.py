@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from dpo_exp.losses import takes_beta
 from dpo_exp.training.run_files import FAILED, SUMMARY
 
 # Settings that name or place a run, or change what it writes but not what it learns.
@@ -23,12 +24,14 @@ IGNORED_PREFIXES = ("logger.", "checkpoint.", "export.", "trainer.enable_")
 # In the built-in experiment these are the stages' outputs (paths made from other settings).
 EXPERIMENT_DERIVED = ("model.path", "model.ref_path", "data.train_path", "data.validation_path",
                       "data.source", "data.options")  # fmt: skip
+# The built-in experiment's own sections: they change nothing in a run on a fixed dataset.
+EXPERIMENT_ONLY = ("task.", "sft.", "sample.", "evaluate.", "online.")
 # Settings single runs may differ in and still be compared in one group.
 AXES = ("loss.", "beta", "seed", "online.")
 # Listed first when they differ; the others follow in name order.
 LEADING_PARAMS = ("loss.name", "beta", "seed")
-# Shown in a group's header whenever the group shares them.
-IDENTITY_PARAMS = ("data.name", "model.name", "loss.name", "beta", "seed", "trainer.max_steps")
+# Shown in a group's header whenever the group shares them, in this order.
+IDENTITY_PARAMS = ("loss.name", "beta", "seed", "data.name", "model.name", "trainer.max_steps")
 SWEEP_MARKERS = ("multirun.yaml", "sweep_summary.json")
 
 
@@ -126,15 +129,19 @@ def read_params(path: Path) -> dict[str, Any]:
 
 
 def useful_params(flat: dict[str, Any]) -> dict[str, Any]:
-    """The settings that decide what a run learns (see IGNORED_PARAMS, EXPERIMENT_DERIVED)."""
+    """The settings that decide what a run learns: not those that name or place it, not the
+    experiment's stage outputs or (on a fixed dataset) its unused sections, not β where the loss
+    has none."""
     experiment = any(key.startswith("task.") for key in flat)
-    return {
+    unused = EXPERIMENT_DERIVED if experiment else EXPERIMENT_ONLY
+    params = {
         key: value
         for key, value in flat.items()
-        if key not in IGNORED_PARAMS
-        and not key.startswith(IGNORED_PREFIXES)
-        and not (experiment and key.startswith(EXPERIMENT_DERIVED))
+        if key not in IGNORED_PARAMS and not key.startswith(IGNORED_PREFIXES) and not key.startswith(unused)
     }
+    if "loss.name" in params and not takes_beta(str(params["loss.name"])):
+        params.pop("beta", None)
+    return params
 
 
 # -- what differs ------------------------------------------------------------------------------
@@ -185,19 +192,26 @@ def group_runs(runs: list[RunRecord], root: Path) -> list[RunGroup]:
     keyed: dict[tuple, list[RunRecord]] = {}
     for run in runs:
         keyed.setdefault(group_key(run), []).append(run)
-    everywhere = shared_params(runs)
     groups = []
     for number, (key, members) in enumerate(keyed.items(), start=1):
-        shared = shared_params(members)
-        # The header: what tells this group from the others, and what says what ran.
-        keys = [k for k in shared if k not in everywhere or k in IDENTITY_PARAMS]
-        keys.sort(
-            key=lambda k: (k not in LEADING_PARAMS, LEADING_PARAMS.index(k) if k in LEADING_PARAMS else k)
-        )
-        header = {k: shared[k] for k in keys}
+        others = [run for run in runs if all(run is not member for member in members)]
+        header = group_header(shared_params(members), others)
         title = group_title(key, members, root)
         groups.append(RunGroup(number, title, members, varying_params(members), header))
     return groups
+
+
+def group_header(shared: dict[str, Any], others: list[RunRecord]) -> dict[str, Any]:
+    """What a group shares that says what ran (loss, β, seed, data, model, steps) or that sets it
+    apart: a value some run outside it has otherwise."""
+
+    def differs(key: str) -> bool:
+        return any(key in run.params and repr(run.params[key]) != repr(shared[key]) for run in others)
+
+    keys = [key for key in shared if key in IDENTITY_PARAMS or differs(key)]
+    order = {key: rank for rank, key in enumerate(IDENTITY_PARAMS)}
+    keys.sort(key=lambda key: (order.get(key, len(order)), key))
+    return {key: shared[key] for key in keys}
 
 
 def group_title(key: tuple, members: list[RunRecord], root: Path) -> str:
