@@ -155,14 +155,16 @@ def known(value: Any) -> bool:
 def varying_params(runs: list[RunRecord]) -> list[str]:
     """Config keys whose value differs between runs, leading ones first.
 
-    A key some runs lack (another loss's option) varies only if the runs that have it differ.
+    A key some runs lack (another loss's option) varies only if the runs that have it differ;
+    but β, which a loss without one (RFT) lacks, is shown whenever some run has it and some not.
     """
-    keys = {key for run in runs for key in run.params}
-    varying = [
-        key
-        for key in keys
-        if len({repr(run.params[key]) for run in runs if key in run.params and known(run.params[key])}) > 1
-    ]
+
+    def varies(key: str) -> bool:
+        values = {repr(run.params[key]) for run in runs if key in run.params and known(run.params[key])}
+        partial = key in LEADING_PARAMS and any(key not in run.params for run in runs) and bool(values)
+        return len(values) > 1 or partial
+
+    varying = [key for key in {key for run in runs for key in run.params} if varies(key)]
     leading = [key for key in LEADING_PARAMS if key in varying]
     return leading + sorted(set(varying) - set(leading))
 

@@ -24,6 +24,7 @@ from dpo_exp.report.compare import (
     varying_params,
 )
 from dpo_exp.report.plots import overlap, place_labels
+from dpo_exp.report.runs import useful_params
 
 
 def write_run(
@@ -219,3 +220,27 @@ def test_report_html_holds_every_table_and_plot_in_one_file(mixed_root: Path):
     assert all(base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n" for _, data in images)
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing fetched from elsewhere
     assert "0_beta=0.1,loss=dpo" in page and "Shared: loss=dpo, β=2" in page
+
+
+def test_only_settings_that_decide_what_a_run_learns_are_compared():
+    experiment = {"task.name": "arithmetic", "sft.steps": 600, "model.path": "/cache/sft/ab/model",
+                  "data.train_path": "/cache/sample/cd/pairs.jsonl", "loss.name": "rft", "beta": 2.0,
+                  "output_root": "outputs", "logger.name": "csv", "optim.lr": 2e-4}  # fmt: skip
+    assert useful_params(experiment) == {"task.name": "arithmetic", "sft.steps": 600, "loss.name": "rft",
+                                         "optim.lr": 2e-4}  # fmt: skip
+    fixed = {
+        "data.train_path": "prefs.jsonl",
+        "sft.steps": 600,
+        "online.rounds": 1,
+        "loss.name": "dpo",
+        "beta": 0.1,
+    }
+    assert useful_params(fixed) == {"data.train_path": "prefs.jsonl", "loss.name": "dpo", "beta": 0.1}
+
+
+def test_beta_is_a_column_when_a_loss_without_one_sits_beside_a_loss_with_one(tmp_path: Path):
+    write_run(tmp_path, "dpo", loss="dpo", beta=1.0, seed=0, val_losses=[0.69, 0.5])
+    write_run(tmp_path, "rft", loss="rft", beta=2.0, seed=0, val_losses=[2.0, 1.5])
+    runs = read_runs(tmp_path)
+    assert "beta" not in runs[1].params  # rft: no beta
+    assert varying_params(runs) == ["loss.name", "beta"]
