@@ -188,7 +188,7 @@ SMALL_EXPERIMENT = [
     "sft.lr=1e-2",
     "sample.num_samples=8",
     "evaluate.batch_size=16",
-    "task.reward=tests.e2e.test_pipeline:partial_credit",
+    "task.reward=tests.helpers:partial_credit",
     "task.pass_threshold=0.5",
 ]
 
