@@ -86,9 +86,16 @@ def sft_stage(cfg: DictConfig, task: Task) -> StageResult:
     }
     start = time.perf_counter()
     result = cached_stage(Path(cfg.cache_dir), "sft", settings, lambda folder: build_sft(cfg, task, folder))
-    steps = f"{cfg.sft.steps} steps on {len(task.problems['sft'])} demonstrations"
-    stage("sft", f"{built(result, start)} {result.path} ({steps})")
+    stage("sft", f"{built(result, start)} {result.path} ({sft_summary(sft_stats(result), task)})")
     return result
+
+
+def sft_summary(stats: dict[str, Any], task: Task) -> str:
+    """`412 steps on 4000 demonstrations, sampled reward 0.5 reached at step 400`."""
+    text = f"{stats.get('steps', '?')} steps on {len(task.problems['sft'])} demonstrations"
+    if stats.get("reached_at_step") is not None:
+        text += f", sampled reward {stats['target_reward']:g} reached at step {stats['reached_at_step']}"
+    return text
 
 
 def built(result: StageResult, start: float) -> str:
@@ -109,11 +116,11 @@ def build_sft(cfg: DictConfig, task: Task, folder: Path) -> None:
     trainer = L.Trainer(
         max_steps=int(cfg.sft.steps),
         logger=CSVLogger(save_dir=folder, name="", version=""),
-        callbacks=[] if stop is None else [stop],
+        callbacks=([] if stop is None else [stop])
+        + ([StepProgressBar("sft")] if cfg.trainer.enable_progress_bar else []),
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=cfg.trainer.enable_progress_bar,
-        callbacks=[StepProgressBar("sft")] if cfg.trainer.enable_progress_bar else [],
         gradient_clip_val=1.0,
         deterministic=True,
         log_every_n_steps=cfg.trainer.log_every_n_steps,

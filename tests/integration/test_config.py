@@ -183,13 +183,22 @@ def test_the_built_in_experiment_refuses_what_its_data_replaces(overrides, messa
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ([*FIXED, "reference.cache_dir=/tmp/x"], "reference.cache_dir: has no effect: the reference cache is off"),
+        (
+            [*FIXED, "reference.cache_dir=/tmp/x"],
+            "reference.cache_dir: has no effect: the reference cache is off",
+        ),
         (
             [*FIXED, "trainer.enable_checkpointing=false", "checkpoint.every_n_steps=5"],
             "checkpoint.every_n_steps: has no effect: trainer.enable_checkpointing=false",
         ),
-        ([*FIXED, "export.save=false", "export.lora=adapter"], "export.lora: has no effect: nothing is exported"),
-        (["online.reference=previous"], "online.reference: has no effect: one round's reference is the SFT model"),
+        (
+            [*FIXED, "export.save=false", "export.lora=adapter"],
+            "export.lora: has no effect: nothing is exported",
+        ),
+        (
+            ["online.reference=previous"],
+            "online.reference: has no effect: one round's reference is the SFT model",
+        ),
         (["sft.target_reward=null", "sft.check_every=5"], "sft.check_every: has no effect"),
         ([*FIXED, "+trainer.max_epoch=3"], "trainer.max_epoch: not an argument of lightning.Trainer"),
     ],
