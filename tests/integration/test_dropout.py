@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config
 
+from dpo_exp.config import ConfigError, validate_config
 from dpo_exp.models.loading import load_policy, load_tokenizer
 from tests.conftest import tiny_llama_config
 from tests.helpers import compose_config
@@ -86,3 +87,9 @@ def test_dropout_is_off_by_default_for_every_model_group():
     for group in ("tiny", "hf", "llama", "qwen2", "gpt2", "pythia"):
         overrides = [f"model={group}"] + ([] if group == "tiny" else ["model.path=/some/model"])
         assert compose_config(overrides, fast=False).model.dropout is False, group
+
+
+def test_dropout_takes_true_or_false_only():
+    cfg = compose_config(["data=synthetic", "model.dropout=0.1"], fast=False)
+    with pytest.raises(ConfigError, match="model.dropout must be true or false, got 0.1"):
+        validate_config(cfg)
