@@ -24,7 +24,7 @@ p.meta, p.shared { color: #555; margin: 2px 0 8px; }
 table { border-collapse: collapse; margin: 8px 0 12px; font-size: 13px; }
 th, td { padding: 3px 10px; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
 th { background: #f4f4f4; white-space: normal; max-width: 8em; vertical-align: bottom; }
-td.text, th.text { text-align: left; } td.text { white-space: normal; overflow-wrap: anywhere; }
+td.text, th.text { text-align: left; } td.path { white-space: normal; overflow-wrap: anywhere; }
 div.table { overflow-x: auto; }
 tr.failed td { color: #b00020; } tr.incomplete td { color: #8a6d00; }
 img { display: block; max-width: 100%; height: auto; margin: 8px 0 16px; }
@@ -58,7 +58,8 @@ def table_html(table: pd.DataFrame) -> str:
     rows = []
     for row in table.to_dict(orient="records"):
         cells = "".join(
-            f'<td class="{"text" if column in text_columns else "num"}">{html.escape(cell(row[column]))}</td>'
+            f'<td class="{"text" if column in text_columns else "num"}{" path" if column == "run" else ""}">'
+            f"{html.escape(cell(row[column]))}</td>"
             for column in table.columns
         )
         rows.append(f'<tr class="{html.escape(str(row.get("status", "")))}">{cells}</tr>')

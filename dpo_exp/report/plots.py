@@ -56,7 +56,8 @@ def value_text(value: Any) -> str:
 
 
 def describe(run: RunRecord, keys: list[str]) -> str:
-    return " ".join(f"{short(key)}={value_text(run.params.get(key))}" for key in keys)
+    """`loss=dpo β=0.5`: the run's values of `keys` (a key it lacks, such as RFT's β, left out)."""
+    return " ".join(f"{short(key)}={value_text(run.params[key])}" for key in keys if key in run.params)
 
 
 def series(runs: list[RunRecord], keys: list[str]) -> dict[str, list[RunRecord]]:
@@ -155,7 +156,8 @@ def plot_final_vs_beta(group: RunGroup, path: Path) -> bool:
     """Final metrics against β, a line per other setting: mean over seeds, bars at ± one sd."""
     finished = [run for run in group.runs if run.status == "finished"]
     metrics = [name for name in FINAL_METRICS if any(name in run.final for run in finished)]
-    if "beta" not in group.varying or not metrics:
+    betas = {run.params["beta"] for run in finished if "beta" in run.params}
+    if len(betas) < 2 or not metrics:
         return False
     others = [key for key in line_keys(group) if key != "beta"]
     lines = series(finished, others)

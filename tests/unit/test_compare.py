@@ -23,7 +23,7 @@ from dpo_exp.report.compare import (
     read_wandb_runs,
     varying_params,
 )
-from dpo_exp.report.plots import overlap, place_labels
+from dpo_exp.report.plots import overlap, place_labels, series
 from dpo_exp.report.runs import useful_params
 
 
@@ -244,3 +244,7 @@ def test_beta_is_a_column_when_a_loss_without_one_sits_beside_a_loss_with_one(tm
     runs = read_runs(tmp_path)
     assert "beta" not in runs[1].params  # rft: no beta
     assert varying_params(runs) == ["loss.name", "beta"]
+    (group,) = group_runs(runs, tmp_path)
+    assert list(series(group.runs, group.varying)) == ["loss=dpo β=1", "loss=rft"]
+    compare(tmp_path)
+    assert not (tmp_path / "compare" / "group1_final_vs_beta.png").exists()  # one β: no line to draw
