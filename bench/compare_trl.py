@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 
 THREADS = os.environ.get("BENCH_THREADS", "2")  # torch threads of every worker
+# The OpenMP wait policy of every worker, TRL's included: dpo_exp sets PASSIVE when imported, so
+# both sides get the same one here (BENCH_OMP_WAIT=ACTIVE compares them spinning).
+OMP_WAIT = os.environ.get("BENCH_OMP_WAIT", "PASSIVE")
 VOCAB = 2000
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +81,7 @@ def build_model_and_data(directory: Path, *, train_pairs: int, seed: int = 0) ->
 
 def child_env() -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS=THREADS, MKL_NUM_THREADS=THREADS, TOKENIZERS_PARALLELISM="false")
+    env["OMP_WAIT_POLICY"] = OMP_WAIT
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="disabled", TQDM_DISABLE="1")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
