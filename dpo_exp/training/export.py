@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel
 
 from dpo_exp.models.lora import TRAINED_ADAPTER, is_lora
+from dpo_exp.storage import building_folder
 
 EXPORT_DIR = "model"  # inside the run folder
 
@@ -21,17 +23,21 @@ def export_policy(
     A LoRA policy is merged into its base (`export.lora=merged`, in place: call this after
     training) or saved as the adapter alone (`export.lora=adapter`), which
     `AutoModelForCausalLM.from_pretrained` loads on top of the base named in its adapter_config.json.
+    The folder is written under a temporary name and renamed into place: it is whole or absent.
     """
     model = policy
     if is_lora(policy) and cfg.export.lora == "merged":
         model = policy.merge_and_unload()
-    if is_lora(model):
-        # Only the trained adapter: a frozen reference copy of the starting adapter is not the result.
-        model.save_pretrained(directory, selected_adapters=[TRAINED_ADAPTER])
-    else:
-        model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    (directory / "README.md").write_text(model_card(cfg, summary, adapter=is_lora(model)))
+    if directory.exists():  # an earlier export of a run that stopped before its summary
+        shutil.rmtree(directory)
+    with building_folder(directory) as building:
+        if is_lora(model):
+            # Only the trained adapter: a frozen reference copy of the starting adapter is not the result.
+            model.save_pretrained(building, selected_adapters=[TRAINED_ADAPTER])
+        else:
+            model.save_pretrained(building)
+        tokenizer.save_pretrained(building)
+        (building / "README.md").write_text(model_card(cfg, summary, adapter=is_lora(model)))
     return directory
 
 
