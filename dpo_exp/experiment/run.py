@@ -17,6 +17,7 @@ from omegaconf import DictConfig, open_dict
 
 from dpo_exp.data.records import PreferencePair
 from dpo_exp.data.tokenize import TokenizedPair, tokenize_records
+from dpo_exp.errors import ConfigError
 from dpo_exp.experiment.cache import StageResult
 from dpo_exp.experiment.evaluate import TrueRewardEval
 from dpo_exp.experiment.sample import STATS, split_files
@@ -82,7 +83,7 @@ def training_config(
     kind = training_data_kind(spec)
     for split in ("train", "val"):
         if not read_jsonl(sample.path / split_files(split)[kind]):
-            raise ValueError(
+            raise ConfigError(
                 f"no prompt of the {split} split gave a usable {kind} example (see [sample] above): "
                 "train the SFT model longer, or draw more samples (sample.num_samples)"
             )
