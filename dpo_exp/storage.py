@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dpo_exp.errors import storage_error
+from dpo_exp.errors import STORAGE_ERRNOS, WriteError
 
 TEMPORARY_MARK = ".partial"  # in the name of every temporary file or folder this module makes
 CHUNK = 1 << 24
@@ -28,12 +28,12 @@ def writing(path: str | os.PathLike[str], *, needed: int | None = None) -> Itera
     """Turn a full disk or an unwritable folder met while writing `path` into a WriteError naming it."""
     try:
         yield
+    except WriteError:
+        raise
     except OSError as error:
-        converted = storage_error(error, path)
-        if converted is None or converted is error:
+        if error.errno not in STORAGE_ERRNOS:
             raise
-        converted.needed = needed
-        raise converted from error
+        raise WriteError(path, error, needed=needed) from error
 
 
 def temporary_name(path: Path) -> str:
@@ -88,14 +88,18 @@ def remove_partials(path: Path) -> list[Path]:
 
     Call only while no other process can be writing `path` (under its lock).
     """
-    removed = []
-    for leftover in path.parent.glob(temporary_name(path) + "*"):
-        if leftover.is_dir():
-            shutil.rmtree(leftover, ignore_errors=True)
-        else:
-            leftover.unlink(missing_ok=True)
-        removed.append(leftover)
+    removed = sorted(path.parent.glob(temporary_name(path) + "*"))
+    for leftover in removed:
+        remove_path(leftover)
     return removed
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file or a folder, if there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 # -- digests -----------------------------------------------------------------------------------

@@ -9,9 +9,11 @@ pickled code (weights-only; a sharded one is checked by `sharded.py` first).
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
+from weakref import proxy
 
 import lightning as L
 import numpy as np
@@ -19,7 +21,15 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from dpo_exp.errors import ConfigError
-from dpo_exp.storage import digest_problem, digests_of, files_under, write_json_atomically, writing
+from dpo_exp.storage import (
+    digest_problem,
+    digests_of,
+    files_under,
+    remove_path,
+    temporary_name,
+    write_json_atomically,
+    writing,
+)
 from dpo_exp.training.sharded import DISTRIBUTED_INDEX, ShardedCheckpointError, check_sharded_items
 
 CHECKPOINT_DIR = "checkpoints"
@@ -36,12 +46,29 @@ class DigestedCheckpoint(ModelCheckpoint):
         self.config = config
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        path = Path(filepath)
-        with writing(path, needed=previous_size(path.parent)):
-            super()._save_checkpoint(trainer, filepath)
-            if trainer.is_global_zero:
-                record = {"files": digests_of([path], path.parent), "config": self.config}
-                write_json_atomically(record, digests_file(path))
+        """ModelCheckpoint's save, into a hidden partial name renamed into place, then the digest list.
+
+        Lightning writes a checkpoint file by copying a temporary file into the final name, so a full
+        disk or a kill would leave a truncated checkpoint there; a partial one is never under the final name.
+        """
+        final = Path(filepath)
+        partial = final.with_name(temporary_name(final) + "save")  # the same name on every rank
+        with writing(final, needed=previous_size(final.parent)):
+            try:
+                trainer.save_checkpoint(partial, self.save_weights_only)
+                if trainer.is_global_zero:
+                    remove_path(final)  # a checkpoint of this step left, without digests, by a killed run
+                    os.replace(partial, final)
+                    record = {"files": digests_of([final], final.parent), "config": self.config}
+                    write_json_atomically(record, digests_file(final))
+            finally:
+                if trainer.is_global_zero:
+                    remove_path(partial)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
 
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         if trainer.is_global_zero:
