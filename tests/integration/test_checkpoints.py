@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -113,7 +115,10 @@ def sharded_checkpoint(folder: Path, state: dict) -> Path:
 def test_a_sharded_checkpoint_folder_is_checked_and_one_without_its_state_file_refused(tmp_path: Path):
     run_dir = tmp_path / "run"
     folder = run_dir / "checkpoints" / "step000004.ckpt"
-    state = {"model": {"w": torch.ones(3, 2)}, "optimizer": {"param_groups": [{"lr": 0.1, "betas": (0.9, 0.99)}]}}
+    state = {
+        "model": {"w": torch.ones(3, 2)},
+        "optimizer": {"param_groups": [{"lr": 0.1, "betas": (0.9, 0.99)}]},
+    }
     sharded_checkpoint(folder, state)
     check_checkpoint(folder)
     assert locate_checkpoint(folder) == folder  # a checkpoint, not a run folder
@@ -124,3 +129,34 @@ def test_a_sharded_checkpoint_folder_is_checked_and_one_without_its_state_file_r
     with pytest.raises(ConfigError, match="incomplete"):
         check_checkpoint(folder)
     assert latest_checkpoint(run_dir) is None
+
+
+class Payload:
+    """Pickles as a call to os.system: what a crafted checkpoint would run as it loads."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_index_is_refused_without_running_its_payload(tmp_path: Path):
+    folder = sharded_checkpoint(tmp_path / "step000004.ckpt", {"model": {"w": torch.ones(2)}})
+    marker = tmp_path / "payload_ran"
+    (folder / ".metadata").write_bytes(pickle.dumps(Payload(marker)))
+    # Its digest list matches: a crafted folder can carry one, so the index itself is checked.
+    write_json_atomically({"files": digests_of([folder], folder.parent), "config": {}}, digests_file(folder))
+    with pytest.raises(ConfigError, match=r"refused: its \.metadata refers to posix\.system"):
+        check_checkpoint(folder)
+    assert not marker.exists()
+
+
+def test_a_shard_item_that_would_run_code_is_refused_without_running_it(tmp_path: Path):
+    marker = tmp_path / "payload_ran"
+    folder = sharded_checkpoint(
+        tmp_path / "step000004.ckpt", {"model": {"w": torch.ones(2)}, "x": Payload(marker)}
+    )
+    with pytest.raises(ConfigError, match="item x does not load weights-only"):
+        check_checkpoint(folder)
+    assert not marker.exists()
