@@ -9,22 +9,15 @@ import pytest
 
 from dpo_exp.cli import run
 from dpo_exp.experiment.stages import Task, sft_stage
-from dpo_exp.tasks.arithmetic import parse_prompt
 from tests.helpers import FAST_MODEL, FAST_TRAINER, compose_config
 
 pytestmark = pytest.mark.slow
 
 
-def partial_credit(prompt: str, completion: str, answer: str) -> float:
-    """The fraction of answer characters right: a graded reward, so an untrained model gives pairs."""
-    parse_prompt(prompt)  # a user reward may read the prompt; this one only checks it parses
-    return sum(a == b for a, b in zip(completion, answer, strict=False)) / len(answer)
-
-
 SMALL = [
     *FAST_MODEL,
     *FAST_TRAINER,
-    "task.reward=tests.e2e.test_pipeline:partial_credit",
+    "task.reward=tests.e2e.rewards:partial_credit",
     "task.pass_threshold=0.5",
     "task.splits.eval=32",
     "task.splits.tune=8",
