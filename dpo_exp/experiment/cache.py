@@ -20,7 +20,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from dpo_exp.storage import building_folder, digest_problem, digests_of, remove_partials, writing
+from dpo_exp.storage import building_folder, digest_problem, digests_of, remove_path, writing
 
 SETTINGS = "settings.json"  # the settings the key was made from, kept beside the artefacts
 DIGESTS = "digests.json"  # SHA-256 of every other file of the folder, written last
@@ -58,7 +58,8 @@ def cached_stage(
     if final.is_dir() and stage_problem(final) is None:
         return StageResult(final, reused=True)
     with FileLock(str(final) + ".lock"):
-        remove_partials(final)  # half-built by a killed builder; no other builds under the lock
+        for leftover in final.parent.glob(f".{final.name}.*"):  # half-built by a killed builder
+            remove_path(leftover)  # (no other process builds this stage while the lock is held)
         if final.is_dir():  # built by another process while this one waited, or failing its digests
             problem = stage_problem(final)
             if problem is None:
