@@ -9,31 +9,131 @@ compares run folders.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dpo_exp.config import is_experiment, validate_config
 from dpo_exp.console import quiet_libraries, result, warn
 from dpo_exp.data.module import prepare_data
 from dpo_exp.data.report import format_report
+from dpo_exp.errors import UserError, storage_error
 from dpo_exp.experiment.run import experiment_result, run_experiment
 from dpo_exp.experiment.stages import Task, sample_stage, sft_stage
 from dpo_exp.losses import get_loss
 from dpo_exp.models.loading import load_tokenizer
 from dpo_exp.training import train
 from dpo_exp.training.result import run_result
-from dpo_exp.training.run_files import discard_unused_folder
+from dpo_exp.training.resume import is_worker
+from dpo_exp.training.run_files import claim_run_dir, digest_of, discard_unused_folder
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def config_hash_resolver(*, _root_: DictConfig) -> str:
+    """`${config_hash:}` in Hydra's folder names: 8 hex digits of the resolved config (Hydra's own
+    settings left out), the first digits of the summary's `config_hash`."""
+    job = {}
+    for key in _root_:
+        if key != "hydra":
+            node = _root_[key]
+            job[key] = (
+                OmegaConf.to_container(node, resolve=True)
+                if isinstance(node, DictConfig | ListConfig)
+                else node
+            )
+    return digest_of(job)[:8]
+
+
+def launch_id_resolver() -> str:
+    """`${launch_id:}` in a sweep folder's name: this launching process, unique among those running
+    (cached, and handed to every member's config, as Hydra does with `${now:}`)."""
+    return str(os.getpid())
+
+
+OmegaConf.register_new_resolver("config_hash", config_hash_resolver, replace=True)
+OmegaConf.register_new_resolver("launch_id", launch_id_resolver, use_cache=True, replace=True)
+
+
+class StoppedByUserError(CompactHydraException):
+    """An error the user caused, printed by Hydra as its message alone (HYDRA_FULL_ERROR=1: traceback)."""
+
+
+def user_message(error: BaseException, run_dir: Path | None) -> str | None:
+    """The one-line message of an error the user caused and can fix, or None for a bug."""
+    if isinstance(error, UserError):
+        return str(error)
+    storage = storage_error(error, run_dir)
+    return None if storage is None else str(storage)
+
+
+@contextlib.contextmanager
+def errors_as_messages(run_dir: Path | None = None) -> Iterator[None]:
+    """Errors the user caused leave as one message and a non-zero exit, not a traceback."""
+    try:
+        yield
+    except Exception as error:
+        message = user_message(error, run_dir)
+        if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        raise StoppedByUserError(message) from error
+
+
+def model_sources_are_local(cfg: DictConfig) -> bool:
+    """Whether every model, reference, tokenizer and adapter is built from config or read locally."""
+    keys = ("path", "ref_path", "tokenizer_path", "adapter_path")
+    paths = [cfg.model.get(key) for key in keys]
+    return all(path is None or os.path.exists(os.path.expanduser(str(path))) for path in paths)
+
+
+@contextlib.contextmanager
+def offline_when_local(cfg: DictConfig) -> Iterator[None]:
+    """No network for a run that needs none: the Hugging Face libraries' offline switches on
+    (they would otherwise send usage requests), unless the environment sets them; restored after."""
+    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    if not model_sources_are_local(cfg) or any(name in os.environ for name in names):
+        yield
+        return
+    import huggingface_hub.constants as hub
+
+    libraries = [(hub, "HF_HUB_OFFLINE")]
+    if "datasets.config" in sys.modules:  # read the switches when imported: set them where they live
+        libraries += [(sys.modules["datasets.config"], name) for name in names]
+    saved = [(module, name, getattr(module, name)) for module, name in libraries]
+    try:
+        os.environ.update(dict.fromkeys(names, "1"))
+        for module, name in libraries:
+            setattr(module, name, True)
+        yield
+    finally:
+        for name in names:
+            os.environ.pop(name, None)
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
+@contextlib.contextmanager
+def claimed(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder for this process (processes it starts for other ranks share it)."""
+    if is_worker():
+        yield
+        return
+    claim = claim_run_dir(run_dir)
+    try:
+        yield
+    finally:
+        claim.release()
 
 
 def pin_sweep_member(run_dir: Path) -> None:
@@ -60,15 +160,17 @@ def run(cfg: DictConfig, run_dir: Path, *, overrides: Sequence[str] = ()) -> dic
     """Validate, then the built-in experiment when the data is a task, else one run on the dataset.
 
     What `python train.py` does once Hydra has composed `cfg` from the command line (`overrides`).
+    The run holds `run_dir` while it runs, offline when every model source is local.
     """
     validate_config(cfg, overrides=overrides)
     start = time.perf_counter()
-    if is_experiment(cfg):
-        summary = run_experiment(cfg, run_dir)
-        result(experiment_result(cfg, summary, time.perf_counter() - start))
-    else:
-        summary = train(cfg, run_dir)
-        result(run_result(cfg, summary, time.perf_counter() - start))
+    with offline_when_local(cfg), claimed(run_dir):
+        if is_experiment(cfg):
+            summary = run_experiment(cfg, run_dir)
+            result(experiment_result(cfg, summary, time.perf_counter() - start))
+        else:
+            summary = train(cfg, run_dir)
+            result(run_result(cfg, summary, time.perf_counter() - start))
     return summary
 
 
@@ -106,7 +208,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
     if multirun:
         pin_sweep_member(run_dir)
     try:
-        summary = run(cfg, run_dir, overrides=list(HydraConfig.get().overrides.task))
+        with errors_as_messages(run_dir):
+            summary = run(cfg, run_dir, overrides=list(HydraConfig.get().overrides.task))
     except BaseException:
         if not multirun:  # refused by the checks: no folder is left for a run that never started
             discard_unused_folder(run_dir, Path(cfg.output_root))
@@ -143,17 +246,21 @@ def require_experiment(cfg: DictConfig, command: str) -> None:
 @trains_nothing
 def sft_main(cfg: DictConfig) -> None:
     """The experiment's SFT checkpoint only, built or found in the cache (its line names it)."""
-    require_experiment(validated(cfg), "sft")
-    sft_stage(cfg, Task.from_config(cfg.task))
+    with errors_as_messages():
+        require_experiment(validated(cfg), "sft")
+        with offline_when_local(cfg):
+            sft_stage(cfg, Task.from_config(cfg.task))
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 @trains_nothing
 def sample_main(cfg: DictConfig) -> None:
     """The experiment's SFT checkpoint and its labelled samples only, built or found in the cache."""
-    require_experiment(validated(cfg), "sample")
-    task = Task.from_config(cfg.task)
-    sample_stage(cfg, task, sft_stage(cfg, task))
+    with errors_as_messages():
+        require_experiment(validated(cfg), "sample")
+        task = Task.from_config(cfg.task)
+        with offline_when_local(cfg):
+            sample_stage(cfg, task, sft_stage(cfg, task))
 
 
 def data_report(cfg: DictConfig) -> str:
@@ -176,7 +283,8 @@ def data_report(cfg: DictConfig) -> str:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 @trains_nothing
 def data_report_main(cfg: DictConfig) -> None:
-    print(data_report(validated(cfg)))
+    with errors_as_messages(), offline_when_local(cfg):
+        print(data_report(validated(cfg)))
 
 
 COMMANDS = {"sft": sft_main, "sample": sample_main, "data-report": data_report_main}

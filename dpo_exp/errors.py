@@ -2,6 +2,67 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+from pathlib import Path
 
-class ConfigError(ValueError):
+
+class UserError(Exception):
+    """An error the user caused and can fix: the entry prints its message, not a traceback."""
+
+
+class ConfigError(UserError, ValueError):
     """A config value that cannot work, named by its dotted key."""
+
+
+# What a full disk, a quota or a folder one may not write to raise.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+
+
+class WriteError(UserError, OSError):
+    """A file or folder that could not be written: its path, the reason, the free space there."""
+
+    def __init__(self, path: str | os.PathLike[str], error: OSError, *, needed: int | None = None) -> None:
+        self.path, self.needed = Path(path), needed
+        super().__init__(error.errno, error.strerror or str(error), str(path))
+
+    def __str__(self) -> str:
+        message = f"cannot write {self.path}: {self.strerror}"
+        if self.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            free = free_bytes(self.path)
+            if free is not None:
+                message += f"; {format_bytes(free)} free there"
+            if self.needed is not None:
+                message += f", about {format_bytes(self.needed)} needed"
+        return message
+
+
+def storage_error(error: BaseException, path: str | os.PathLike[str] | None) -> WriteError | None:
+    """`error` as a WriteError naming the file it names, else `path`, when it is about storage."""
+    if isinstance(error, WriteError):
+        return error
+    if not isinstance(error, OSError) or error.errno not in STORAGE_ERRNOS:
+        return None
+    where = error.filename if error.filename is not None else path
+    return None if where is None else WriteError(where, error)
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes on the file system holding `path` (its nearest existing ancestor)."""
+    for folder in (path, *path.parents):
+        if folder.exists():
+            try:
+                return shutil.disk_usage(folder).free
+            except OSError:
+                return None
+    return None
+
+
+def format_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KB", "MB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"

@@ -15,7 +15,6 @@ from omegaconf import DictConfig
 from dpo_exp.cli import CONF_DIR
 from dpo_exp.config import validate_config
 from dpo_exp.data.module import PreferenceDataModule
-from dpo_exp.tasks.arithmetic import parse_prompt
 from dpo_exp.training.module import PreferenceModule
 from dpo_exp.training.run import assemble_run
 from tests.conftest import PROJECT_ROOT
@@ -44,17 +43,11 @@ SINGLE_RUN = ["data=synthetic"]
 FAST = SINGLE_RUN + FAST_MODEL + FAST_DATA + FAST_TRAINER
 
 
-def partial_credit(prompt: str, completion: str, answer: str) -> float:
-    """The fraction of answer characters right: a graded reward, so an untrained model gives pairs."""
-    parse_prompt(prompt)  # a user reward may read the prompt; this one only checks it parses
-    return sum(a == b for a, b in zip(completion, answer, strict=False)) / len(answer)
-
-
 # The built-in experiment (the default data) at a size that runs in seconds.
 SMALL_EXPERIMENT = [
     *FAST_MODEL,
     *FAST_TRAINER,
-    "task.reward=tests.helpers:partial_credit",
+    "task.reward=tests.e2e.rewards:partial_credit",  # a module that sets no offline switch
     "task.pass_threshold=0.5",
     "task.splits.eval=32",
     "task.splits.tune=8",

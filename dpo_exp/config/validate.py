@@ -11,6 +11,7 @@ import inspect
 import math
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -26,6 +27,7 @@ from dpo_exp.models.checks import check_model_config
 from dpo_exp.tasks import load_function
 from dpo_exp.training.build import loss_options
 from dpo_exp.training.guards import ACTIONS as NONFINITE_ACTIONS
+from dpo_exp.training.resume import locate_checkpoint
 
 __all__ = ["ConfigError", "is_experiment", "validate_config"]
 
@@ -62,10 +64,12 @@ def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
     else:
         check_fixed_data(cfg, overrides)
     check_data(cfg.data)
+    check_counts(cfg)
     check_model_config(cfg)
     check_positive_number(cfg.optim.lr, "optim.lr")
     check_trainer(cfg.trainer)
     check_dependent_keys(cfg, overrides)
+    check_resume(cfg.resume)
     return spec
 
 
@@ -121,6 +125,39 @@ def check_data(data_cfg: DictConfig) -> None:
         value = data_cfg[key]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ConfigError(f"data.{key} must be a positive integer, got {value!r}")
+
+
+def check_positive_integer(value: Any, key: str, hint: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}{hint}")
+
+
+def check_counts(cfg: DictConfig) -> None:
+    """Step counts and sizes where zero or a negative number would silently do nothing."""
+    check_positive_integer(cfg.trainer.max_steps, "trainer.max_steps", " (the number of optimizer steps)")
+    check_positive_integer(
+        cfg.trainer.val_check_interval, "trainer.val_check_interval", " (steps between validations)"
+    )
+    off = " (to save no checkpoints: trainer.enable_checkpointing=false)"
+    check_positive_integer(cfg.checkpoint.every_n_steps, "checkpoint.every_n_steps", off)
+    check_positive_integer(cfg.checkpoint.keep_last, "checkpoint.keep_last", off)
+    if is_experiment(cfg):
+        check_positive_integer(cfg.sft.steps, "sft.steps")
+        check_positive_integer(cfg.sample.num_samples, "sample.num_samples")
+    elif cfg.data.get("validation_path") is None:
+        hint = " (with no data.validation_path, the validation split is cut from the training data)"
+        check_positive_integer(cfg.data.val_size, "data.val_size", hint)
+
+
+def check_resume(resume: Any) -> None:
+    """A checkpoint or run folder given as `resume` is found and checked before anything loads."""
+    if resume is None or resume == "auto":
+        return
+    if not isinstance(resume, str):
+        raise ConfigError(
+            f"resume must be null, auto, or the path of a checkpoint or run folder, got {resume!r}"
+        )
+    locate_checkpoint(Path(resume))
 
 
 def check_experiment(cfg: DictConfig, spec: LossSpec) -> None:

@@ -21,7 +21,7 @@ from dpo_exp.data.collate import (
     WithReferenceLogps,
 )
 from dpo_exp.data.records import PreferencePair, Record
-from dpo_exp.data.report import DataReport, build_report, check_not_empty
+from dpo_exp.data.report import DataReport, build_report, check_not_empty, count_overlap
 from dpo_exp.data.sampling import GlobalBatchSampler, row_length
 from dpo_exp.data.sources import load_records, to_unpaired
 from dpo_exp.data.tokenize import tokenize_records
@@ -82,10 +82,13 @@ def prepare_data(data_cfg: Any, tokenizer: Any, *, paired: bool) -> PreparedData
     train, validation = read_splits(data_cfg)
     train_file = data_cfg.get("train_path") or f"<{data_cfg.source}>"
     val_file = data_cfg.get("validation_path") or f"{train_file} (validation split)"
-    return PreparedData(
+    prepared = PreparedData(
         train=prepare_split(train, tokenizer, data_cfg, paired=paired, file=train_file),
         validation=prepare_split(validation, tokenizer, data_cfg, paired=paired, file=val_file),
     )
+    records = [[item.record for item in split.items] for split in (prepared.train, prepared.validation)]
+    prepared.validation.report.overlap_with_train = count_overlap(*records, val_file)
+    return prepared
 
 
 def split_collator(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dpo_exp.errors import UserError
+
 # A text field is plain text, or a list of chat messages ({"role": ..., "content": ...})
 # that the tokenizer's chat template renders.
 Text = str | list[dict[str, str]]
@@ -30,7 +32,7 @@ class UnpairedExample:
 Record = PreferencePair | UnpairedExample
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad input data, located by file, row (0-based line/record index) and field."""
 
     def __init__(

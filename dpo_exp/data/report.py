@@ -20,6 +20,8 @@ class DataReport:
     # "prompt"/"chosen"/"rejected" (pairs) or "prompt"/"completion" (unpaired)
     #   -> {"p50", "p90", "p99", "max"}, in tokens after truncation; {} when nothing is kept.
     lengths: dict[str, dict[str, float]]
+    # Validation only: rows identical (after tokenisation) to a training row, which measure nothing held out.
+    overlap_with_train: int = 0
 
 
 def build_report(rows_read: int, kept: list[Tokenized], dropped: Counter[str]) -> DataReport:
@@ -46,6 +48,11 @@ def format_report(report: DataReport, title: str) -> str:
         f"{report.rows_read - report.rows_kept} dropped",
         f"  dropped: {_format_drops(report.dropped)}",
     ]
+    if report.overlap_with_train:
+        lines.append(
+            f"  warning: {report.overlap_with_train} of {report.rows_kept} rows are identical to a training "
+            "row (their figures measure training data)"
+        )
     if report.lengths:
         names = [*PERCENTILES, "max"]
         lines.append("  tokens after truncation " + "".join(f"{name:>9}" for name in names))
@@ -63,6 +70,23 @@ def check_not_empty(kept: list[Tokenized], dropped: Counter[str], file: str | No
             "check the data, max_length and max_prompt_length",
             file=file,
         )
+
+
+def count_overlap(train: list[Tokenized], validation: list[Tokenized], file: str | None) -> int:
+    """Validation rows identical to a training row; every one of them is refused (nothing held out)."""
+    seen = {_row_key(item) for item in train}
+    overlap = sum(_row_key(item) in seen for item in validation)
+    if validation and overlap == len(validation):
+        raise DataError(
+            f"all {overlap} validation rows are identical to training rows, so validation would measure "
+            "nothing held out; give data.validation_path a held-out file, or remove the repeated rows",
+            file=file,
+        )
+    return overlap
+
+
+def _row_key(item: Tokenized) -> tuple:
+    return tuple(tuple(value) if isinstance(value, list) else value for value in vars(item).values())
 
 
 def _format_drops(dropped: dict[str, int] | Counter[str]) -> str:

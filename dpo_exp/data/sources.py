@@ -42,6 +42,9 @@ _BUILDERS = {
     ".parquet": "parquet",
 }
 HH_ASSISTANT = "\n\nAssistant:"
+# The roles chat templates know; another (a typo such as "usr", or "Human") would be rendered as
+# text by a lenient template, or fail deep inside a strict one.
+CHAT_ROLES = ("system", "developer", "user", "assistant", "tool", "function", "ipython")
 
 
 # --- registry ---------------------------------------------------------------------------
@@ -242,6 +245,11 @@ def _text(row: dict[str, Any], field: str, where: _Where) -> Text:
             if not isinstance(message.get(key), str):
                 got = _describe(message.get(key))
                 raise where.error(f"message {index} '{key}' must be a string, got {got}", field)
+        if message["role"] not in CHAT_ROLES:
+            roles = ", ".join(CHAT_ROLES)
+            raise where.error(
+                f"message {index} has role {message['role']!r}; a role is one of {roles}", field
+            )
         # Columnar formats fill keys absent from a message with null; drop them again.
         messages.append({key: item for key, item in message.items() if item is not None})
     return messages

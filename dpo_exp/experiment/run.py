@@ -17,6 +17,7 @@ from omegaconf import DictConfig, open_dict
 from dpo_exp.console import stage
 from dpo_exp.data.records import PreferencePair
 from dpo_exp.data.tokenize import TokenizedPair, tokenize_records
+from dpo_exp.errors import ConfigError
 from dpo_exp.experiment.cache import StageResult
 from dpo_exp.experiment.evaluate import TrueRewardEval
 from dpo_exp.experiment.sample import STATS, split_files
@@ -35,6 +36,7 @@ from dpo_exp.experiment.stages import (
 from dpo_exp.losses import LossSpec, get_loss
 from dpo_exp.training import EXPORT_DIR, train, write_failure
 from dpo_exp.training.result import figure_rows, footer, rule, what_ran
+from dpo_exp.training.run_files import SUMMARY
 
 EVAL_KEYS = ("true_reward", "true_reward_greedy", "kl")
 ROUNDS_DIR = "rounds"  # <run>/rounds/<n>: the runs of online rounds before the last
@@ -81,7 +83,7 @@ def training_config(
     kind = training_data_kind(spec)
     for split in ("train", "val"):
         if not read_jsonl(sample.path / split_files(split)[kind]):
-            raise ValueError(
+            raise ConfigError(
                 f"no prompt of the {split} split gave a usable {kind} example (see [sample] above): "
                 "train the SFT model longer, or draw more samples (sample.num_samples)"
             )
@@ -134,7 +136,8 @@ def train_rounds(
     """`online.rounds` training runs, each on samples of the policy the previous one produced.
 
     Rounds before the last are whole runs in `<run>/rounds/<n>/` (their exported policy starts
-    the next round); the last round is this run. Its summary lists every round's figures.
+    the next round); the last round is this run. Its summary lists every round's figures. A
+    resumed run keeps the rounds that had finished and continues the one that had not.
     """
     rounds = int(cfg.online.rounds)
     history: list[dict[str, Any]] = []
@@ -154,8 +157,11 @@ def train_rounds(
         }
         if rounds > 1:
             round_extra.update(round=number, rounds=list(history))  # the earlier rounds' figures
-        callback = eval_callback(cfg, task, sft, sample, round_dir)
-        summary = train(run_cfg, round_dir, callbacks=[callback], extra_summary=round_extra)
+        if cfg.resume is not None and not last and (round_dir / SUMMARY).exists():
+            summary = json.loads((round_dir / SUMMARY).read_text())  # finished before the run was resumed
+        else:
+            callback = eval_callback(cfg, task, sft, sample, round_dir)
+            summary = train(run_cfg, round_dir, callbacks=[callback], extra_summary=round_extra)
         history.append(round_figures(number, summary))
         policy_dir = round_dir / EXPORT_DIR
         if rounds > 1:

@@ -1,4 +1,5 @@
-"""Checks on the `model` and `export` config (LoRA, QLoRA, starting adapter, export format).
+"""Checks on the `model` and `export` config (dtypes, saved model folders, LoRA, QLoRA, starting
+adapter, export format).
 
 They run with the rest of the config checks, before any model loads, and name the key at fault.
 """
@@ -6,7 +7,9 @@ They run with the rest of the config checks, before any model loads, and name th
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,14 +25,78 @@ EXPORT_LORA = ("merged", "adapter")
 CASTING_PRECISIONS = ("bf16-true", "16-true", "64-true")  # Lightning casts every weight to these
 
 
+# Saved folders the config names, and the file that makes each one what it claims to be.
+SAVED_FOLDERS = {"path": "config.json", "ref_path": "config.json", "adapter_path": "adapter_config.json"}
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+
+
 class ModelConfigError(ConfigError):
     """A model or export setting that cannot work, named by its dotted key."""
+
+
+def check_dtypes(model_cfg: Any) -> None:
+    for key in ("dtype", "ref_dtype"):
+        name = model_cfg.get(key)
+        if name is not None and not (
+            isinstance(name, str) and isinstance(getattr(torch, name, None), torch.dtype)
+        ):
+            raise ModelConfigError(
+                f"model.{key}: {name!r} is not a torch dtype (e.g. float32, bfloat16, float16)"
+            )
+
+
+def looks_local(path: str) -> bool:
+    """A path on this machine rather than a hub id (`org/name`)."""
+    return os.path.isabs(path) or path.startswith((".", "~")) or os.path.exists(path)
+
+
+def check_model_files(model_cfg: Any) -> None:
+    """Every saved folder the config names exists, is a saved folder, and has no truncated weights."""
+    for key, marker in SAVED_FOLDERS.items():
+        path = model_cfg.get(key)
+        if path is None or not looks_local(str(path)):
+            continue
+        folder = Path(str(path)).expanduser()
+        if not folder.is_dir():
+            raise ModelConfigError(f"model.{key}: no such folder: {path}")
+        if not (folder / marker).is_file():
+            empty = "it is empty" if not any(folder.iterdir()) else f"it has no {marker}"
+            raise ModelConfigError(f"model.{key}: {path} is not a saved model folder ({empty})")
+        weights = sorted(file for pattern in WEIGHT_FILES for file in folder.glob(pattern))
+        if not weights:
+            raise ModelConfigError(f"model.{key}: {path} holds no weight files (*.safetensors, *.bin)")
+        for file in weights:
+            problem = safetensors_problem(file) if file.suffix == ".safetensors" else None
+            if problem is not None:
+                raise ModelConfigError(f"model.{key}: {file} {problem}; save or download the model again")
+
+
+def safetensors_problem(file: Path) -> str | None:
+    """Why a safetensors file cannot be whole (cut short, not safetensors), from its header alone."""
+    size = file.stat().st_size
+    with file.open("rb") as stream:
+        head = stream.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if length < 0 or 8 + length > size:
+            return f"is truncated ({size} bytes, shorter than its own header)"
+        try:
+            header = json.loads(stream.read(length))
+            end = max(
+                (entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"),
+                default=0,
+            )
+        except (ValueError, TypeError, KeyError, IndexError):
+            return "is not a safetensors file (unreadable header)"
+    if 8 + length + end > size:
+        return f"is truncated ({size} bytes of {8 + length + end})"
+    return None
 
 
 def check_model_config(cfg: DictConfig) -> None:
     model_cfg = cfg.model
     if not isinstance(model_cfg.get("dropout", False), bool):
         raise ModelConfigError(f"model.dropout must be true or false, got {model_cfg.dropout!r}")
+    check_dtypes(model_cfg)
     if model_cfg.get("lora") is not None:
         check_lora(model_cfg.lora)
     if model_cfg.get("adapter_path") is not None:
@@ -40,6 +107,7 @@ def check_model_config(cfg: DictConfig) -> None:
         check_quantization(model_cfg, cfg.trainer.precision)
     if cfg.get("export") is not None:
         check_export(cfg.export, model_cfg)
+    check_model_files(model_cfg)
 
 
 def check_lora(lora_cfg: Any) -> None:

@@ -18,7 +18,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dpo_exp.console import result, warn
-from dpo_exp.training.run_files import FAILED, SUMMARY, write_failure, write_json_atomically
+from dpo_exp.storage import write_json_atomically
+from dpo_exp.training.run_files import FAILED, SUMMARY, failure_message, write_failure
 
 SWEEP_SUMMARY = "sweep_summary.json"
 SWEEP_TABLE = "sweep_summary.md"
@@ -39,7 +40,7 @@ def member_record(member_dir: Path) -> dict[str, Any]:
         record["metrics"] = {name: metrics[name] for name in HEADLINE if name in metrics}
     elif (member_dir / FAILED).exists():
         record["status"] = "failed"
-        record["error"] = (member_dir / FAILED).read_text().strip()
+        record["error"] = failure_message(member_dir)
     else:
         record["status"] = "incomplete"
     return record

@@ -1,25 +1,95 @@
-"""Checkpoints every N steps (policy, optimizer, scheduler, loop position, RNG) and finding one to resume."""
+"""Checkpoints every N steps (policy, optimizer, scheduler, loop position, RNG), each with its digests.
+
+Beside every checkpoint `stepNNNNNN.ckpt` (a file, or a folder of shards under FSDP) the run writes
+`stepNNNNNN.ckpt.digests.json`, last: the SHA-256 of each of its files and the config of the run
+that wrote it. A checkpoint is used only if its files match that list, and it loads without running
+pickled code (weights-only; a sharded one is checked by `sharded.py` first).
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import random
 from pathlib import Path
 from typing import Any
+from weakref import proxy
 
+import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from dpo_exp.console import warn
 from dpo_exp.errors import ConfigError
-from dpo_exp.training.run_files import SUMMARY
+from dpo_exp.storage import (
+    digest_problem,
+    digests_of,
+    files_under,
+    remove_path,
+    temporary_name,
+    write_json_atomically,
+    writing,
+)
+from dpo_exp.training.sharded import DISTRIBUTED_INDEX, ShardedCheckpointError, check_sharded_items
 
 CHECKPOINT_DIR = "checkpoints"
+DIGESTS_SUFFIX = ".digests.json"
+# The rest of a sharded checkpoint's training state, which Lightning writes after the shards.
+DISTRIBUTED_META = "meta.pt"
 
 
-def checkpoint_callback(run_dir: Path, every_n_steps: int, keep_last: int) -> ModelCheckpoint:
-    """Lightning's ModelCheckpoint keeping the `keep_last` most recent step checkpoints."""
-    return ModelCheckpoint(
+class DigestedCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, writing each checkpoint's digest list after it and removing it with it."""
+
+    def __init__(self, *args: Any, config: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config = config
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        """ModelCheckpoint's save, into a hidden partial name renamed into place, then the digest list.
+
+        Lightning writes a checkpoint file by copying a temporary file into the final name, so a full
+        disk or a kill would leave a truncated checkpoint there; a partial one is never under the final name.
+        """
+        final = Path(filepath)
+        partial = final.with_name(temporary_name(final) + "save")  # the same name on every rank
+        with writing(final, needed=previous_size(final.parent)):
+            try:
+                trainer.save_checkpoint(partial, self.save_weights_only)
+                if trainer.is_global_zero:
+                    remove_path(final)  # a checkpoint of this step left, without digests, by a killed run
+                    os.replace(partial, final)
+                    record = {"files": digests_of([final], final.parent), "config": self.config}
+                    write_json_atomically(record, digests_file(final))
+            finally:
+                if trainer.is_global_zero:
+                    remove_path(partial)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+    def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        if trainer.is_global_zero:
+            digests_file(Path(filepath)).unlink(missing_ok=True)  # first: a checkpoint without it is unused
+        super()._remove_checkpoint(trainer, filepath)
+
+
+def previous_size(folder: Path) -> int | None:
+    """The size of the newest checkpoint in `folder`: about what the next one needs."""
+    found = sorted(folder.glob("step*.ckpt"))
+    if not found:
+        return None
+    return sum(file.stat().st_size for file in files_under(found[-1]))
+
+
+def checkpoint_callback(
+    run_dir: Path, every_n_steps: int, keep_last: int, config: dict[str, Any]
+) -> ModelCheckpoint:
+    """Step checkpoints, the `keep_last` most recent kept, each with its digests and `config`."""
+    return DigestedCheckpoint(
         dirpath=run_dir / CHECKPOINT_DIR,
         filename="step{step:06d}",
         auto_insert_metric_name=False,
@@ -28,7 +98,12 @@ def checkpoint_callback(run_dir: Path, every_n_steps: int, keep_last: int) -> Mo
         monitor="step",
         mode="max",
         save_on_train_epoch_end=False,
+        config=config,
     )
+
+
+def digests_file(checkpoint: Path) -> Path:
+    return checkpoint.with_name(checkpoint.name + DIGESTS_SUFFIX)
 
 
 def rng_state() -> dict[str, Any]:
@@ -49,9 +124,14 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
 
 
+def checkpoints_of(run_dir: Path) -> list[Path]:
+    """The run folder's checkpoints, newest first."""
+    return sorted((run_dir / CHECKPOINT_DIR).glob("step*.ckpt"), reverse=True)
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint that loads: one cut short by a kill mid-write is passed over."""
-    for checkpoint in sorted((run_dir / CHECKPOINT_DIR).glob("step*.ckpt"), reverse=True):
+    """The newest checkpoint that checks: one cut short by a kill mid-write is passed over."""
+    for checkpoint in checkpoints_of(run_dir):
         try:
             check_checkpoint(checkpoint)
         except ConfigError as error:
@@ -61,47 +141,26 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
-def find_resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
-    """The checkpoint to continue from: `resume` is null, `auto`, a checkpoint or a run folder.
-
-    `auto` takes this run folder's newest checkpoint, else that of the newest unfinished run of
-    the same name beside it (same config, earlier start), else starts afresh.
-    """
-    if resume is None:
-        return None
-    if resume == "auto":
-        candidates = [run_dir] + sorted(
-            (d for d in run_dir.parent.iterdir() if d != run_dir and not (d / SUMMARY).exists()), reverse=True
-        )
-        found = (latest_checkpoint(folder) for folder in candidates)
-        return next((checkpoint for checkpoint in found if checkpoint), None)
-    path = Path(resume)
-    if path.is_dir() and not is_distributed_checkpoint(path):
-        checkpoint = latest_checkpoint(path)
-        if checkpoint is None:
-            raise ConfigError(f"resume: no checkpoint in {path / CHECKPOINT_DIR}")
-        return checkpoint
-    if not path.exists():
-        raise ConfigError(f"resume: checkpoint not found: {path}")
-    return path
-
-
-# A sharded (FSDP) checkpoint is a folder: tensor shards indexed by `.metadata`, and the rest of
-# the training state in `meta.pt`, which Lightning writes last.
-DISTRIBUTED_INDEX = ".metadata"
-DISTRIBUTED_META = "meta.pt"
-
-
 def is_distributed_checkpoint(path: Path) -> bool:
     return path.is_dir() and (path / DISTRIBUTED_INDEX).exists()
 
 
+def checkpoint_config(path: Path) -> dict[str, Any]:
+    """The config of the run that wrote `path`, from its digest list (call after `check_checkpoint`)."""
+    return json.loads(digests_file(path).read_text())["config"]
+
+
 def check_checkpoint(path: Path) -> None:
-    """Refuse a truncated or corrupt checkpoint clearly; loads tensors only, never pickled code."""
+    """Refuse, naming the file, a checkpoint that does not match its digests or could run code on load."""
+    check_digests(path)
     state_file = path
     if path.is_dir():
         if not is_distributed_checkpoint(path) or not (path / DISTRIBUTED_META).exists():
             raise ConfigError(f"resume: checkpoint folder {path} is incomplete (no {DISTRIBUTED_META})")
+        try:
+            check_sharded_items(path)
+        except (ShardedCheckpointError, OSError) as error:
+            raise ConfigError(f"resume: sharded checkpoint {path} refused: {error}") from None
         state_file = path / DISTRIBUTED_META
     try:
         checkpoint = torch.load(state_file, map_location="cpu", weights_only=True)
@@ -110,5 +169,23 @@ def check_checkpoint(path: Path) -> None:
         raise ConfigError(f"resume: checkpoint {path} is corrupt or truncated ({reason})") from error
     # The tensors of a sharded checkpoint live in its shards, not in meta.pt.
     required = ("loops",) if path.is_dir() else ("state_dict", "loops")
-    if any(key not in checkpoint for key in required):
+    if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in required):
         raise ConfigError(f"resume: {path} is not a training checkpoint (it has no state_dict or loops)")
+
+
+def check_digests(path: Path) -> None:
+    """The checkpoint's files equal those its digest list names, byte for byte."""
+    record_file = digests_file(path)
+    if not record_file.is_file():
+        raise ConfigError(
+            f"resume: checkpoint {path} has no digest list ({record_file.name}): it was cut short while "
+            "saving, or not written by dpo_exp"
+        )
+    try:
+        record = json.loads(record_file.read_text())
+        expected, _ = dict(record["files"]), dict(record["config"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"resume: {record_file} is not a digest list ({error})") from None
+    problem = digest_problem(expected, [path], path.parent)
+    if problem is not None:
+        raise ConfigError(f"resume: checkpoint {path} does not match its digests ({problem})")

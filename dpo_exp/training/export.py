@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from transformers import PreTrainedModel
 
 from dpo_exp.console import progress
 from dpo_exp.models.lora import TRAINED_ADAPTER, is_lora
+from dpo_exp.storage import building_folder
 
 EXPORT_DIR = "model"  # inside the run folder
 
@@ -22,20 +24,23 @@ def export_policy(
     A LoRA policy is merged into its base (`export.lora=merged`, in place: call this after
     training) or saved as the adapter alone (`export.lora=adapter`), which
     `AutoModelForCausalLM.from_pretrained` loads on top of the base named in its adapter_config.json.
+    The folder is written under a temporary name and renamed into place: it is whole or absent.
     """
-    with progress(total=3, desc="export", unit="parts") as bar:
-        model = policy
-        if is_lora(policy) and cfg.export.lora == "merged":
-            model = policy.merge_and_unload()
+    model = policy
+    if is_lora(policy) and cfg.export.lora == "merged":
+        model = policy.merge_and_unload()
+    if directory.exists():  # an earlier export of a run that stopped before its summary
+        shutil.rmtree(directory)
+    with building_folder(directory) as building, progress(total=3, desc="export", unit="parts") as bar:
         if is_lora(model):
             # Only the trained adapter: a frozen reference copy of the starting adapter is not the result.
-            model.save_pretrained(directory, selected_adapters=[TRAINED_ADAPTER])
+            model.save_pretrained(building, selected_adapters=[TRAINED_ADAPTER])
         else:
-            model.save_pretrained(directory)
+            model.save_pretrained(building)
         bar.update()
-        tokenizer.save_pretrained(directory)
+        tokenizer.save_pretrained(building)
         bar.update()
-        (directory / "README.md").write_text(model_card(cfg, summary, adapter=is_lora(model)))
+        (building / "README.md").write_text(model_card(cfg, summary, adapter=is_lora(model)))
         bar.update()
     return directory
 

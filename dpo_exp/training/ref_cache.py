@@ -4,8 +4,9 @@ The reference model's log-probs depend on neither β nor the loss, so every run 
 sharing (reference weights, tokenizer and chat template, tokenised data, truncation settings,
 log-prob code version) can share them. The file is named by the digest of that key, written
 atomically under a lock (sweep members may start together), and checked on load: the stored key
-must equal the expected one and every example of both splits must have a finite value. Anything
-else is refused with a message, never used. A run that uses the cache loads no reference model.
+must equal the expected one, the values must match the digest stored with them, and every example
+of both splits must have a finite value. A file that fails any check (or is cut short) is never
+used: it is recomputed, with a one-line message. A run that uses the cache loads no reference model.
 
 Paired data stores `chosen` and `rejected` per example; unpaired data (KTO) stores `completion`
 and `mismatched`, the latter on the example's fixed mismatched row (`mismatch_partners`).
@@ -25,16 +26,18 @@ from typing import Any
 
 import torch
 from filelock import FileLock
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from dpo_exp.console import progress, stage
 from dpo_exp.data.collate import IndexedItem, SplitLogps, UnpairedLogps
 from dpo_exp.data.module import PreparedData, split_collator
+from dpo_exp.errors import ConfigError
 from dpo_exp.losses import LossSpec
 from dpo_exp.losses.logprobs import split_pairs
 from dpo_exp.models.lora import REFERENCE_ADAPTER, is_lora, reference_mode
 from dpo_exp.models.scoring import score_batch, shared_prompt_supported
+from dpo_exp.storage import remove_partials, temporary_name, writing
 
 # Bump when the numbers `score_sequences` gives for the same inputs change (label shift, dtype,
 # masking): caches written by older code then stop matching.
@@ -43,8 +46,9 @@ SPLITS = ("train", "validation")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
-class CacheError(RuntimeError):
-    """A reference log-prob cache that cannot be used: mismatched key, missing or partial values."""
+class CacheError(ConfigError):
+    """A reference log-prob cache that cannot be used: unreadable, another key, values that do not
+    match their digest, missing or non-finite values. `load_or_compute` recomputes such a file."""
 
 
 @dataclass
@@ -172,30 +176,52 @@ def compute_split(
     return split_logps_type(paired)(first, second)
 
 
+def values_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of every stored tensor: its name, dtype, shape and bytes, in name order."""
+    return _sha256(
+        f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode() + tensor.contiguous().numpy().tobytes()
+        for name, tensor in sorted(tensors.items())
+    )
+
+
 def save_cache(path: Path, key: dict, cache: ReferenceCache) -> None:
-    """Write atomically: a reader sees the whole file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically, with the digest of the values: a reader sees the whole file or none."""
     tensors = {
         f"{split}.{field.name}": getattr(getattr(cache, split), field.name).contiguous()
         for split in SPLITS
         for field in dataclasses.fields(getattr(cache, split))
     }
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
+    metadata = {"key": json.dumps(key, sort_keys=True), "digest": values_digest(tensors)}
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=temporary_name(path))
+        os.close(handle)
+        try:
+            save_file(tensors, temporary, metadata=metadata)
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+
+
+def read_cache_file(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a cache file; CacheError if it cannot be read whole."""
+    from safetensors import safe_open
+
     try:
-        save_file(tensors, temporary, metadata={"key": json.dumps(key, sort_keys=True)})
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except Exception as error:  # SafetensorError, OSError: cut short, or not a safetensors file
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise CacheError(f"reference cache {path} cannot be read ({reason})") from error
+    return metadata, tensors
 
 
 def load_cache(path: Path, key: dict, sizes: dict[str, int], *, paired: bool = True) -> ReferenceCache:
-    """Read and verify a cache: same key, one finite value per example of each split."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        stored_key = json.loads((handle.metadata() or {}).get("key", "{}"))
+    """Read and verify a cache: same key, values matching their digest, one finite value per example."""
+    metadata, tensors = read_cache_file(path)
+    stored_key = json.loads(metadata.get("key", "{}"))
     if stored_key != key:
         differing = sorted(
             name for name in set(key) | set(stored_key) if key.get(name) != stored_key.get(name)
@@ -203,7 +229,8 @@ def load_cache(path: Path, key: dict, sizes: dict[str, int], *, paired: bool = T
         raise CacheError(
             f"reference cache {path} was made for other inputs (differs in: {', '.join(differing)})"
         )
-    tensors = load_file(str(path))
+    if metadata.get("digest") != values_digest(tensors):
+        raise CacheError(f"reference cache {path} does not match the digest of its values")
     logps_type = split_logps_type(paired)
     splits = {}
     for split in SPLITS:
@@ -212,10 +239,7 @@ def load_cache(path: Path, key: dict, sizes: dict[str, int], *, paired: bool = T
         }
         for side, value in values.items():
             if value is None or value.shape != (sizes[split],) or not value.isfinite().all():
-                raise CacheError(
-                    f"reference cache {path} does not cover every {split} example ({side}); "
-                    "delete it to recompute"
-                )
+                raise CacheError(f"reference cache {path} does not cover every {split} example ({side})")
         splits[split] = logps_type(**values)
     return ReferenceCache(**splits)
 
@@ -233,26 +257,45 @@ def load_or_compute(
     key = cache_key(cfg.model, cfg.data, policy, tokenizer, data)
     path = cache_path(cfg.reference.cache_dir, key)
     sizes = {"train": len(data.train.items), "validation": len(data.validation.items)}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
+        remove_partials(path)  # a writer killed mid-write; no other can be writing under the lock
         if path.exists():
-            stage("ref", f"reused reference log-probs {path}")
-            return load_cache(path, key, sizes, paired=paired)
-        reference = load_reference()
-        options = {
-            "pad_id": tokenizer.pad_token_id,
-            "batch_size": int(cfg.data.eval_batch_size),
-            "paired": paired,
-            "share_prompt": bool(cfg.speed.share_prompt),
-        }
-        # A LoRA policy without a separate reference is its own reference, adapter off.
-        scorer = policy if reference is None and is_lora(policy) else reference
-        with reference_mode(scorer) if scorer is policy else contextlib.nullcontext():
-            cache = ReferenceCache(
-                train=compute_split(scorer, data.train.items, **options),
-                validation=compute_split(scorer, data.validation.items, **options),
-            )
-        del reference, scorer
-        save_cache(path, key, cache)
+            try:
+                cache = load_cache(path, key, sizes, paired=paired)
+            except CacheError as error:
+                stage("ref", f"reference log-probs {path}: {error}; recomputing")
+                path.unlink()
+            else:
+                stage("ref", f"reused reference log-probs {path}")
+                return cache
+        save_cache(path, key, compute_cache(cfg, policy, tokenizer, data, load_reference, paired=paired))
         stage("ref", f"built reference log-probs {path}")
     return load_cache(path, key, sizes, paired=paired)
+
+
+def compute_cache(
+    cfg: Any,
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    data: PreparedData,
+    load_reference: Any,
+    *,
+    paired: bool,
+) -> ReferenceCache:
+    """Score both splits with the reference (`load_reference()`, or a LoRA policy's own base)."""
+    reference = load_reference()
+    options = {
+        "pad_id": tokenizer.pad_token_id,
+        "batch_size": int(cfg.data.eval_batch_size),
+        "paired": paired,
+        "share_prompt": bool(cfg.speed.share_prompt),
+    }
+    # A LoRA policy without a separate reference is its own reference, adapter off.
+    scorer = policy if reference is None and is_lora(policy) else reference
+    with reference_mode(scorer) if scorer is policy else contextlib.nullcontext():
+        return ReferenceCache(
+            train=compute_split(scorer, data.train.items, **options),
+            validation=compute_split(scorer, data.validation.items, **options),
+        )

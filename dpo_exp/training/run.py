@@ -24,6 +24,7 @@ from dpo_exp.data.module import PreparedData, prepare_data
 from dpo_exp.data.report import format_report
 from dpo_exp.losses import LossSpec, get_loss, loss_hyperparameters
 from dpo_exp.models.loading import load_policy, load_reference, load_tokenizer
+from dpo_exp.storage import write_json_atomically, write_text_atomically
 from dpo_exp.training.build import (
     build_datamodule,
     build_module,
@@ -31,25 +32,28 @@ from dpo_exp.training.build import (
     share_prompt_wanted,
     write_wandb_summary,
 )
-from dpo_exp.training.checkpoints import check_checkpoint, checkpoint_callback, find_resume_checkpoint
+from dpo_exp.training.checkpoints import checkpoint_callback
 from dpo_exp.training.eval_logps import EvalLogpsWriter
 from dpo_exp.training.export import EXPORT_DIR, export_policy
 from dpo_exp.training.guards import NonFiniteGuard
 from dpo_exp.training.ref_cache import ReferenceCache, cache_wanted, load_or_compute
+from dpo_exp.training.resume import RESUME_ENV, resume_checkpoint
 from dpo_exp.training.run_files import (
+    FINISHED_IN,
     SUMMARY,
     config_hash,
     keep_earlier_metrics,
     library_versions,
+    resolved,
     write_failure,
-    write_json_atomically,
     write_resolved_config,
 )
 from dpo_exp.training.telemetry import TokenThroughput, model_flops_shape
 
 # Set by Lightning's launcher in the launching process; left behind, the next sweep member in
 # this process would take itself for a worker started by someone else and wait for its peers.
-DISTRIBUTED_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+# The resume choice is passed to the processes it starts the same way, and cleared the same way.
+DISTRIBUTED_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", RESUME_ENV)
 
 
 def train(
@@ -135,14 +139,17 @@ def assemble_run(cfg: DictConfig) -> RunParts:
     return RunParts(spec, tokenizer, data, policy, reference, cache, module, datamodule)
 
 
-def run_callbacks(cfg: DictConfig, run_dir: Path, policy: PreTrainedModel) -> list[L.Callback]:
-    """Throughput, the non-finite guard, checkpoints and the eval log-prob writer, as configured."""
+def run_callbacks(
+    cfg: DictConfig, run_dir: Path, policy: PreTrainedModel, config: dict[str, Any]
+) -> list[L.Callback]:
+    """Throughput, the non-finite guard, checkpoints (recording `config`) and the eval log-prob writer."""
     throughput = TokenThroughput(
         cfg.trainer.log_every_n_steps, model=model_flops_shape(policy), peak_flops=float(cfg.speed.peak_flops)
     )
     callbacks: list[L.Callback] = [throughput, NonFiniteGuard(cfg.nonfinite)]
     if cfg.trainer.enable_checkpointing:
-        callbacks.append(checkpoint_callback(run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.keep_last))
+        every, keep = cfg.checkpoint.every_n_steps, cfg.checkpoint.keep_last
+        callbacks.append(checkpoint_callback(run_dir, every, keep, config))
     if cfg.save_eval_logps:
         callbacks.append(EvalLogpsWriter(run_dir))
     return callbacks
@@ -152,16 +159,16 @@ def _train(
     cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback], extra_summary: dict[str, Any]
 ) -> dict[str, Any]:
     start = time.perf_counter()
-    resume_from = find_resume_checkpoint(cfg.resume, run_dir)
+    config = resolved(cfg)
+    resume_from = resume_checkpoint(cfg.resume, run_dir, config)
     if resume_from is not None:
-        check_checkpoint(resume_from)
         stage("resume", f"resuming from {resume_from}")
         keep_earlier_metrics(run_dir)
     write_resolved_config(cfg, run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = assemble_run(cfg)
     stage("train", describe_run(cfg, parts, run_dir))
-    own_callbacks = run_callbacks(cfg, run_dir, parts.policy)
+    own_callbacks = run_callbacks(cfg, run_dir, parts.policy, config)
     trainer = build_trainer(cfg, run_dir, callbacks=[*own_callbacks, *callbacks])
     trainer.fit(parts.module, parts.datamodule, ckpt_path=resume_from, weights_only=True)
     if trainer.global_step % int(cfg.trainer.val_check_interval) != 0:
@@ -227,6 +234,9 @@ def finish_run(
     summary.update(wandb_location(trainer, online=bool(cfg.logger.get("online"))))
     write_json_atomically(summary, run_dir / SUMMARY)
     write_wandb_summary(trainer.loggers, summary)
+    continued = None if summary["resumed_from"] is None else Path(summary["resumed_from"]).parent.parent
+    if continued is not None and continued != run_dir and not (continued / SUMMARY).exists():
+        write_text_atomically(continued / FINISHED_IN, f"{run_dir}\n")  # never continued again
 
 
 def wandb_location(trainer: L.Trainer, *, online: bool) -> dict[str, Any]:

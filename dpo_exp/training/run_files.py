@@ -1,32 +1,96 @@
-"""What a run folder holds: its resolved config, and a summary written only when it finishes."""
+"""What a run folder holds: its resolved config, a summary written only when it finishes, a failure
+record, and a claim held while a process runs in it. Also the config identity that resume matches.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import shutil
-import tempfile
+import sys
+import traceback
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
+
+from dpo_exp.errors import ConfigError
+from dpo_exp.storage import write_text_atomically
 
 SUMMARY = "summary.json"  # present only in a finished run
 FAILED = "failed.txt"  # present only in a run that stopped on an error
+CONFIG = "config.yaml"  # the resolved config, written when the run starts
+CLAIM = ".claim"  # locked by the process running in the folder, for as long as it runs
+FINISHED_IN = "finished_in.txt"  # in an unfinished run that another run continued to its end: that folder
 LIBRARIES = ("dpo_exp", "torch", "lightning", "transformers", "datasets", "hydra-core", "omegaconf")
+
+# Keys that may differ between a run and its continuation, as they change nothing it computes:
+# the resume switch itself, the step budget, where run folders and caches live (caches are keyed
+# by their content), the run's label, and what the console shows.
+RESUMABLE_KEYS = (
+    "resume",
+    "trainer.max_steps",
+    "output_root",
+    "cache_dir",
+    "reference.cache_dir",
+    "run_name",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+)
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def digest_of(data: Any) -> str:
+    """A short, stable hash of JSON-serialisable data (key order independent)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def config_hash(cfg: DictConfig) -> str:
     """A short, stable hash of the resolved config (key order independent)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
+    return digest_of(resolved(cfg))
+
+
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config less `RESUMABLE_KEYS`: what a continued run must share with the run it continues."""
+    kept = json.loads(json.dumps(config, default=str))
+    for key in RESUMABLE_KEYS:
+        *parents, leaf = key.split(".")
+        node = kept
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return kept
+
+
+def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two resolved configs, as `key: old -> new`."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in sorted(set(old) | set(new), key=str):
+            where = f"{prefix}.{key}" if prefix else str(key)
+            found += differences(old.get(key, "<unset>"), new.get(key, "<unset>"), where)
+        return found
+    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
 
 
 def write_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    write_text_atomically(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def read_resolved_config(run_dir: Path) -> dict[str, Any] | None:
+    """A run folder's resolved config, or None if it has none (or an unreadable one)."""
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG), resolve=False)
+    except Exception:  # noqa: BLE001 - absent, cut short or edited by hand: not a config to match
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def library_versions() -> dict[str, str]:
@@ -39,18 +103,20 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def write_json_atomically(data: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(data, stream, indent=2, sort_keys=True)
-        stream.write("\n")
-    os.chmod(temporary, 0o644)  # mkstemp creates 0600; a summary is for everyone to read
-    os.replace(temporary, path)
-
-
 def write_failure(run_dir: Path, error: BaseException) -> None:
-    (run_dir / FAILED).write_text(f"{type(error).__name__}: {error}\n")
+    """failed.txt: the error's message, then its traceback. Never raises: the original error matters more."""
+    text = f"{type(error).__name__}: {error}\n"
+    if error.__traceback__ is not None:
+        text += "\n" + "".join(traceback.format_exception(error))
+    try:
+        write_text_atomically(run_dir / FAILED, text)
+    except OSError as failure:
+        print(f"could not record the failure in {run_dir / FAILED}: {failure}", file=sys.stderr)
+
+
+def failure_message(run_dir: Path) -> str:
+    """The message part of a run folder's failed.txt (its traceback left out)."""
+    return (run_dir / FAILED).read_text().split("\nTraceback (most recent call last):", 1)[0].strip()
 
 
 def keep_earlier_metrics(run_dir: Path) -> None:
@@ -76,3 +142,36 @@ def discard_unused_folder(run_dir: Path, root: Path) -> bool:
             break
         parent.rmdir()
     return True
+
+
+# -- the claim on a run folder -----------------------------------------------------------------
+
+
+def claim_run_dir(run_dir: Path) -> FileLock:
+    """Lock `run_dir` for this process (release the returned lock when the run ends).
+
+    Two launches never share a folder: one whose folder another live process holds is refused.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    claim = FileLock(str(run_dir / CLAIM), timeout=0)
+    try:
+        claim.acquire()
+    except Timeout:
+        raise ConfigError(
+            f"run folder {run_dir} is in use by another process (the same config, launched in the same "
+            "second); nothing of this launch was written there: launch it again"
+        ) from None
+    return claim
+
+
+def is_live(run_dir: Path) -> bool:
+    """Whether a process is running in `run_dir` now (it holds the folder's claim)."""
+    if not (run_dir / CLAIM).exists():
+        return False
+    probe = FileLock(str(run_dir / CLAIM), timeout=0)
+    try:
+        probe.acquire()
+    except Timeout:
+        return True
+    probe.release()
+    return False

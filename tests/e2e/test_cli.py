@@ -30,6 +30,8 @@ def test_train_writes_a_finished_run_folder(tmp_path: Path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["loss"] == "ipo" and summary["beta"] == 0.5 and summary["global_step"] == 4
     assert summary["tokens_per_s"] > 0 and len(summary["config_hash"]) == 16
+    # Named by its config: runs of different configs never share a folder, whenever they start.
+    assert run_dir.name.endswith("-" + summary["config_hash"][:8])
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["beta"] == 0.5 and config["loss"]["name"] == "ipo"
     with open(run_dir / "metrics.csv") as stream:

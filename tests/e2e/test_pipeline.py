@@ -99,6 +99,18 @@ def test_online_rounds_resample_from_the_previous_rounds_policy(tmp_path: Path):
     assert on_disk["rounds"] == summary["rounds"]
 
 
+def test_a_resumed_online_run_keeps_its_finished_rounds_and_continues_the_last(tmp_path: Path):
+    settings = ["online.rounds=2", "checkpoint.every_n_steps=2"]
+    first = pipeline(tmp_path, "online", *settings)
+    run_dir = tmp_path / "online"
+    round_one = (run_dir / "rounds" / "1" / "summary.json").read_text()
+    (run_dir / "summary.json").unlink()  # killed after the last round's last checkpoint
+    resumed = pipeline(tmp_path, "online", *settings, "resume=auto")
+    assert (run_dir / "rounds" / "1" / "summary.json").read_text() == round_one  # not trained again
+    assert resumed["resumed_from"] == str(run_dir / "checkpoints" / "step000004.ckpt")
+    assert resumed["rounds"] == first["rounds"] and resumed["global_step"] == 4
+
+
 def test_sft_stops_at_its_competence_target_and_records_the_step(tmp_path: Path):
     cfg = compose_config(
         [*SMALL, f"cache_dir={tmp_path / 'cache'}", "sft.target_reward=0.0", "sft.check_every=10"], fast=False

@@ -18,8 +18,10 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
+from safetensors.torch import save_file
 
 from dpo_exp.cli import COMMANDS, CONF_DIR, RETIRED_KEYS, check_retired_overrides
 from dpo_exp.config import is_experiment, validate_config
@@ -97,6 +99,7 @@ def reader_files(tmp_path_factory, tiny_model_dir) -> dict[str, str]:
     adapter = folder / "sft-lora"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    save_file({"base_model.model.lora_A.weight": torch.zeros(4, 8)}, adapter / "adapter_model.safetensors")
     prefs = folder / "prefs.jsonl"
     rows = [{"prompt": f"{i}+{i}=", "chosen": str(2 * i), "rejected": str(2 * i + 1)} for i in range(120)]
     prefs.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -188,7 +191,7 @@ SMALL_EXPERIMENT = [
     "sft.lr=1e-2",
     "sample.num_samples=8",
     "evaluate.batch_size=16",
-    "task.reward=tests.helpers:partial_credit",
+    "task.reward=tests.e2e.rewards:partial_credit",
     "task.pass_threshold=0.5",
 ]
 

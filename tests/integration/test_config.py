@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,64 @@ def test_a_key_that_another_setting_switches_off_is_refused(overrides, message):
     with pytest.raises(ConfigError) as raised:
         validate_config(compose_config(overrides, fast=False), overrides=overrides)
     assert message in str(raised.value)
+
+
+# -- settings that cannot mean anything ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer.max_steps=0"], "trainer.max_steps must be a positive integer, got 0"),
+        (["trainer.max_steps=-1"], "trainer.max_steps must be a positive integer, got -1"),
+        (["trainer.val_check_interval=0"], "trainer.val_check_interval must be a positive integer, got 0"),
+        (
+            ["checkpoint.every_n_steps=0"],
+            "checkpoint.every_n_steps must be a positive integer, got 0 "
+            "(to save no checkpoints: trainer.enable_checkpointing=false)",
+        ),
+        (["checkpoint.keep_last=0"], "checkpoint.keep_last must be a positive integer, got 0"),
+        (
+            ["data.val_size=0"],
+            "data.val_size must be a positive integer, got 0 (with no data.validation_path",
+        ),
+        (["model.dtype=float99"], "model.dtype: 'float99' is not a torch dtype"),
+        (["model.ref_dtype=half_precision"], "model.ref_dtype: 'half_precision' is not a torch dtype"),
+        (["resume=/no/such/step000004.ckpt"], "resume: checkpoint not found: /no/such/step000004.ckpt"),
+    ],
+)
+def test_settings_that_cannot_mean_anything_are_refused_with_the_key(overrides, message, tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        run(compose_config(overrides), tmp_path / "run")
+    assert message in str(raised.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_built_in_experiment_refuses_zero_sft_steps_and_samples():
+    with pytest.raises(ConfigError, match="sft.steps must be a positive integer, got 0"):
+        validate_config(compose_config(["sft.steps=0"], fast=False))
+    with pytest.raises(ConfigError, match="sample.num_samples must be a positive integer, got 0"):
+        validate_config(compose_config(["sample.num_samples=0"], fast=False))
+
+
+def hf_model(*overrides: str):
+    return compose_config(["data=synthetic", *FAST_TRAINER, "model=hf", *overrides], fast=False)
+
+
+def test_model_folders_that_cannot_load_are_refused_naming_the_folder_or_file(tiny_model_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(
+        ConfigError, match=rf"model.path: {empty} is not a saved model folder \(it is empty\)"
+    ):
+        validate_config(hf_model(f"model.path={empty}"))
+    with pytest.raises(ConfigError, match=r"model.path: no such folder: /no/such/model"):
+        validate_config(hf_model("model.path=/no/such/model"))
+    cut = tmp_path / "cut"
+    shutil.copytree(tiny_model_dir, cut)
+    weights = cut / "model.safetensors"
+    size = weights.stat().st_size
+    weights.write_bytes(weights.read_bytes()[: size - 1000])
+    with pytest.raises(ConfigError) as raised:
+        validate_config(hf_model(f"model.path={tiny_model_dir}", f"model.ref_path={cut}"))
+    assert f"model.ref_path: {weights} is truncated ({size - 1000} bytes of {size})" in str(raised.value)

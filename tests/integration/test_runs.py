@@ -130,3 +130,15 @@ def test_an_empty_dataset_after_filtering_is_an_error(tmp_path: Path):
 
 def test_shared_data_is_where_the_tests_expect_it():
     assert (SHARED_DATA / "hh_helpful_base.train.jsonl.gz").exists()
+
+
+def test_validation_rows_repeated_from_training_are_counted_in_the_summary(tmp_path: Path):
+    rows = [{"prompt": f"{i}+{i}=", "chosen": str(2 * i), "rejected": str(2 * i + 1)} for i in range(40)]
+    train = write_jsonl(tmp_path / "train.jsonl", rows[:32])
+    validation = write_jsonl(tmp_path / "val.jsonl", rows[29:32] + rows[32:])  # 3 of 11 rows are in train
+    overrides = ["data=pairs", f"data.train_path={train}", f"data.validation_path={validation}", *TWO_STEPS]
+    summary = run(
+        compose_config(SINGLE_RUN + FAST_MODEL + FAST_TRAINER + overrides, fast=False), tmp_path / "run"
+    )
+    assert summary["data"]["validation"]["overlap_with_train"] == 3
+    assert summary["data"]["validation"]["rows_kept"] == 11

@@ -14,7 +14,10 @@ PACKAGE = PROJECT_ROOT / "dpo_exp"
 
 # Lowest first. A module may import from its own layer and the layers below it, never above.
 LAYERS = [
-    ("foundation", {"dpo_exp.errors", "dpo_exp.console", "dpo_exp.tasks", "dpo_exp.losses"}),
+    (
+        "foundation",
+        {"dpo_exp.errors", "dpo_exp.console", "dpo_exp.storage", "dpo_exp.tasks", "dpo_exp.losses"},
+    ),  # noqa: E501
     ("data", {"dpo_exp.data"}),
     ("models", {"dpo_exp.models"}),
     ("training run", {"dpo_exp.training"}),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dpo_exp.experiment.cache import SETTINGS, cached_stage, stage_key
+from dpo_exp.experiment.cache import DIGESTS, SETTINGS, cached_stage, stage_key
 
 
 def test_key_ignores_key_order_and_changes_with_any_value():
@@ -63,3 +63,36 @@ def test_concurrent_builders_build_once(tmp_path: Path):
     assert (tmp_path / "sample" / "builds.log").read_text() == "built\n"
     (folder,) = [p for p in (tmp_path / "sample").iterdir() if p.is_dir()]
     assert (folder / "artefact.txt").read_text() == "done"
+
+
+def _build_artefact(folder: Path) -> None:
+    (folder / "artefact.txt").write_text("done")
+
+
+def test_a_stage_folder_whose_files_changed_is_rebuilt_with_a_message(tmp_path: Path, capsys):
+    first = cached_stage(tmp_path, "sft", {"steps": 1}, _build_artefact)
+    (first.path / "artefact.txt").write_text("dome")  # same length, one byte changed
+    again = cached_stage(tmp_path, "sft", {"steps": 1}, _build_artefact)
+    assert not again.reused and again.path == first.path
+    assert "cannot be trusted (changed: artefact.txt); rebuilding it" in capsys.readouterr().out
+    assert (again.path / "artefact.txt").read_text() == "done"
+
+
+def test_a_stage_folder_without_its_digest_list_is_rebuilt(tmp_path: Path, capsys):
+    # A folder renamed into place by something other than a finished build (or an older version).
+    final = tmp_path / "sample" / stage_key({"k": 8})
+    final.mkdir(parents=True)
+    (final / "artefact.txt").write_text("partial")
+    result = cached_stage(tmp_path, "sample", {"k": 8}, _build_artefact)
+    assert not result.reused and (result.path / "artefact.txt").read_text() == "done"
+    assert f"no readable {DIGESTS}" in capsys.readouterr().out
+
+
+def test_a_half_built_folder_left_by_a_killed_builder_is_removed_and_never_used(tmp_path: Path):
+    key = stage_key({"steps": 1})
+    leftover = tmp_path / "sft" / f".{key}.partial.x1y2"
+    leftover.mkdir(parents=True)
+    (leftover / "artefact.txt").write_text("half")
+    result = cached_stage(tmp_path, "sft", {"steps": 1}, _build_artefact)
+    assert not result.reused and not leftover.exists()
+    assert [p.name for p in (tmp_path / "sft").iterdir() if not p.name.endswith(".lock")] == [key]

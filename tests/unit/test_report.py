@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from dpo_exp.data.records import DataError
-from dpo_exp.data.report import DataReport, build_report, check_not_empty, format_report
+from dpo_exp.data.report import DataReport, build_report, check_not_empty, count_overlap, format_report
 from dpo_exp.data.tokenize import TokenizedPair, TokenizedUnpaired
 
 
@@ -86,3 +86,16 @@ def test_check_not_empty_lists_the_drops():
     assert "chosen_equals_rejected 1, empty_response 3" in str(caught.value)
     assert caught.value.file == "data.jsonl"
     check_not_empty([pair(1, 1, 1)], Counter(empty_response=3), "data.jsonl")  # does not raise
+
+
+def test_validation_rows_identical_to_training_rows_are_counted_and_all_of_them_refused():
+    train = [pair(1, 2, 3), pair(2, 2, 3), pair(3, 2, 3)]
+    # Two of four validation rows repeat a training row exactly; a near copy (other rejected) does not.
+    validation = [pair(1, 2, 3), pair(3, 2, 3), pair(1, 2, 4), pair(5, 2, 3)]
+    assert count_overlap(train, validation, "val.jsonl") == 2
+    report = build_report(4, validation, Counter())
+    report.overlap_with_train = 2
+    assert "warning: 2 of 4 rows are identical to a training row" in format_report(report, "validation")
+    assert "identical" not in format_report(build_report(4, validation, Counter()), "validation")
+    with pytest.raises(DataError, match="val.jsonl: all 2 validation rows are identical to training rows"):
+        count_overlap(train, validation[:2], "val.jsonl")

@@ -137,6 +137,8 @@ GOOD = {"prompt": "p", "chosen": "c", "rejected": "r"}
         ({"prompt": "p", "chosen": {"text": "c"}, "rejected": "r"}, "chosen"),  # an object
         ({"prompt": [{"role": "user"}], "chosen": "c", "rejected": "r"}, "prompt"),  # no content
         ({"prompt": ["hi"], "chosen": "c", "rejected": "r"}, "prompt"),  # not a message dict
+        ({"prompt": [{"role": "usr", "content": "hi"}], "chosen": "c", "rejected": "r"}, "prompt"),  # a typo
+        ({"chosen": [USER_HI, {"role": "Human", "content": "yo"}], "rejected": [USER_HI, BOT_NO]}, "chosen"),
     ],
 )
 def test_pairs_bad_value_names_file_row_and_field(tmp_path, bad_row, field):

@@ -1,0 +1,132 @@
+"""Hostile conditions through the real command line: a crafted checkpoint, a full disk, a read-only
+folder, user errors. Each ends in one clear message and a non-zero exit, with nothing lost or faked."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dpo_exp.storage import digests_of, write_json_atomically
+from dpo_exp.training.checkpoints import check_checkpoint, digests_file
+from tests.conftest import PROJECT_ROOT
+from tests.helpers import FAST, FAST_MODEL, FAST_TRAINER, SINGLE_RUN, train_py
+
+pytestmark = pytest.mark.slow
+
+CHECKPOINTS = ["trainer.max_steps=4", "checkpoint.every_n_steps=2"]
+
+
+class Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_sharded_checkpoint_is_refused_before_anything_runs(tmp_path: Path):
+    folder = tmp_path / "downloaded" / "step000004.ckpt"
+    folder.mkdir(parents=True)
+    marker = tmp_path / "payload_ran"
+    (folder / ".metadata").write_bytes(pickle.dumps(Payload(marker)))
+    torch.save({"loops": {}, "global_step": 4}, folder / "meta.pt")
+    write_json_atomically({"files": digests_of([folder], folder.parent), "config": {}}, digests_file(folder))
+    result = train_py(*FAST, "strategy=fsdp", f"resume={folder}", f"output_root={tmp_path / 'out'}")
+    assert result.returncode != 0
+    assert f"sharded checkpoint {folder} refused: its .metadata refers to posix.system" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not marker.exists()
+    assert not [path for path in (tmp_path / "out").rglob("*.yaml") if path.parent.name != ".hydra"]
+
+
+def namespaces_available() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(["unshare", "-rm", "true"]).returncode == 0
+
+
+def train_on_small_disk(
+    mount: Path, size: str, *arguments: str, read_only: bool = False
+) -> subprocess.CompletedProcess:
+    """`train.py arguments` with a `size` tmpfs at `mount` (a user and mount namespace: no root needed)."""
+    mount.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    command = " ".join([sys.executable, "train.py", *arguments])
+    # The mount ends with the namespace: copy what the run left, to look at it afterwards.
+    script = (
+        f"mount -t tmpfs -o {options} tmpfs {mount} && {command}; status=$?; cp -r {mount}/. {mount}.copy"
+    )
+    script += "; exit $status"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.skipif(not namespaces_available(), reason="needs `unshare -rm` (a user and mount namespace)")
+def test_a_full_disk_stops_with_one_message_and_leaves_no_truncated_file(tmp_path: Path):
+    # 500 KB: room for the run's files and its first checkpoint (about 330 KB), not its second.
+    disk = tmp_path / "disk"
+    result = train_on_small_disk(disk, "500k", *FAST, *CHECKPOINTS, f"output_root={disk}")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    (message,) = [line for line in result.stderr.splitlines() if line.startswith("cannot write")]
+    assert "step000004.ckpt: No space left on device" in message and "free there, about" in message
+    (run_dir,) = Path(f"{disk}.copy").glob("runs/*/*")
+    failed = (run_dir / "failed.txt").read_text()
+    assert (
+        failed.startswith("WriteError: cannot write")
+        and "OSError: [Errno 28] No space left on device" in failed
+    )
+    assert not (run_dir / "summary.json").exists() and not (run_dir / "model").exists()
+    files = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert files == ["step000002.ckpt", "step000002.ckpt.digests.json"]  # no partial, no truncated step 4
+    check_checkpoint(run_dir / "checkpoints" / "step000002.ckpt")
+
+
+@pytest.mark.skipif(not namespaces_available(), reason="needs `unshare -rm` (a user and mount namespace)")
+def test_a_read_only_cache_folder_is_named(tmp_path: Path):
+    cache = tmp_path / "cache"
+    result = train_on_small_disk(
+        cache, "1m", *FAST, "reference.cache=true", f"reference.cache_dir={cache}", f"output_root={tmp_path}",
+        read_only=True,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert f"cannot write {cache}" in result.stderr and "Read-only file system" in result.stderr
+    (run_dir,) = (tmp_path / "runs").glob("*/*")
+    assert "Read-only file system" in (run_dir / "failed.txt").read_text()
+
+
+def test_a_user_error_is_one_message_and_hydra_full_error_shows_the_traceback(tmp_path: Path):
+    result = train_py(*FAST, "trainer.max_steps=0", f"output_root={tmp_path}")
+    assert result.returncode != 0
+    assert "trainer.max_steps must be a positive integer, got 0" in result.stderr
+    assert "Traceback" not in result.stderr
+    full = train_py(*FAST, "trainer.max_steps=0", f"output_root={tmp_path}", env={"HYDRA_FULL_ERROR": "1"})
+    assert full.returncode != 0
+    assert "Traceback (most recent call last)" in full.stderr and "ConfigError" in full.stderr
+
+
+def test_a_bad_chat_role_is_named_by_file_and_row(tmp_path: Path):
+    data = tmp_path / "chat.jsonl"
+    good = '{"prompt": [{"role": "user", "content": "1+1"}], "chosen": "2", "rejected": "3"}'
+    bad = '{"prompt": [{"role": "usr", "content": "1+2"}], "chosen": "3", "rejected": "4"}'
+    data.write_text("\n".join([good] * 20 + [bad] + [good] * 5) + "\n")
+    fast = [*SINGLE_RUN, *FAST_MODEL, *FAST_TRAINER]
+    result = train_py(
+        *fast, "data=pairs", f"data.train_path={data}", "data.val_size=4", f"output_root={tmp_path}"
+    )
+    assert result.returncode != 0
+    assert f"{data}, row 20, field 'prompt': message 0 has role 'usr'" in result.stderr
+    assert "Traceback" not in result.stderr
