@@ -41,6 +41,14 @@ def test_resume_auto_passes_over_a_killed_run_of_another_config_and_says_why(run
     assert "no unfinished run of this config to continue; starting afresh" in out
 
 
+def test_a_fresh_run_names_a_killed_run_of_its_config_that_resume_auto_would_continue(runs: Path, capsys):
+    cfg = compose_config([*STEPS, "trainer.max_steps=4", "optim.lr=5e-4"])
+    assert resume_checkpoint(None, runs / "20260101-000100-bbbbbbbb", resolved(cfg)) is None
+    killed = runs / "20260101-000000-aaaaaaaa"
+    out = capsys.readouterr().out
+    assert f"note: {killed} is an unfinished run of this config (checkpoint at step 4)" in out
+
+
 def test_an_explicit_checkpoint_of_another_config_is_refused(runs: Path, tmp_path: Path):
     checkpoint = runs / "20260101-000000-aaaaaaaa" / "checkpoints" / "step000004.ckpt"
     cfg = compose_config([*STEPS, "trainer.max_steps=6", "optim.lr=2e-3", f"resume={checkpoint}"])
