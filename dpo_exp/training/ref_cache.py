@@ -29,7 +29,7 @@ from filelock import FileLock
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
-from dpo_exp.console import progress, stage
+from dpo_exp.console import progress, stage, warn
 from dpo_exp.data.collate import IndexedItem, SplitLogps, UnpairedLogps
 from dpo_exp.data.module import PreparedData, split_collator
 from dpo_exp.errors import ConfigError
@@ -265,7 +265,7 @@ def load_or_compute(
             try:
                 cache = load_cache(path, key, sizes, paired=paired)
             except CacheError as error:
-                stage("ref", f"reference log-probs {path}: {error}; recomputing")
+                warn(f"reference log-probs: {error}; recomputing")
                 path.unlink()
             else:
                 stage("ref", f"reused reference log-probs {path}")

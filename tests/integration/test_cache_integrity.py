@@ -34,7 +34,7 @@ def values_offset(path: Path) -> int:
 
 
 @pytest.mark.parametrize("damage", ["zeroed_values", "bit_flips", "truncated"])
-def test_a_damaged_cache_is_recomputed_with_a_message(first_run, tmp_path: Path, damage: str, capsys):
+def test_a_damaged_cache_is_recomputed_with_a_message(first_run, tmp_path: Path, damage: str, caplog):
     cache_dir, expected = first_run
     (path,) = cache_dir.glob("ref_logps_*.safetensors")
     good = {name: tensor.clone() for name, tensor in load_file(path).items()}  # not a view of the file
@@ -48,9 +48,9 @@ def test_a_damaged_cache_is_recomputed_with_a_message(first_run, tmp_path: Path,
     else:
         data = data[: len(data) - 100]
     path.write_bytes(bytes(data))
-    capsys.readouterr()
+    caplog.clear()
     metrics = model_metrics(cached_run(cache_dir, tmp_path / "run"))
-    out = capsys.readouterr().out
+    out = caplog.text
     assert f"reference log-probs: reference cache {path}" in out and "; recomputing" in out
     assert metrics == expected
     recomputed = load_file(path)  # the same values again, which pass their digest
