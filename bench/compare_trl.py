@@ -183,7 +183,7 @@ def trl_worker(directory: Path, *, steps: int, precompute: bool, beta: float, ou
     }
 
 
-def dpo_exp_overrides(directory: Path, *, steps: int, cache_dir: Path) -> list[str]:
+def dpo_exp_overrides(directory: Path, *, steps: int) -> list[str]:
     return [
         "model=hf",
         f"model.path={directory}",
@@ -199,7 +199,6 @@ def dpo_exp_overrides(directory: Path, *, steps: int, cache_dir: Path) -> list[s
         f"trainer.log_every_n_steps={steps}",
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
-        f"reference.cache_dir={cache_dir}",
         "optim.lr=5.0e-4",
         "export.save=false",  # TRL saves nothing either
     ]
@@ -230,12 +229,18 @@ def dpo_exp_worker(overrides: list[str], out: Path) -> dict:
 
 def single_mode(directory: Path, *, steps: int, repeats: int) -> None:
     cache_dir = directory / "ref_cache"
-    base = [*dpo_exp_overrides(directory, steps=steps, cache_dir=cache_dir), "beta=0.1"]  # TRL's default β
+    base = [*dpo_exp_overrides(directory, steps=steps), "beta=0.1"]  # TRL's default β
     variants = {
         "trl default": ["trl", "--precompute", "0"],
         "trl precomputed": ["trl", "--precompute", "1"],
         "dpo_exp": ["dpo_exp", "--", *base],
-        "dpo_exp cached": ["dpo_exp", "--", *base, "reference.cache=true"],
+        "dpo_exp cached": [
+            "dpo_exp",
+            "--",
+            *base,
+            "reference.cache=true",
+            f"reference.cache_dir={cache_dir}",
+        ],
         # Ablation: one padded row per sequence, the prompt computed twice (as TRL does).
         "dpo_exp 2 rows": ["dpo_exp", "--", *base, "speed.share_prompt=false"],
     }
@@ -314,7 +319,7 @@ def sweep_mode(directory: Path, *, steps: int, repeats: int, betas: list[float])
                 ]
             )
         trl_times.append(time.perf_counter() - start)
-        overrides = dpo_exp_overrides(directory, steps=steps, cache_dir=trial / "ref_cache")
+        overrides = dpo_exp_overrides(directory, steps=steps)
         start = time.perf_counter()
         done = subprocess.run(
             [
@@ -323,6 +328,7 @@ def sweep_mode(directory: Path, *, steps: int, repeats: int, betas: list[float])
                 "-m",
                 f"beta={','.join(map(str, betas))}",
                 "reference.cache=true",
+                f"reference.cache_dir={trial / 'ref_cache'}",
                 f"output_root={trial / 'outputs'}",
                 *overrides,
             ],
