@@ -25,6 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dpo_exp.config import is_experiment, validate_config
+from dpo_exp.config.validate import override_keys
 from dpo_exp.console import quiet_libraries, result, warn
 from dpo_exp.data.module import prepare_data
 from dpo_exp.data.report import format_report
@@ -184,11 +185,8 @@ RETIRED_KEYS = {
 
 def check_retired_overrides(arguments: Sequence[str]) -> None:
     """Refuse overrides of retired keys, all at once, before Hydra composes anything."""
-    refused = []
-    for argument in arguments:
-        key = argument.lstrip("+~").split("=", 1)[0]
-        if key in RETIRED_KEYS and "=" in argument:
-            refused.append(f"{key}: {RETIRED_KEYS[key]}")
+    setting = [argument for argument in arguments if "=" in argument]  # `~task` alone is the validator's
+    refused = [f"{key}: {RETIRED_KEYS[key]}" for key in override_keys(setting) if key in RETIRED_KEYS]
     if refused:
         raise SystemExit("\n".join(refused))
 

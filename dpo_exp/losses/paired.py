@@ -13,7 +13,6 @@ from dpo_exp.losses.base import (
     log_odds,
     per_token_mean,
     preference_margin,
-    ref_rewards,
 )
 
 
@@ -165,11 +164,14 @@ def hinge_loss(
     logits = beta * preference_margin(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
     )
-    return LossOutput(
-        loss=torch.relu(1 - logits),
-        chosen_rewards=ref_rewards(policy_chosen_logps, ref_chosen_logps, beta),
-        rejected_rewards=ref_rewards(policy_rejected_logps, ref_rejected_logps, beta),
-        metrics={"grad_weight": (logits < 1).to(logits.dtype).detach()},
+    return dpo_style_output(
+        torch.relu(1 - logits),
+        (logits < 1).to(logits.dtype),
+        policy_chosen_logps,
+        policy_rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        beta,
     )
 
 

@@ -39,6 +39,8 @@ class PreferenceModule(L.LightningModule):
         self.policy = policy
         self.reference = reference
         self.loss_spec = get_loss(loss)
+        # Whether the loss takes beta (rft does not), read off its signature once, not every step.
+        self.beta_option = {"beta": beta} if "beta" in loss_hyperparameters(self.loss_spec) else {}
         self.beta = beta
         self.loss_options = loss_options
         self.optim = optim
@@ -130,8 +132,7 @@ class PreferenceModule(L.LightningModule):
 
     def _call_loss(self, tensors: dict[str, torch.Tensor]) -> LossOutput:
         inputs = {name: tensors[name] for name in loss_inputs(self.loss_spec)}
-        beta = {"beta": self.beta} if "beta" in loss_hyperparameters(self.loss_spec) else {}
-        return self.loss_spec.fn(**inputs, **beta, **self.loss_options)
+        return self.loss_spec.fn(**inputs, **self.beta_option, **self.loss_options)
 
     def _paired_step(
         self, batch: dict[str, torch.Tensor]
