@@ -1,8 +1,14 @@
 """Sample and label: k completions per prompt, scored by a reward, turned into training sets.
 
 From the labelled samples come preference pairs (best vs worst, or every higher x lower pair;
-a prompt whose samples all score the same gives none), unpaired KTO examples (each distinct
-sample, desirable when it passes) and the RFT set (the distinct passing samples).
+a prompt whose samples all score the same gives none), unpaired KTO examples and the RFT set
+(the distinct passing samples).
+
+KTO's examples are the samples as drawn, duplicates included, each desirable when it passes: its
+authors train on the samples so, and the counts then say how often the model gives each answer
+(a verifier that accepts one string per prompt would otherwise leave one desirable example per
+prompt against every distinct wrong one). Pairs and the RFT set keep each distinct completion
+once (with `pair_mode=all`, duplicates would multiply the pairs of the commonest answers).
 """
 
 from __future__ import annotations
@@ -94,11 +100,12 @@ def build_pairs(labelled: list[Labelled], mode: str = "best_vs_worst") -> list[P
 
 
 def build_unpaired(labelled: list[Labelled], threshold: float) -> list[UnpairedExample]:
-    """Each distinct sample, desirable when its reward reaches `threshold` (KTO's data)."""
+    """Every sample as drawn, duplicates included, desirable when its reward reaches `threshold`
+    (KTO's data)."""
     return [
         UnpairedExample(item.prompt, completion, desirable=score >= threshold)
         for item in labelled
-        for completion, score in _distinct(item)
+        for completion, score in zip(item.completions, item.rewards, strict=True)
     ]
 
 

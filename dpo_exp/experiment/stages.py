@@ -37,7 +37,9 @@ SPLITS = ("eval", "tune", "sft", "sample", "sample_val", "sft_check")
 MODEL_DIR = "model"
 SFT_STATS = "sft_stats.json"  # the SFT stage's target, the step that reached it, every check
 ROUND_SAMPLES = "round_samples"  # a later round's samples, drawn from the previous round's policy
-SAMPLE_FORMAT = 2  # in the sample stage's key: bumped when its files change shape (rft rows carry a label)
+# In the sample stage's key: bumped when its files change (2: rft rows carry a label; 3: the KTO
+# examples are every sample as drawn, not the distinct ones).
+SAMPLE_FORMAT = 3
 
 
 def container(node: Any) -> Any:

@@ -39,13 +39,20 @@ def test_unknown_pair_mode_fails():
         build_pairs([MIXED], "some")
 
 
-def test_unpaired_and_rft_sets_hold_each_distinct_sample_once():
+def test_unpaired_set_holds_every_sample_as_drawn():
+    # duplicates stay: MIXED drew "2" twice, ALL_PASS "6" twice
     assert build_unpaired([MIXED, ALL_PASS], threshold=1.0) == [
         UnpairedExample("1+1=", "2", True),
         UnpairedExample("1+1=", "3", False),
+        UnpairedExample("1+1=", "2", True),
         UnpairedExample("1+1=", "4", False),
         UnpairedExample("3+3=", "6", True),
+        UnpairedExample("3+3=", "6", True),
     ]
+    assert [e.desirable for e in build_unpaired([GRADED], threshold=0.5)] == [True, True, False]
+
+
+def test_rft_set_holds_each_distinct_passing_sample_once():
     assert build_rft([MIXED, TIES, ALL_PASS], threshold=1.0) == [("1+1=", "2"), ("3+3=", "6")]
     assert build_rft([GRADED], threshold=0.5) == [("p", "x"), ("p", "y")]
 
