@@ -13,20 +13,28 @@ Text = str | list[dict[str, str]]
 
 @dataclass(frozen=True)
 class PreferencePair:
-    """One prompt with a preferred (chosen) and a dispreferred (rejected) completion."""
+    """One prompt with a preferred (chosen) and a dispreferred (rejected) completion.
+
+    `chosen_cut`, `rejected_cut`: the response was cut where a generator stopped (its
+    max_new_tokens) before it ended, so tokenisation gives it no EOS.
+    """
 
     prompt: Text
     chosen: Text
     rejected: Text
+    chosen_cut: bool = False
+    rejected_cut: bool = False
 
 
 @dataclass(frozen=True)
 class UnpairedExample:
-    """One prompt and completion labelled desirable or not (KTO's data)."""
+    """One prompt and completion labelled desirable or not (KTO's data); `cut` as for a pair's
+    responses."""
 
     prompt: Text
     completion: Text
     desirable: bool
+    cut: bool = False
 
 
 Record = PreferencePair | UnpairedExample

@@ -9,6 +9,11 @@ defaults, so `load_records` can reject an option the source does not take. Built
   separate `conversational` source: `pairs` and `unpaired` read message lists as they are.
 - `hh_rlhf`: Anthropic HH-RLHF transcripts `{"chosen", "rejected"}`.
 - `unpaired`: KTO rows `{"prompt", "completion", "label": bool}`.
+
+`pairs` and `unpaired` rows may mark a text response as cut where its generator stopped
+before it ended (the built-in experiment's samples that reached max_new_tokens): optional
+JSON bools `chosen_cut`, `rejected_cut` (pairs) and `cut` (unpaired); such a response gets no
+EOS. An absent or null field is false.
 - `synthetic`: generated addition pairs (no file), a fixed dataset for quick runs.
 
 Loading checks types and presence only; empty prompts or responses and identical pairs are
@@ -89,8 +94,8 @@ def to_unpaired(pairs: list[PreferencePair]) -> list[UnpairedExample]:
     """Each pair -> its chosen (desirable) then its rejected (undesirable) example, in order."""
     examples = []
     for pair in pairs:
-        examples.append(UnpairedExample(pair.prompt, pair.chosen, desirable=True))
-        examples.append(UnpairedExample(pair.prompt, pair.rejected, desirable=False))
+        examples.append(UnpairedExample(pair.prompt, pair.chosen, desirable=True, cut=pair.chosen_cut))
+        examples.append(UnpairedExample(pair.prompt, pair.rejected, desirable=False, cut=pair.rejected_cut))
     return examples
 
 
@@ -122,11 +127,15 @@ def pairs(
         where = _Where(file, path, row_index)
         chosen = _text(row, chosen_field, where)
         rejected = _text(row, rejected_field, where)
+        cut = {
+            "chosen_cut": _cut_flag(row, "chosen_cut", chosen, where),
+            "rejected_cut": _cut_flag(row, "rejected_cut", rejected, where),
+        }
         if implicit_prompt and isinstance(chosen, list) and isinstance(rejected, list):
             records.append(_split_conversations(chosen, rejected))
             continue
         prompt = _text(row, prompt_field, where)
-        records.append(PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected))
+        records.append(PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected, **cut))
     return records
 
 
@@ -175,7 +184,8 @@ def unpaired(
         # `type(...) is bool`: 0/1 or "true" would pass a looser check and hide a bad column.
         if type(label) is not bool:
             raise where.error(f"expected a bool label, got {describe(label)}", label_field)
-        records.append(UnpairedExample(prompt, completion, desirable=label))
+        cut = _cut_flag(row, "cut", completion, where)
+        records.append(UnpairedExample(prompt, completion, desirable=label, cut=cut))
     return records
 
 
@@ -217,6 +227,18 @@ def _string(row: dict[str, Any], field: str, where: _Where) -> str:
     value = row.get(field)
     if not isinstance(value, str):
         raise where.error(f"expected a string, got {describe(value)}", field)
+    return value
+
+
+def _cut_flag(row: dict[str, Any], field: str, response: Text, where: _Where) -> bool:
+    """An optional bool: whether `response` was cut before it ended (absent or null: false)."""
+    value = row.get(field)
+    if value is None:
+        return False
+    if type(value) is not bool:  # as for labels: 0/1 or "true" would hide a bad column
+        raise where.error(f"expected a bool (or no field), got {describe(value)}", field)
+    if value and isinstance(response, list):
+        raise where.error("only a text response can be marked cut: a chat template ends every turn", field)
     return value
 
 

@@ -2,7 +2,9 @@
 
 The prompt and each response are tokenised separately and joined as ids (never as text), so
 no token merges across the prompt/response boundary and the response starts at a known index.
-Each response ends with EOS. Truncation, in this order:
+Each response ends with EOS, except one marked cut (`chosen_cut`, `rejected_cut`, `cut`: a sample
+that reached its generator's max_new_tokens before it ended, so training must not teach an end
+it never produced). Truncation, in this order:
 1. the prompt is cut to `max_prompt_length` keeping its end (the latest turns; a leading BOS
    is kept in place);
 2. if prompt + the longest response is longer than `max_length`, each response is cut to
@@ -79,7 +81,8 @@ def tokenize_record(
         return EMPTY_PROMPT
     budget = max_length - len(prompt_ids)  # >= 1, as max_prompt_length < max_length
     responses = [
-        _encode_response(getattr(record, name), tokenizer)[:budget] for name in _response_names(record)
+        _encode_response(getattr(record, name), tokenizer, cut=_is_cut(record, name))[:budget]
+        for name in _response_names(record)
     ]
     if not all(responses):
         return TRUNCATED_AWAY
@@ -119,6 +122,11 @@ def _check_lengths(max_length: int, max_prompt_length: int) -> None:
 
 def _response_names(record: Record) -> tuple[str, ...]:
     return ("chosen", "rejected") if isinstance(record, PreferencePair) else ("completion",)
+
+
+def _is_cut(record: Record, name: str) -> bool:
+    """Whether the response `name` was marked cut before it ended (it gets no EOS)."""
+    return getattr(record, "cut" if name == "completion" else f"{name}_cut")
 
 
 def _render_response(
@@ -162,11 +170,11 @@ def _encode_prompt(text: str, tokenizer: Any) -> list[int]:
     return ids
 
 
-def _encode_response(text: str, tokenizer: Any) -> list[int]:
+def _encode_response(text: str, tokenizer: Any, *, cut: bool) -> list[int]:
     ids = tokenizer.encode(text, add_special_tokens=False)
     eos = tokenizer.eos_token_id
-    # A chat template may already end the turn with EOS; one is enough.
-    if eos is not None and ids[-1:] != [eos]:
+    # A chat template may already end the turn with EOS; one is enough. A cut response has none.
+    if not cut and eos is not None and ids[-1:] != [eos]:
         ids.append(eos)
     return ids
 

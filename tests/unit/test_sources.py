@@ -287,6 +287,63 @@ def test_unpaired_label_must_be_a_bool(tmp_path, label):
         load_records("unpaired", path)
 
 
+# --- responses marked cut ----------------------------------------------------------------
+
+
+def test_cut_flags_are_read_when_present_and_false_when_absent(tmp_path):
+    pairs_file = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [
+            {"prompt": "p", "chosen": "c", "rejected": "r", "rejected_cut": True},
+            {"prompt": "p", "chosen": "c", "rejected": "r", "chosen_cut": True, "rejected_cut": False},
+            {"prompt": "p", "chosen": "c", "rejected": "r"},
+        ],
+    )
+    assert [(p.chosen_cut, p.rejected_cut) for p in load_records("pairs", pairs_file)] == [
+        (False, True),
+        (True, False),
+        (False, False),
+    ]
+    unpaired_file = write_jsonl(
+        tmp_path / "kto.jsonl",
+        [
+            {"prompt": "p", "completion": "c", "label": False, "cut": True},
+            {"prompt": "p", "completion": "c", "label": True},
+        ],
+    )
+    assert load_records("unpaired", unpaired_file) == [
+        UnpairedExample("p", "c", desirable=False, cut=True),
+        UnpairedExample("p", "c", desirable=True, cut=False),
+    ]
+
+
+def test_to_unpaired_keeps_each_responses_cut_flag():
+    pair = PreferencePair("p", "c", "r", chosen_cut=False, rejected_cut=True)
+    assert [example.cut for example in to_unpaired([pair])] == [False, True]
+
+
+@pytest.mark.parametrize("flag", [1, 0, "true"])
+@pytest.mark.parametrize(
+    ("source", "row", "field"),
+    [
+        ("pairs", {"prompt": "p", "chosen": "c", "rejected": "r"}, "chosen_cut"),
+        ("pairs", {"prompt": "p", "chosen": "c", "rejected": "r"}, "rejected_cut"),
+        ("unpaired", {"prompt": "p", "completion": "c", "label": True}, "cut"),
+    ],
+)
+def test_a_cut_flag_must_be_a_bool(tmp_path, source, row, field, flag):
+    path = write_jsonl(tmp_path / "data.jsonl", [{**row, field: True}, {**row, field: flag}])
+    with pytest.raises(DataError, match=rf"data\.jsonl, row 1, field '{field}': expected a bool"):
+        load_records(source, path)
+
+
+def test_only_a_text_response_can_be_marked_cut(tmp_path):
+    row = {"prompt": [USER_HI], "chosen": [BOT_YO], "rejected": [BOT_NO], "chosen_cut": True}
+    path = write_jsonl(tmp_path / "chat.jsonl", [row])
+    with pytest.raises(DataError, match=r"row 0, field 'chosen_cut': only a text response can be marked cut"):
+        load_records("pairs", path)
+
+
 # --- hh_rlhf ----------------------------------------------------------------------------
 
 

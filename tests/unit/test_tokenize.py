@@ -87,6 +87,24 @@ def test_unpaired_example(tok):
     )
 
 
+def test_a_response_marked_cut_gets_no_eos(tok):
+    # Sampled up to max_new_tokens without ending: training must not teach an end it never produced.
+    pair = PreferencePair("hi", "yo", "no", chosen_cut=False, rejected_cut=True)
+    assert tokenize_record(pair, tok, **BIG) == TokenizedPair(
+        prompt_ids=[21, 22],  # h i
+        chosen_ids=[38, 28, EOS],  # y o </s>   (ended)
+        rejected_ids=[27, 28],  # n o         (cut: no EOS)
+    )
+    both_cut = PreferencePair("hi", "yo", "no", chosen_cut=True, rejected_cut=True)
+    assert tokenize_record(both_cut, tok, **BIG).chosen_ids == [38, 28]  # y o
+    assert tokenize_record(UnpairedExample("hi", "yo", False, cut=True), tok, **BIG) == TokenizedUnpaired(
+        prompt_ids=[21, 22],  # h i
+        completion_ids=[38, 28],  # y o   (cut: no EOS)
+        desirable=False,
+    )
+    assert tokenize_record(UnpairedExample("hi", "yo", True), tok, **BIG).completion_ids == [38, 28, EOS]
+
+
 # --- truncation -------------------------------------------------------------------------
 
 
