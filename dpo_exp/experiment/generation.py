@@ -1,4 +1,7 @@
-"""Completions from any Hugging Face causal LM with `generate`, as token ids cut at EOS."""
+"""Completions from any Hugging Face causal LM with `generate`, as token ids cut at EOS.
+
+A completion that reached `max_new_tokens` without EOS has none: `ended` tells the two apart.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +32,12 @@ def cut_at_eos(ids: list[int], eos_id: int | None) -> list[int]:
     if eos_id is not None and eos_id in ids:
         return ids[: ids.index(eos_id) + 1]
     return ids
+
+
+def ended(ids: list[int], eos_id: int | None) -> bool:
+    """Whether a completion from `generate_completions` ended (with EOS); one that did not was cut
+    by max_new_tokens."""
+    return eos_id is not None and ids[-1:] == [eos_id]
 
 
 class Ticker(LogitsProcessor):

@@ -15,12 +15,11 @@ from typing import Any
 from omegaconf import DictConfig, open_dict
 
 from dpo_exp.console import stage
-from dpo_exp.data.records import PreferencePair
 from dpo_exp.data.tokenize import TokenizedPair, tokenize_records
 from dpo_exp.errors import ConfigError
 from dpo_exp.experiment.cache import StageResult
 from dpo_exp.experiment.evaluate import TrueRewardEval
-from dpo_exp.experiment.sample import STATS, split_files
+from dpo_exp.experiment.sample import STATS, read_pair, split_files
 from dpo_exp.experiment.stages import (
     MODEL_DIR,
     Task,
@@ -122,7 +121,7 @@ def eval_callback(
 def drift_pairs(cfg: DictConfig, sample: StageResult, tokenizer: Any) -> list[TokenizedPair]:
     """The sampled validation pairs, tokenised: the log-prob drift is measured on them."""
     rows = read_jsonl(sample.path / split_files("val")["pairs"])
-    records = [PreferencePair(row["prompt"], row["chosen"], row["rejected"]) for row in rows]
+    records = [read_pair(row) for row in rows]
     data = cfg.data
     kept, _ = tokenize_records(
         records, tokenizer, max_length=data.max_length, max_prompt_length=data.max_prompt_length

@@ -22,7 +22,7 @@ from typing import Any
 from transformers import PreTrainedModel
 
 from dpo_exp.data.records import PreferencePair, UnpairedExample
-from dpo_exp.experiment.generation import decode, encode_prompts, generate_completions
+from dpo_exp.experiment.generation import decode, encode_prompts, ended, generate_completions
 from dpo_exp.tasks import Problem
 
 PAIR_MODES = ("best_vs_worst", "all")
@@ -30,12 +30,14 @@ PAIR_MODES = ("best_vs_worst", "all")
 
 @dataclass(frozen=True)
 class Labelled:
-    """One prompt's samples and their rewards."""
+    """One prompt's samples, their rewards, and which were cut: stopped at max_new_tokens with no
+    EOS (their training rows say so, and tokenisation gives them no EOS)."""
 
     prompt: str
     answer: str
     completions: list[str]
     rewards: list[float]
+    cut: list[bool]
 
 
 def sample_and_label(
@@ -71,13 +73,18 @@ def sample_and_label(
     for problem, ids in zip(problems, samples, strict=True):
         texts = [decode(tokenizer, sample) for sample in ids]
         rewards = [float(reward(problem.prompt, text, problem.answer)) for text in texts]
-        labelled.append(Labelled(problem.prompt, problem.answer, texts, rewards))
+        cut = [not ended(sample, tokenizer.eos_token_id) for sample in ids]
+        labelled.append(Labelled(problem.prompt, problem.answer, texts, rewards, cut))
     return labelled
 
 
-def _distinct(item: Labelled) -> list[tuple[str, float]]:
-    """(completion, reward) for each distinct completion, in first-seen order."""
-    return list(dict(zip(item.completions, item.rewards, strict=True)).items())
+def _distinct(item: Labelled) -> list[tuple[str, float, bool]]:
+    """(completion, reward, cut) for each distinct sample, in first-seen order. The same text cut
+    and ended are two samples: they train differently (without and with EOS)."""
+    rewards: dict[tuple[str, bool], float] = {}
+    for text, score, cut in zip(item.completions, item.rewards, item.cut, strict=True):
+        rewards.setdefault((text, cut), score)
+    return [(text, score, cut) for (text, cut), score in rewards.items()]
 
 
 def build_pairs(labelled: list[Labelled], mode: str = "best_vs_worst") -> list[PreferencePair]:
@@ -94,7 +101,9 @@ def build_pairs(labelled: list[Labelled], mode: str = "best_vs_worst") -> list[P
         else:
             candidates = [(high, low) for high in distinct for low in distinct]
         pairs += [
-            PreferencePair(item.prompt, high[0], low[0]) for high, low in candidates if high[1] > low[1]
+            PreferencePair(item.prompt, high[0], low[0], chosen_cut=high[2], rejected_cut=low[2])
+            for high, low in candidates
+            if high[1] > low[1]
         ]
     return pairs
 
@@ -103,18 +112,18 @@ def build_unpaired(labelled: list[Labelled], threshold: float) -> list[UnpairedE
     """Every sample as drawn, duplicates included, desirable when its reward reaches `threshold`
     (KTO's data)."""
     return [
-        UnpairedExample(item.prompt, completion, desirable=score >= threshold)
+        UnpairedExample(item.prompt, completion, desirable=score >= threshold, cut=cut)
         for item in labelled
-        for completion, score in zip(item.completions, item.rewards, strict=True)
+        for completion, score, cut in zip(item.completions, item.rewards, item.cut, strict=True)
     ]
 
 
-def build_rft(labelled: list[Labelled], threshold: float) -> list[tuple[str, str]]:
-    """(prompt, completion) for each distinct sample whose reward reaches `threshold`."""
+def build_rft(labelled: list[Labelled], threshold: float) -> list[UnpairedExample]:
+    """Each distinct sample whose reward reaches `threshold` (all desirable)."""
     return [
-        (item.prompt, completion)
+        UnpairedExample(item.prompt, completion, desirable=True, cut=cut)
         for item in labelled
-        for completion, score in _distinct(item)
+        for completion, score, cut in _distinct(item)
         if score >= threshold
     ]
 
@@ -132,6 +141,7 @@ def label_stats(labelled: list[Labelled], threshold: float) -> dict[str, float]:
             count == len(item.rewards) for count, item in zip(passing, labelled, strict=True)
         ),
         "prompts_all_fail": sum(count == 0 for count in passing),
+        "cut": sum(sum(item.cut) for item in labelled),  # samples that reached max_new_tokens, no EOS
     }
 
 
@@ -152,18 +162,34 @@ def write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
             stream.write(json.dumps(row) + "\n")
 
 
+def pair_row(pair: PreferencePair) -> dict[str, Any]:
+    """A pairs.jsonl row; `chosen_cut` / `rejected_cut` only where true (what the `pairs` source reads)."""
+    row = {"prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected}
+    row.update({key: True for key in ("chosen_cut", "rejected_cut") if getattr(pair, key)})
+    return row
+
+
+def read_pair(row: dict[str, Any]) -> PreferencePair:
+    """A pair back from a row written by `pair_row`."""
+    cut = {key: bool(row.get(key, False)) for key in ("chosen_cut", "rejected_cut")}
+    return PreferencePair(row["prompt"], row["chosen"], row["rejected"], **cut)
+
+
+def unpaired_row(example: UnpairedExample) -> dict[str, Any]:
+    """An unpaired.jsonl or rft.jsonl row; `cut` only where true (what the `unpaired` source reads)."""
+    row = {"prompt": example.prompt, "completion": example.completion, "label": example.desirable}
+    return {**row, "cut": True} if example.cut else row
+
+
 def write_split(folder: Path, split: str, labelled: list[Labelled], *, mode: str, threshold: float) -> dict:
     """Write one split's samples and training sets; return its counts."""
     files = split_files(split)
     pairs = build_pairs(labelled, mode)
     unpaired = build_unpaired(labelled, threshold)
     rft = build_rft(labelled, threshold)
-    write_jsonl([asdict(pair) for pair in pairs], folder / files["pairs"])
-    write_jsonl(
-        [{"prompt": e.prompt, "completion": e.completion, "label": e.desirable} for e in unpaired],
-        folder / files["unpaired"],
-    )
-    write_jsonl([{"prompt": p, "completion": c, "label": True} for p, c in rft], folder / files["rft"])
+    write_jsonl([pair_row(pair) for pair in pairs], folder / files["pairs"])
+    write_jsonl([unpaired_row(example) for example in unpaired], folder / files["unpaired"])
+    write_jsonl([unpaired_row(example) for example in rft], folder / files["rft"])
     suffix = "" if split == "train" else f"_{split}"
     write_jsonl([asdict(item) for item in labelled], folder / f"samples{suffix}.jsonl")
     stats = label_stats(labelled, threshold)
@@ -176,7 +202,8 @@ def format_stats(stats: dict[str, float], split: str) -> str:
         f"sampled ({split}): {stats['prompts']} prompts x k, mean reward {stats['mean_reward']:.3f}; "
         f"{stats['prompts_with_pair']} prompts gave a usable pair "
         f"({stats['prompts_all_pass']} all passed, {stats['prompts_all_fail']} all failed); "
-        f"{stats['pairs']} pairs, {stats['unpaired']} unpaired, {stats['rft']} RFT examples"
+        f"{stats['pairs']} pairs, {stats['unpaired']} unpaired, {stats['rft']} RFT examples; "
+        f"{stats['cut']} of {stats['samples']} samples cut at max_new_tokens (no EOS)"
     )
 
 

@@ -38,8 +38,9 @@ MODEL_DIR = "model"
 SFT_STATS = "sft_stats.json"  # the SFT stage's target, the step that reached it, every check
 ROUND_SAMPLES = "round_samples"  # a later round's samples, drawn from the previous round's policy
 # In the sample stage's key: bumped when its files change (2: rft rows carry a label; 3: the KTO
-# examples are every sample as drawn, not the distinct ones).
-SAMPLE_FORMAT = 3
+# examples are every sample as drawn, not the distinct ones; 4: samples cut at max_new_tokens are
+# marked cut).
+SAMPLE_FORMAT = 4
 
 
 def container(node: Any) -> Any:

@@ -61,6 +61,25 @@ def test_a_progress_bar_moves_with_decoding_and_leaves_the_samples_unchanged(tin
     assert len(steps) > 2 and steps[0] == pytest.approx(3 / 5)  # 3 prompts moved 1/5 per decoding step
 
 
+def test_samples_that_reach_max_new_tokens_without_eos_are_marked_cut(tiny_policy, char_tokenizer, tmp_path):
+    problems = arithmetic.problems(3, digits=2, seed=0)
+    options = {"num_samples": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 3, "batch_size": 8}
+    # EOS made impossible: every sample runs to max_new_tokens and is cut.
+    tiny_policy.generation_config.suppress_tokens = [char_tokenizer.eos_token_id]
+    cut = sample_and_label(tiny_policy, char_tokenizer, problems, arithmetic.reward, **options)
+    assert [item.cut for item in cut] == [[True, True]] * 3
+    # EOS forced at the last step at the latest: every sample ends, none is cut.
+    tiny_policy.generation_config.suppress_tokens = None
+    tiny_policy.generation_config.forced_eos_token_id = char_tokenizer.eos_token_id
+    ended = sample_and_label(tiny_policy, char_tokenizer, problems, arithmetic.reward, **options)
+    assert [item.cut for item in ended] == [[False, False]] * 3
+
+    stats = write_split(tmp_path, "train", cut + ended, mode="all", threshold=1.0)
+    assert stats["cut"] == 6 and stats["samples"] == 12
+    rows = [json.loads(line) for line in (tmp_path / "unpaired.jsonl").read_text().splitlines()]
+    assert [row.get("cut", False) for row in rows] == [True] * 6 + [False] * 6
+
+
 def _train_a_little(policy, tokenizer, problems, steps=30):
     """A few supervised steps toward the correct answers: the policy leaves its reference."""
     optimizer = torch.optim.AdamW(policy.parameters(), lr=3e-3)
@@ -128,7 +147,8 @@ def test_sample_and_label_on_gsm8k_with_a_saved_model_and_a_reward_by_path(tiny_
     for name in split_files("train").values():
         assert (tmp_path / name).exists()
     rows = [json.loads(line) for line in (tmp_path / "unpaired.jsonl").read_text().splitlines()]
-    assert rows and all(set(row) == {"prompt", "completion", "label"} for row in rows)
+    # an untrained model rarely ends within 8 tokens: such samples are marked cut
+    assert rows and all(set(row) - {"cut"} == {"prompt", "completion", "label"} for row in rows)
 
 
 @pytest.mark.parametrize("data", ["arithmetic", "gsm8k"])

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from dpo_exp.data.records import PreferencePair, UnpairedExample
-from dpo_exp.experiment.generation import cut_at_eos
-from dpo_exp.experiment.sample import Labelled, build_pairs, build_rft, build_unpaired, label_stats
+from dpo_exp.data.sources import load_records
+from dpo_exp.experiment.generation import cut_at_eos, ended
+from dpo_exp.experiment.sample import (
+    Labelled,
+    build_pairs,
+    build_rft,
+    build_unpaired,
+    format_stats,
+    label_stats,
+    read_pair,
+    write_split,
+)
 from dpo_exp.tasks import arithmetic, gsm8k, load_function
 
-MIXED = Labelled("1+1=", "2", ["2", "3", "2", "4"], [1.0, 0.0, 1.0, 0.0])
-TIES = Labelled("2+2=", "4", ["5", "6"], [0.0, 0.0])  # all fail: no pair
-ALL_PASS = Labelled("3+3=", "6", ["6", "6"], [1.0, 1.0])  # all pass: no pair
-GRADED = Labelled("p", "a", ["x", "y", "z"], [0.5, 1.0, 0.0])  # a non-binary reward
+MIXED = Labelled("1+1=", "2", ["2", "3", "2", "4"], [1.0, 0.0, 1.0, 0.0], [False] * 4)
+TIES = Labelled("2+2=", "4", ["5", "6"], [0.0, 0.0], [False, False])  # all fail: no pair
+ALL_PASS = Labelled("3+3=", "6", ["6", "6"], [1.0, 1.0], [False, False])  # all pass: no pair
+GRADED = Labelled("p", "a", ["x", "y", "z"], [0.5, 1.0, 0.0], [False] * 3)  # a non-binary reward
+# "77" ran out of max_new_tokens twice, once after the same text as an ended sample
+CUT = Labelled("4+4=", "8", ["8", "77", "77", "8"], [1.0, 0.0, 0.0, 1.0], [False, True, True, True])
 
 
 def test_best_vs_worst_takes_the_first_best_and_first_worst_and_drops_ties():
@@ -53,8 +67,25 @@ def test_unpaired_set_holds_every_sample_as_drawn():
 
 
 def test_rft_set_holds_each_distinct_passing_sample_once():
-    assert build_rft([MIXED, TIES, ALL_PASS], threshold=1.0) == [("1+1=", "2"), ("3+3=", "6")]
-    assert build_rft([GRADED], threshold=0.5) == [("p", "x"), ("p", "y")]
+    assert build_rft([MIXED, TIES, ALL_PASS], threshold=1.0) == [
+        UnpairedExample("1+1=", "2", True),
+        UnpairedExample("3+3=", "6", True),
+    ]
+    assert [(e.prompt, e.completion) for e in build_rft([GRADED], threshold=0.5)] == [("p", "x"), ("p", "y")]
+
+
+def test_cut_samples_carry_their_mark_and_count_apart_from_the_same_text_ended():
+    # distinct (text, cut): ("8", ended) 1.0, ("77", cut) 0.0, ("8", cut) 1.0
+    assert build_pairs([CUT], "all") == [
+        PreferencePair("4+4=", "8", "77", chosen_cut=False, rejected_cut=True),
+        PreferencePair("4+4=", "8", "77", chosen_cut=True, rejected_cut=True),
+    ]
+    assert [e.cut for e in build_unpaired([CUT], threshold=1.0)] == [False, True, True, True]
+    assert build_rft([CUT], threshold=1.0) == [
+        UnpairedExample("4+4=", "8", True),
+        UnpairedExample("4+4=", "8", True, cut=True),
+    ]
+    assert label_stats([CUT, MIXED], threshold=1.0)["cut"] == 3
 
 
 def test_stats_count_prompts_with_a_usable_pair():
@@ -63,6 +94,7 @@ def test_stats_count_prompts_with_a_usable_pair():
     assert stats["prompts_with_pair"] == 1
     assert stats["prompts_all_pass"] == 1 and stats["prompts_all_fail"] == 1
     assert stats["mean_reward"] == pytest.approx(4 / 8)
+    assert stats["cut"] == 0
 
 
 def test_arithmetic_verifier_takes_the_pipeline_signature():
@@ -103,3 +135,29 @@ def test_reward_is_found_by_import_path():
 def test_generated_ids_are_cut_after_the_first_eos():
     assert cut_at_eos([5, 6, 2, 0, 0], eos_id=2) == [5, 6, 2]
     assert cut_at_eos([5, 6, 7], eos_id=2) == [5, 6, 7]  # ran out of max_new_tokens
+
+
+def test_a_completion_without_eos_did_not_end():
+    assert ended([5, 6, 2], eos_id=2)
+    assert not ended([5, 6, 7], eos_id=2)  # ran out of max_new_tokens: cut
+    assert not ended([], eos_id=2) and not ended([5], eos_id=None)
+
+
+def test_write_split_carries_the_cut_marks_into_the_files(tmp_path):
+    stats = write_split(tmp_path, "val", [CUT], mode="all", threshold=1.0)
+    lines = {
+        name: (tmp_path / f"{name}_val.jsonl").read_text().splitlines()
+        for name in ("pairs", "unpaired", "rft")
+    }
+    # the mark is written only where true, and read back by the sources the runs use
+    assert [json.loads(line) for line in lines["pairs"]] == [
+        {"prompt": "4+4=", "chosen": "8", "rejected": "77", "rejected_cut": True},
+        {"prompt": "4+4=", "chosen": "8", "rejected": "77", "chosen_cut": True, "rejected_cut": True},
+    ]
+    assert load_records("pairs", str(tmp_path / "pairs_val.jsonl")) == build_pairs([CUT], "all")
+    assert [read_pair(json.loads(line)) for line in lines["pairs"]] == build_pairs([CUT], "all")
+    assert load_records("unpaired", str(tmp_path / "unpaired_val.jsonl")) == build_unpaired([CUT], 1.0)
+    assert load_records("unpaired", str(tmp_path / "rft_val.jsonl")) == build_rft([CUT], 1.0)
+    assert json.loads((tmp_path / "samples_val.jsonl").read_text())["cut"] == [False, True, True, True]
+    assert stats["cut"] == 3
+    assert "3 of 4 samples cut at max_new_tokens (no EOS)" in format_stats(stats, "val")
