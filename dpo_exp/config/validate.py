@@ -22,7 +22,7 @@ from dpo_exp.config.schema import EXPERIMENT_SECTIONS, RUN_SECTIONS, TASK_SOURCE
 from dpo_exp.console import VERBOSITY
 from dpo_exp.data.sources import get_source
 from dpo_exp.errors import ConfigError
-from dpo_exp.losses import LossSpec, get_loss, loss_hyperparameters
+from dpo_exp.losses import LOSSES, LossSpec, get_loss, loss_hyperparameters
 from dpo_exp.models.checks import check_model_config
 from dpo_exp.tasks import load_function
 from dpo_exp.training.build import loss_options
@@ -100,13 +100,33 @@ def check_positive_number(value: Any, key: str) -> None:
 
 def check_loss_options(loss_cfg: DictConfig, spec: LossSpec) -> None:
     """Loss options are the loss function's keyword-only parameters (less beta, set at the top)."""
-    accepted = set(loss_hyperparameters(spec)) - {"beta"}
-    for option in loss_options(loss_cfg):
+    defaults = loss_hyperparameters(spec)
+    accepted = set(defaults) - {"beta"}
+    for option, value in loss_options(loss_cfg).items():
         if option == "beta":
             raise ConfigError("beta is set at the top level (`beta=0.1`), not under loss")
         if option not in accepted:
             valid = ", ".join(sorted(accepted)) or "none"
             raise ConfigError(f"loss '{spec.name}' has no option '{option}'; its options: {valid}")
+        if isinstance(value, str):
+            check_text_loss_option(spec, option, value, defaults[option])
+
+
+def check_text_loss_option(spec: LossSpec, option: str, value: str, default: Any) -> None:
+    """A loss option is a number or a bool; the text `auto` only where the loss lets the run choose
+    it from the training data (`LossSpec.auto_options`)."""
+    if option in spec.auto_options and value == "auto":
+        return
+    if option in spec.auto_options:
+        raise ConfigError(
+            f"loss.{option} must be a number or auto (chosen from the training data), got {value!r}"
+        )
+    kind = "true or false" if isinstance(default, bool) else "a number"
+    hint = ""
+    if value == "auto":
+        owners = [f"loss={s.name} loss.{name}" for s in LOSSES.values() for name in s.auto_options]
+        hint = f" (auto is accepted by {', '.join(owners)} only)"
+    raise ConfigError(f"loss.{option} must be {kind}, got {value!r}{hint}")
 
 
 def check_data(data_cfg: DictConfig) -> None:

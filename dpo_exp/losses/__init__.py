@@ -16,7 +16,7 @@ from dpo_exp.losses.paired import (
     simpo_loss,
 )
 from dpo_exp.losses.registry import LOSSES, LossSpec, get_loss, loss_hyperparameters, loss_inputs, takes_beta
-from dpo_exp.losses.unpaired import kto_loss, rft_loss
+from dpo_exp.losses.unpaired import kto_desirable_weight, kto_loss, rft_loss
 
 __all__ = [
     "LOSSES",
@@ -26,6 +26,7 @@ __all__ = [
     "get_loss",
     "hinge_loss",
     "ipo_loss",
+    "kto_desirable_weight",
     "kto_loss",
     "loss_hyperparameters",
     "loss_inputs",

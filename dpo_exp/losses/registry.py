@@ -25,6 +25,8 @@ class LossSpec:
     has_grad_weight: whether ``metrics`` includes ``grad_weight``.
     positives_only: trains on desirable examples only (rft): the built-in experiment gives it
         the passing samples rather than every labelled one.
+    auto_options: hyperparameters that may be set to `auto`, to be chosen from the training
+        data when a run starts (kto's desirable_weight, by ``kto_desirable_weight``).
     """
 
     name: str
@@ -33,6 +35,7 @@ class LossSpec:
     paired: bool
     has_grad_weight: bool
     positives_only: bool = False
+    auto_options: tuple[str, ...] = ()
 
 
 LOSSES: dict[str, LossSpec] = {
@@ -40,7 +43,14 @@ LOSSES: dict[str, LossSpec] = {
     for spec in (
         LossSpec("dpo", dpo_loss, needs_reference=True, paired=True, has_grad_weight=True),
         LossSpec("ipo", ipo_loss, needs_reference=True, paired=True, has_grad_weight=True),
-        LossSpec("kto", kto_loss, needs_reference=True, paired=False, has_grad_weight=False),
+        LossSpec(
+            "kto",
+            kto_loss,
+            needs_reference=True,
+            paired=False,
+            has_grad_weight=False,
+            auto_options=("desirable_weight",),
+        ),
         LossSpec("orpo", orpo_loss, needs_reference=False, paired=True, has_grad_weight=False),
         LossSpec("hinge", hinge_loss, needs_reference=True, paired=True, has_grad_weight=True),
         LossSpec("robust", robust_loss, needs_reference=True, paired=True, has_grad_weight=True),

@@ -58,6 +58,36 @@ def kto_loss(
     )
 
 
+# KTO's rule for its class weights: lambda_D * n_D / (lambda_U * n_U) within [1, 4/3].
+KTO_WEIGHT_RATIO = (1.0, 4 / 3)
+
+
+def kto_desirable_weight(n_desirable: int, n_undesirable: int, *, undesirable_weight: float = 1.0) -> float:
+    """The desirable weight lambda_D that KTO's authors recommend for these example counts.
+
+    Ethayarajh et al. (2024), arXiv:2402.01306: pick lambda_D, lambda_U so that
+    lambda_D * n_D / (lambda_U * n_U) lies in [1, 4/3]. With lambda_U given, lambda_D is 1.0 where
+    that already holds, else the nearest end of the range:
+      lambda_D = clamp(1.0, lo=lambda_U * n_U / n_D, hi=(4/3) * lambda_U * n_U / n_D).
+    E.g. n_D = 10, n_U = 30 -> 3.0 (ratio 1); n_D = 90, n_U = 10 -> 4/27 (ratio 4/3).
+    No weight balances data without desirable examples, or without weighted undesirable ones:
+    ValueError.
+    """
+    if n_desirable <= 0:
+        raise ValueError(
+            f"the training data has no desirable examples (n_D {n_desirable}, n_U {n_undesirable}), "
+            "so no desirable weight balances it"
+        )
+    if n_undesirable <= 0 or undesirable_weight <= 0:
+        raise ValueError(
+            f"the training data has no weighted undesirable examples (n_D {n_desirable}, "
+            f"n_U {n_undesirable}, undesirable_weight {undesirable_weight}), so the rule "
+            "lambda_D * n_D / (lambda_U * n_U) in [1, 4/3] sets no weight"
+        )
+    low = undesirable_weight * n_undesirable / n_desirable
+    return min(max(1.0, KTO_WEIGHT_RATIO[0] * low), KTO_WEIGHT_RATIO[1] * low)
+
+
 def rft_loss(
     policy_logps: torch.Tensor,
     ntokens: torch.Tensor,

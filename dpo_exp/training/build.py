@@ -19,9 +19,10 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel
 
-from dpo_exp.console import log
+from dpo_exp.console import log, stage
 from dpo_exp.data.module import PreferenceDataModule, PreparedData
-from dpo_exp.losses import LossSpec
+from dpo_exp.errors import ConfigError
+from dpo_exp.losses import LossSpec, kto_desirable_weight
 from dpo_exp.models.scoring import shared_prompt_supported
 from dpo_exp.training.module import PreferenceModule
 from dpo_exp.training.progress import StepProgressBar
@@ -32,6 +33,53 @@ def loss_options(loss_cfg: DictConfig) -> dict[str, Any]:
     options = OmegaConf.to_container(loss_cfg, resolve=True)
     options.pop("name")
     return options
+
+
+def resolve_loss_options(
+    loss_cfg: DictConfig, spec: LossSpec, data: PreparedData
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the loss's options with each `auto` one chosen from the training data, how each was chosen).
+
+    Computed once, where the run starts, on the training examples left after tokenisation; the
+    choice is printed, recorded in summary.json (`auto_loss_options`) and, as the module's
+    hyperparameters, in hparams.yaml. A number given by the user is used unchanged.
+    """
+    options = loss_options(loss_cfg)
+    chosen = {}
+    for name in spec.auto_options:
+        if options.get(name) == "auto":
+            chosen[name] = AUTO_OPTIONS[name](spec, options, data)
+            options[name] = chosen[name]["value"]
+    return options, chosen
+
+
+def auto_desirable_weight(spec: LossSpec, options: dict[str, Any], data: PreparedData) -> dict[str, Any]:
+    """KTO's desirable weight by its paper's rule (`kto_desirable_weight`) on the training counts."""
+    flags = [item.record.desirable for item in data.train.items]  # unpaired examples (kto)
+    n_desirable, n_undesirable = sum(flags), len(flags) - sum(flags)
+    undesirable_weight = float(options.get("undesirable_weight", 1.0))
+    try:
+        weight = kto_desirable_weight(n_desirable, n_undesirable, undesirable_weight=undesirable_weight)
+    except ValueError as error:
+        raise ConfigError(
+            f"loss.desirable_weight=auto: {error}; set loss.desirable_weight to a number"
+        ) from None
+    before = n_desirable / (undesirable_weight * n_undesirable)
+    stage(
+        "loss",
+        f"{spec.name} desirable_weight auto = {weight:.3g} (n_D {n_desirable}, n_U {n_undesirable}: "
+        f"w_D*n_D / (w_U*n_U) = {before:.3g} -> {weight * before:.3g})",
+    )
+    return {
+        "value": weight,
+        "n_desirable": n_desirable,
+        "n_undesirable": n_undesirable,
+        "ratio": weight * before,  # lambda_D * n_D / (lambda_U * n_U), in [1, 4/3]
+    }
+
+
+# Loss options that may be `auto` (a loss lists them in `LossSpec.auto_options`) -> how each is chosen.
+AUTO_OPTIONS = {"desirable_weight": auto_desirable_weight}
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
@@ -117,15 +165,20 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -
 
 
 def build_module(
-    cfg: DictConfig, spec: LossSpec, policy: PreTrainedModel, reference: PreTrainedModel | None
+    cfg: DictConfig,
+    spec: LossSpec,
+    policy: PreTrainedModel,
+    reference: PreTrainedModel | None,
+    options: dict[str, Any],
 ) -> PreferenceModule:
-    """The LightningModule of a run, from its config and its loaded models."""
+    """The LightningModule of a run, from its config, its loaded models and its loss options
+    (`resolve_loss_options`: the config's, each `auto` one chosen)."""
     return PreferenceModule(
         policy,
         reference,
         loss=spec.name,
         beta=float(cfg.beta),
-        loss_options=loss_options(cfg.loss),
+        loss_options=options,
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         head_on_completions=bool(cfg.speed.head_on_completions),
     )

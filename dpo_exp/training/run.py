@@ -29,6 +29,7 @@ from dpo_exp.training.build import (
     build_datamodule,
     build_module,
     build_trainer,
+    resolve_loss_options,
     share_prompt_wanted,
     write_wandb_summary,
 )
@@ -111,6 +112,8 @@ class RunParts:
     cache: ReferenceCache | None
     module: L.LightningModule
     datamodule: L.LightningDataModule
+    loss_options: dict[str, Any]  # as the loss gets them: each `auto` one chosen from the data
+    auto_loss_options: dict[str, dict[str, Any]]  # how each `auto` option was chosen
 
 
 def assemble_run(cfg: DictConfig) -> RunParts:
@@ -120,6 +123,7 @@ def assemble_run(cfg: DictConfig) -> RunParts:
     data = prepare_data(cfg.data, tokenizer, paired=spec.paired)
     detail(format_report(data.train.report, f"train data ({cfg.data.name})"))
     detail(format_report(data.validation.report, f"validation data ({cfg.data.name})"))
+    options, auto_options = resolve_loss_options(cfg.loss, spec, data)
     policy = load_policy(cfg.model, tokenizer)
     cache = None
     if cache_wanted(cfg.reference, spec):
@@ -135,8 +139,10 @@ def assemble_run(cfg: DictConfig) -> RunParts:
         share_prompt=share_prompt_wanted(cfg, spec, policy, reference),
         ref_logps=None if cache is None else {"train": cache.train, "validation": cache.validation},
     )
-    module = build_module(cfg, spec, policy, reference)
-    return RunParts(spec, tokenizer, data, policy, reference, cache, module, datamodule)
+    module = build_module(cfg, spec, policy, reference, options)
+    return RunParts(
+        spec, tokenizer, data, policy, reference, cache, module, datamodule, options, auto_options
+    )
 
 
 def run_callbacks(
@@ -179,6 +185,8 @@ def _train(
         "run_dir": str(run_dir),
         "loss": parts.spec.name,
         "beta": float(cfg.beta),
+        "loss_options": parts.loss_options,
+        **({"auto_loss_options": parts.auto_loss_options} if parts.auto_loss_options else {}),
         "seed": int(cfg.seed),
         "config_hash": config_hash(cfg),
         "global_step": trainer.global_step,

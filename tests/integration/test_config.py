@@ -64,6 +64,23 @@ def test_every_loss_yaml_names_a_registered_loss():
             "loss 'dpo' has no option 'temperature'; its options: label_smoothing",
         ),
         (["+loss.beta=2"], ConfigError, "beta is set at the top level"),
+        (
+            ["loss=kto", "loss.desirable_weight=lots"],
+            ConfigError,
+            "loss.desirable_weight must be a number or auto (chosen from the training data), got 'lots'",
+        ),
+        (
+            ["loss=kto", "loss.undesirable_weight=auto"],
+            ConfigError,
+            "loss.undesirable_weight must be a number, got 'auto' "
+            "(auto is accepted by loss=kto loss.desirable_weight only)",
+        ),
+        (["loss=dpo", "loss.label_smoothing=auto"], ConfigError, "loss.label_smoothing must be a number"),
+        (
+            ["loss=ipo", "loss.length_normalize=yes"],
+            ConfigError,
+            "loss.length_normalize must be true or false",
+        ),
         (["data.source=nope"], DataError, "unknown data source 'nope'; valid sources:"),
         (
             ["data.max_prompt_length=40"],

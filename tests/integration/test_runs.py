@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dpo_exp.cli import data_report, run
 from dpo_exp.data.records import DataError
@@ -99,6 +101,38 @@ def test_kto_on_unpaired_records(tmp_path: Path):
     )
     assert summary["metrics"]["val/kl"] >= 0
     assert 0 <= summary["metrics"]["val/rewards/accuracy"] <= 1
+
+
+def test_kto_chooses_its_desirable_weight_from_the_training_data_and_records_it(tmp_path: Path, caplog):
+    caplog.set_level(logging.INFO, logger="dpo_exp")
+    # 10 desirable and 30 undesirable training rows (one is dropped: an empty completion)
+    rows = [
+        {"prompt": f"{i}+{i}=", "completion": str(2 * i + (i % 4 != 0)), "label": i % 4 == 0}
+        for i in range(40)
+    ]
+    train = write_jsonl(tmp_path / "kto.jsonl", [*rows, {"prompt": "p", "completion": " ", "label": True}])
+    validation = write_jsonl(
+        tmp_path / "kto_val.jsonl", [{**row, "prompt": "v" + row["prompt"]} for row in rows[:8]]
+    )
+    overrides = [
+        "loss=kto",  # desirable_weight: auto, its default
+        "data=unpaired",
+        f"data.train_path={train}",
+        f"data.validation_path={validation}",
+        "data.batch_size=8",
+        "data.max_length=32",
+        "data.max_prompt_length=16",
+        *TWO_STEPS,
+    ]
+    run_dir = tmp_path / "run"
+    summary = run(compose_config(SINGLE_RUN + FAST_MODEL + FAST_TRAINER + overrides, fast=False), run_dir)
+    # 1 * 10 / 30 = 1/3 below [1, 4/3]: w_D = 30 / 10 = 3, so that w_D * n_D / (w_U * n_U) = 1
+    assert "kto desirable_weight auto = 3 (n_D 10, n_U 30: w_D*n_D / (w_U*n_U) = 0.333 -> 1)" in caplog.text
+    assert summary["loss_options"] == {"desirable_weight": 3.0, "undesirable_weight": 1.0}
+    assert summary["auto_loss_options"]["desirable_weight"]["n_desirable"] == 10
+    assert json.loads((run_dir / "summary.json").read_text())["loss_options"]["desirable_weight"] == 3.0
+    hparams = yaml.safe_load((run_dir / "hparams.yaml").read_text())
+    assert hparams["loss_options"] == {"desirable_weight": 3.0, "undesirable_weight": 1.0}
 
 
 def test_a_bad_row_names_file_row_and_field_before_any_model(tmp_path: Path, monkeypatch):

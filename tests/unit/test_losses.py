@@ -21,6 +21,7 @@ from dpo_exp.losses import (
     get_loss,
     hinge_loss,
     ipo_loss,
+    kto_desirable_weight,
     kto_loss,
     loss_hyperparameters,
     loss_inputs,
@@ -196,6 +197,44 @@ def test_kto_all_desirable_gives_empty_rejected_rewards_and_detached_baseline() 
     out.loss.sum().backward()
     assert policy.grad is not None
     assert z0.grad is None  # z0 is a constant to the loss
+
+
+@pytest.mark.parametrize(
+    ("n_desirable", "n_undesirable", "undesirable_weight", "expected"),
+    [
+        # balanced: 1.0 * 100 / 100 = 1, already in [1, 4/3] -> 1.0
+        (100, 100, 1.0, 1.0),
+        # a few more desirable: 120 / 100 = 1.2, in range -> 1.0
+        (120, 100, 1.0, 1.0),
+        # few desirable: 10 / 30 = 1/3 < 1 -> the low end, w_D = 30 / 10 = 3 (ratio 1)
+        (10, 30, 1.0, 3.0),
+        # slightly fewer desirable: 100 / 120 -> w_D = 120 / 100 = 1.2
+        (100, 120, 1.0, 1.2),
+        # many desirable: 90 / 10 = 9 > 4/3 -> the high end, w_D = (4/3) * 10 / 90 = 4/27 (ratio 4/3)
+        (90, 10, 1.0, 4 / 27),
+        # w_U scales n_U: 2 * 100 / 100 -> w_D = 2 * 100 / 100 = 2 (ratio 1)
+        (100, 100, 2.0, 2.0),
+        # w_U = 0.5: 100 / (0.5 * 100) = 2 > 4/3 -> w_D = (4/3) * 0.5 = 2/3
+        (100, 100, 0.5, 2 / 3),
+    ],
+)
+def test_kto_desirable_weight_follows_the_papers_rule(
+    n_desirable: int, n_undesirable: int, undesirable_weight: float, expected: float
+) -> None:
+    """lambda_D = clamp(1, lo=lambda_U*n_U/n_D, hi=(4/3)*lambda_U*n_U/n_D) (Ethayarajh et al. 2024)."""
+    weight = kto_desirable_weight(n_desirable, n_undesirable, undesirable_weight=undesirable_weight)
+    assert weight == pytest.approx(expected, rel=1e-12)
+    ratio = weight * n_desirable / (undesirable_weight * n_undesirable)
+    assert 1 - 1e-12 <= ratio <= 4 / 3 + 1e-12
+
+
+def test_kto_desirable_weight_needs_both_kinds_of_example() -> None:
+    with pytest.raises(ValueError, match=r"no desirable examples \(n_D 0, n_U 40\)"):
+        kto_desirable_weight(0, 40)
+    with pytest.raises(ValueError, match="no weighted undesirable examples"):
+        kto_desirable_weight(40, 0)
+    with pytest.raises(ValueError, match="no weighted undesirable examples"):
+        kto_desirable_weight(40, 10, undesirable_weight=0.0)
 
 
 def test_kto_rejects_non_bool_desirable_and_non_scalar_baseline() -> None:
