@@ -154,6 +154,11 @@ def train_rounds(
     the next round); the last round is this run. Its summary lists every round's figures. A
     resumed run keeps the rounds that had finished and continues the one that had not.
 
+    Each round is a new `train` call: a fresh optimizer, and the learning-rate schedule restarted
+    (`optim.warmup_steps` of warmup, then `optim.scheduler` over `trainer.max_steps`) from the
+    round's starting policy. Each round is a new optimisation problem, on new samples against a
+    possibly new reference (`online.reference=previous`), as in iterative RPO (Pang et al. 2024),
+    where each iteration is trained as a new run starting from the previous iteration's model.
     Every round is evaluated on the same prompts and the same held-out pairs, against the SFT model.
     """
     rounds = int(cfg.online.rounds)
@@ -185,15 +190,21 @@ def train_rounds(
 def round_summary(
     cfg: DictConfig, extra: dict[str, Any], sample: StageResult, number: int, history: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """What a round adds to its summary: its samples; with several rounds, its number and the
-    earlier rounds' figures."""
+    """What a round adds to its summary: its samples; with several rounds, its number, the earlier
+    rounds' figures and its learning-rate schedule (restarted each round, see `train_rounds`)."""
     round_extra = {
         **extra,
         "stages": {**extra["stages"], "sample": {"path": str(sample.path), "reused": sample.reused}},
         "sample_stats": json.loads((sample.path / STATS).read_text()),
     }
     if int(cfg.online.rounds) > 1:
-        round_extra.update(round=number, rounds=list(history))  # the earlier rounds' figures
+        schedule = {
+            "restarted": "each round",
+            "scheduler": str(cfg.optim.scheduler),
+            "warmup_steps": int(cfg.optim.warmup_steps),
+            "max_steps": int(cfg.trainer.max_steps),
+        }
+        round_extra.update(round=number, rounds=list(history), lr_schedule=schedule)
     return round_extra
 
 

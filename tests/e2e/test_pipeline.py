@@ -109,7 +109,7 @@ def test_every_online_round_measures_drift_on_the_first_sample_stages_pairs(tmp_
         return tokenise(cfg, pair_file, tokenizer)
 
     monkeypatch.setattr(experiment_run, "drift_pairs", recording)
-    summary = pipeline(tmp_path, "online", "online.rounds=2")
+    summary = pipeline(tmp_path, "online", "online.rounds=2", "optim.warmup_steps=1")
     first_round = json.loads((tmp_path / "online" / "rounds" / "1" / "summary.json").read_text())
     first_samples = Path(first_round["stages"]["sample"]["path"])
     assert first_samples.parent == tmp_path / "cache" / "sample"  # the SFT model's samples
@@ -118,6 +118,12 @@ def test_every_online_round_measures_drift_on_the_first_sample_stages_pairs(tmp_
     for round_summary in (first_round, summary):
         assert round_summary["evaluation"]["drift_pairs"] == str(first_samples / "pairs_val.jsonl")
         assert "eval/logratio/chosen" in round_summary["metrics"]
+        assert round_summary["lr_schedule"] == {  # each round a new run: warmup and schedule again
+            "restarted": "each round",
+            "scheduler": "cosine",
+            "warmup_steps": 1,
+            "max_steps": 4,
+        }
     assert summary["rounds"][0]["eval/logratio/chosen"] == first_round["metrics"]["eval/logratio/chosen"]
 
 
