@@ -3,7 +3,8 @@
 It builds (or reuses) the SFT model and its labelled samples, then hands each training run its
 inputs: the SFT checkpoint as model and reference, the sampled file the loss trains on (pairs,
 unpaired examples, or with `loss=rft` the passing samples) and a callback that measures true reward
-and KL. With `online.rounds` > 1, each later round samples from the policy the previous one made.
+and KL. With `online.rounds` > 1, each later round samples from the policy the previous one made;
+every round is measured on the same held-out prompts and pairs, against the SFT model.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from dpo_exp.training.result import figure_rows, footer, rule, what_ran
 from dpo_exp.training.run_files import SUMMARY
 
 EVAL_KEYS = ("true_reward", "true_reward_greedy", "kl")
+ROUND_KEYS = (*EVAL_KEYS, "logratio/chosen", "logratio/rejected")  # listed in the last round's summary
 ROUNDS_DIR = "rounds"  # <run>/rounds/<n>: the runs of online rounds before the last
 
 
@@ -49,13 +51,18 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         sft = sft_stage(cfg, task)
         sample = sample_stage(cfg, task, sft)
         reference = reference_eval_stage(cfg, task, sft)
+        held_out_pairs = drift_pair_file(sample)
         extra = {
             "reference": {f"eval/{key}": reference[key] for key in EVAL_KEYS},
             "stages": {
                 "sft": {"path": str(sft.path), "reused": sft.reused, **sft_stats(sft)},
                 "sample": {"path": str(sample.path), "reused": sample.reused},
             },
-            "evaluation": {"split": cfg.evaluate.split, "prompts": len(task.problems[cfg.evaluate.split])},
+            "evaluation": {
+                "split": cfg.evaluate.split,
+                "prompts": len(task.problems[cfg.evaluate.split]),
+                "drift_pairs": str(held_out_pairs),
+            },
         }
         return train_rounds(cfg, task, sft, sample, run_dir, extra)
     except BaseException as error:
@@ -101,16 +108,17 @@ def training_config(
 
 
 def eval_callback(
-    cfg: DictConfig, task: Task, sft: StageResult, sample: StageResult, run_dir: Path
+    cfg: DictConfig, task: Task, sft: StageResult, pair_file: Path, run_dir: Path
 ) -> TrueRewardEval:
-    """True reward and KL against the SFT model; sample tables go to `run_dir`."""
+    """True reward, KL and the log-prob drift on `pair_file`'s pairs, each against the SFT model
+    (whatever reference the round trains against); sample tables go to `run_dir`."""
     tokenizer, reference = load_model_folder(sft.path / MODEL_DIR)
     return TrueRewardEval(
         reference,
         tokenizer,
         task.problems[cfg.evaluate.split],
         task.reward,
-        drift_pairs(cfg, sample, tokenizer),
+        drift_pairs(cfg, pair_file, tokenizer),
         **eval_options(cfg),
         run_dir=run_dir,
         table_every=int(cfg.evaluate.table_every),
@@ -118,9 +126,16 @@ def eval_callback(
     )
 
 
-def drift_pairs(cfg: DictConfig, sample: StageResult, tokenizer: Any) -> list[TokenizedPair]:
-    """The sampled validation pairs, tokenised: the log-prob drift is measured on them."""
-    rows = read_jsonl(sample.path / split_files("val")["pairs"])
+def drift_pair_file(sample: StageResult) -> Path:
+    """The pairs every round's log-prob drift is measured on: the first sample stage's validation
+    pairs (the SFT model's samples on the `sample_val` prompts). A later round's own validation
+    pairs come from its starting policy, so drift on them would not compare across rounds."""
+    return sample.path / split_files("val")["pairs"]
+
+
+def drift_pairs(cfg: DictConfig, pair_file: Path, tokenizer: Any) -> list[TokenizedPair]:
+    """The held-out pairs of `pair_file`, tokenised: the log-prob drift is measured on them."""
+    rows = read_jsonl(pair_file)
     records = [read_pair(row) for row in rows]
     data = cfg.data
     kept, _ = tokenize_records(
@@ -137,10 +152,18 @@ def train_rounds(
     Rounds before the last are whole runs in `<run>/rounds/<n>/` (their exported policy starts
     the next round); the last round is this run. Its summary lists every round's figures. A
     resumed run keeps the rounds that had finished and continues the one that had not.
+
+    Each round is a new `train` call: a fresh optimizer, and the learning-rate schedule restarted
+    (`optim.warmup_steps` of warmup, then `optim.scheduler` over `trainer.max_steps`) from the
+    round's starting policy. Each round is a new optimisation problem, on new samples against a
+    possibly new reference (`online.reference=previous`), as in iterative RPO (Pang et al. 2024),
+    where each iteration is trained as a new run starting from the previous iteration's model.
+    Every round is evaluated on the same prompts and the same held-out pairs, against the SFT model.
     """
     rounds = int(cfg.online.rounds)
     history: list[dict[str, Any]] = []
     policy_dir = None
+    pair_file = Path(extra["evaluation"]["drift_pairs"])  # the same held-out pairs in every round
     for number in range(1, rounds + 1):
         last = number == rounds
         round_dir = run_dir if last else run_dir / ROUNDS_DIR / str(number)
@@ -149,17 +172,11 @@ def train_rounds(
         run_cfg = training_config(cfg, sft, sample, policy_dir)
         with open_dict(run_cfg):
             run_cfg.export.save = run_cfg.export.save or not last  # the next round starts from this export
-        round_extra = {
-            **extra,
-            "stages": {**extra["stages"], "sample": {"path": str(sample.path), "reused": sample.reused}},
-            "sample_stats": json.loads((sample.path / STATS).read_text()),
-        }
-        if rounds > 1:
-            round_extra.update(round=number, rounds=list(history))  # the earlier rounds' figures
+        round_extra = round_summary(cfg, extra, sample, number, history)
         if cfg.resume is not None and not last and (round_dir / SUMMARY).exists():
             summary = json.loads((round_dir / SUMMARY).read_text())  # finished before the run was resumed
         else:
-            callback = eval_callback(cfg, task, sft, sample, round_dir)
+            callback = eval_callback(cfg, task, sft, pair_file, round_dir)
             summary = train(run_cfg, round_dir, callbacks=[callback], extra_summary=round_extra)
         history.append(round_figures(number, summary))
         policy_dir = round_dir / EXPORT_DIR
@@ -169,10 +186,31 @@ def train_rounds(
     return summary
 
 
+def round_summary(
+    cfg: DictConfig, extra: dict[str, Any], sample: StageResult, number: int, history: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What a round adds to its summary: its samples; with several rounds, its number, the earlier
+    rounds' figures and its learning-rate schedule (restarted each round, see `train_rounds`)."""
+    round_extra = {
+        **extra,
+        "stages": {**extra["stages"], "sample": {"path": str(sample.path), "reused": sample.reused}},
+        "sample_stats": json.loads((sample.path / STATS).read_text()),
+    }
+    if int(cfg.online.rounds) > 1:
+        schedule = {
+            "restarted": "each round",
+            "scheduler": str(cfg.optim.scheduler),
+            "warmup_steps": int(cfg.optim.warmup_steps),
+            "max_steps": int(cfg.trainer.max_steps),
+        }
+        round_extra.update(round=number, rounds=list(history), lr_schedule=schedule)
+    return round_extra
+
+
 def round_figures(number: int, summary: dict[str, Any]) -> dict[str, Any]:
     """One online round's headline figures, for the last round's summary."""
     metrics = summary["metrics"]
-    figures = {f"eval/{key}": metrics[f"eval/{key}"] for key in EVAL_KEYS if f"eval/{key}" in metrics}
+    figures = {f"eval/{key}": metrics[f"eval/{key}"] for key in ROUND_KEYS if f"eval/{key}" in metrics}
     return {"round": number, "run_dir": summary["run_dir"], **figures}
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dpo_exp.cli import run
+from dpo_exp.experiment import run as experiment_run
 from dpo_exp.experiment.stages import Task, sft_stage
 from tests.helpers import SMALL_EXPERIMENT as SMALL
 from tests.helpers import compose_config
@@ -97,6 +98,33 @@ def test_online_rounds_resample_from_the_previous_rounds_policy(tmp_path: Path):
     assert not (run_dir / "model").exists()  # the last round keeps export.save=false
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk["rounds"] == summary["rounds"]
+
+
+def test_every_online_round_measures_drift_on_the_first_sample_stages_pairs(tmp_path: Path, monkeypatch):
+    given = []  # the pair file each round's evaluation callback was made with
+    tokenise = experiment_run.drift_pairs
+
+    def recording(cfg, pair_file, tokenizer):
+        given.append(pair_file)
+        return tokenise(cfg, pair_file, tokenizer)
+
+    monkeypatch.setattr(experiment_run, "drift_pairs", recording)
+    summary = pipeline(tmp_path, "online", "online.rounds=2", "optim.warmup_steps=1")
+    first_round = json.loads((tmp_path / "online" / "rounds" / "1" / "summary.json").read_text())
+    first_samples = Path(first_round["stages"]["sample"]["path"])
+    assert first_samples.parent == tmp_path / "cache" / "sample"  # the SFT model's samples
+    assert Path(summary["stages"]["sample"]["path"]) != first_samples  # round 2 trained on its own
+    assert given == [first_samples / "pairs_val.jsonl"] * 2
+    for round_summary in (first_round, summary):
+        assert round_summary["evaluation"]["drift_pairs"] == str(first_samples / "pairs_val.jsonl")
+        assert "eval/logratio/chosen" in round_summary["metrics"]
+        assert round_summary["lr_schedule"] == {  # each round a new run: warmup and schedule again
+            "restarted": "each round",
+            "scheduler": "cosine",
+            "warmup_steps": 1,
+            "max_steps": 4,
+        }
+    assert summary["rounds"][0]["eval/logratio/chosen"] == first_round["metrics"]["eval/logratio/chosen"]
 
 
 def test_a_resumed_online_run_keeps_its_finished_rounds_and_continues_the_last(tmp_path: Path):

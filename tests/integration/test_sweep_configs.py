@@ -68,3 +68,19 @@ def test_the_wandb_sweep_spec_calls_train_py_with_hydra_overrides():
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         validate_config(compose("config", overrides=[*first, "logger=wandb"]))
     assert os.path.exists(PROJECT_ROOT / spec["program"])
+
+
+def test_every_member_of_the_iterative_sweep_is_a_valid_three_round_run():
+    cfg = compose_sweep("iterative")
+    members = str(cfg.hydra.sweeper.params.experiment).split(",")
+    runs = {}
+    for member in members:
+        member_cfg = compose_sweep("iterative", [f"experiment={member}"], with_hydra=False)
+        validate_config(member_cfg, overrides=[f"experiment={member}"])
+        runs[member] = (member_cfg.loss.name, member_cfg.online.rounds, member_cfg.online.reference)
+    # Only a loss with a reference takes its starting policy as one; RFT has none.
+    assert runs == {
+        "iterative_rpo": ("rpo", 3, "previous"),
+        "iterative_dpo": ("dpo", 3, "previous"),
+        "online_rft": ("rft", 3, "sft"),
+    }
