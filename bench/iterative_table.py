@@ -48,6 +48,7 @@ def run_method(experiment: str, seed: int, root: Path, overrides: list[str]) -> 
         "train.py",
         f"experiment={experiment}",
         f"seed={seed}",
+        f"sft.seed={seed}",  # the spread over seeds includes the SFT model's own
         f"output_root={root}",
         f"cache_dir={root / 'cache'}",
         f"hydra.run.dir={run_dir}",

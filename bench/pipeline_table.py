@@ -1,12 +1,18 @@
-"""The built-in experiment's table: every method over seeds, and a DPO β sweep, in Markdown.
+"""The built-in experiment's README tables, in Markdown: every method over seeds, then iterative
+preference training method × round.
 
-    python bench/pipeline_table.py                       # the README table (held-out eval prompts)
-    python bench/pipeline_table.py --split tune --methods dpo rpo --betas 0.5 1 2 4   # preset search
+    python bench/pipeline_table.py                                  # the README tables (eval prompts)
+    python bench/pipeline_table.py --methods dpo rft --no-iterative # some rows only
+    python bench/pipeline_table.py --split tune                     # on the prompts values are tuned on
 
-Every run is a whole built-in experiment run (`dpo_exp.cli.run`); runs of one seed share
-that seed's SFT checkpoint and samples through the stage cache. Prints mean ± standard deviation
-over seeds of the true reward (sampled, greedy), KL(π‖π_SFT), the chosen / rejected log-prob drift
-from the SFT model on held-out pairs, and the sampled-reward gain over SFT per seed.
+Seed S means `seed=S sft.seed=S`: it draws the SFT model (initialisation and batch order), its
+samples and the preference training, so the spread over seeds includes SFT's own variance. Each
+method runs with the values its sweep chose on the `tune` prompts (METHODS, from
+sweeps/tune_<method>.yaml; README "Every method, tuned the same way"). Runs of one seed share its
+SFT checkpoint and samples through the stage cache. The method table's `online rft` row is round 3
+of the iterative table's online RFT run. Prints mean ± standard deviation over seeds of the true
+reward (sampled, greedy), KL(π‖π_SFT), the chosen / rejected log-prob drift from the SFT model on
+held-out pairs, and the sampled-reward gain over SFT per seed.
 """
 
 from __future__ import annotations
@@ -14,21 +20,29 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
 from dpo_exp.cli import CONF_DIR, run
 
-# Each method's overrides on top of the preset (conf/data/arithmetic.yaml). β means a different
-# thing per loss (README): IPO's τ, KTO's β and ORPO's λ are set to common values, not tuned here.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from iterative_table import METHODS as ITERATIVE  # noqa: E402
+from iterative_table import round_figures  # noqa: E402
+from iterative_table import table as iterative_table  # noqa: E402
+
+# Each method's values, chosen on `tune` over SFT seeds 0 and 1 by sweeps/tune_<method>.yaml (the
+# largest mean gain in sampled true reward). β is τ for IPO and λ for ORPO (README); RFT has none.
 METHODS = {
-    "rft": ["loss=rft"],
-    "dpo": ["loss=dpo"],
-    "ipo": ["loss=ipo", "beta=0.5"],
-    "kto": ["loss=kto", "beta=0.5"],
-    "orpo": ["loss=orpo", "beta=0.1"],
-    "rpo": ["loss=rpo"],
+    "rft": ["loss=rft", "optim.lr=4e-4"],
+    "dpo": ["loss=dpo", "beta=2", "optim.lr=4e-4"],
+    "ipo": ["loss=ipo", "beta=0.5", "optim.lr=4e-4"],
+    "kto": ["loss=kto", "beta=2", "optim.lr=4e-4"],
+    "orpo": ["loss=orpo", "beta=0.1", "optim.lr=4e-4"],
+    "simpo": ["loss=simpo", "beta=2", "optim.lr=4e-4"],
+    "rpo": ["loss=rpo", "beta=2", "optim.lr=4e-4"],
+    "hinge": ["loss=hinge", "beta=2", "optim.lr=4e-4"],
 }
 COLUMNS = {
     "true_reward": "eval/true_reward",
@@ -40,14 +54,21 @@ COLUMNS = {
 
 
 def run_one(overrides: list[str], run_dir: Path) -> dict:
+    """One built-in experiment run, in this process; its summary."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    summary = run(cfg, run_dir, overrides=overrides)
-    row = {column: summary["metrics"].get(key, float("nan")) for column, key in COLUMNS.items()}
-    row["gain"] = row["true_reward"] - summary["reference"]["eval/true_reward"]
-    reference = {column: summary["reference"].get(key, 0.0) for column, key in COLUMNS.items()}
-    reference["gain"] = 0.0
-    return {"row": row, "sft": reference}
+    return run(cfg, run_dir, overrides=overrides)
+
+
+def row(metrics: dict, reference: dict) -> dict:
+    figures = {column: metrics.get(key, float("nan")) for column, key in COLUMNS.items()}
+    figures["gain"] = figures["true_reward"] - reference["eval/true_reward"]
+    return figures
+
+
+def sft_row(reference: dict) -> dict:
+    figures = {column: reference.get(key, 0.0) for column, key in COLUMNS.items()}  # drift: 0 by definition
+    return {**figures, "gain": 0.0}
 
 
 def cell(values: list[float]) -> str:
@@ -60,7 +81,7 @@ def table(rows: dict[str, list[dict]]) -> str:
     lines = ["| run | " + " | ".join(names) + " | gain per seed |", "|---" * (len(names) + 2) + "|"]
     for label, results in rows.items():
         cells = [cell([r[name] for r in results]) for name in names]
-        per_seed = ", ".join(f"{r['gain']:+.2f}" for r in results)
+        per_seed = ", ".join(f"{r['gain']:+.3f}" for r in results)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {per_seed} |")
     return "\n".join(lines)
 
@@ -70,33 +91,43 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="*", default=list(METHODS))
-    parser.add_argument("--betas", type=float, nargs="*", default=[0.1, 0.5, 1.0, 2.0, 4.0])
+    parser.add_argument("--methods", nargs="*", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--no-iterative", action="store_true", help="skip the iterative runs and table")
     parser.add_argument("--split", choices=("eval", "tune"), default="eval")
     parser.add_argument("--output-root", default="outputs/bench")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. optim.lr=1e-4")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.max_steps=100")
     args = parser.parse_args()
+    if not args.methods and args.no_iterative:
+        parser.error("nothing to run: name --methods or drop --no-iterative")
 
-    root = Path(args.output_root)
-    common = [
-        f"output_root={root}",
-        f"cache_dir={root / 'cache'}",
-        f"evaluate.split={args.split}",
-        *args.overrides,
-    ]
-    runs = [(name, METHODS[name]) for name in args.methods]
-    runs += [(f"dpo β={beta:g}", ["loss=dpo", f"beta={beta}"]) for beta in args.betas]
+    root = Path(args.output_root).resolve()
+    common = [f"output_root={root}", f"cache_dir={root / 'cache'}", f"evaluate.split={args.split}"]
     rows: dict[str, list[dict]] = {"sft": []}
+    iterative: dict[str, list[list[dict]]] = {}
+    references: list[dict] = []
     for seed in args.seeds:
-        for label, overrides in runs:
-            tag = label.replace(" ", "_").replace("=", "")
-            result = run_one([*common, *overrides, f"seed={seed}"], root / args.split / tag / f"seed{seed}")
-            rows.setdefault(label, []).append(result["row"])
-            if label == runs[0][0]:
-                rows["sft"].append(result["sft"])
-            print(f"[bench] seed {seed} {label}: {json.dumps(result['row'])}", flush=True)
+        seeds = [f"seed={seed}", f"sft.seed={seed}"]
+        for label in args.methods:
+            overrides = [*common, *METHODS[label], *seeds, *args.overrides]
+            summary = run_one(overrides, root / args.split / label / f"seed{seed}")
+            rows.setdefault(label, []).append(row(summary["metrics"], summary["reference"]))
+            print(f"[bench] seed {seed} {label}: {json.dumps(rows[label][-1])}", flush=True)
+        for method, experiment in ({} if args.no_iterative else ITERATIVE).items():
+            overrides = [*common, f"experiment={experiment}", *METHODS[method][1:], *seeds, *args.overrides]
+            summary = run_one(overrides, root / args.split / experiment / f"seed{seed}")
+            iterative.setdefault(method, []).append(round_figures(summary))
+            print(f"[bench] seed {seed} {experiment}: {summary['run_dir']}", flush=True)
+            if method == "rft":
+                rows.setdefault(f"online rft ({len(iterative['rft'][-1])} rounds)", []).append(
+                    row(summary["metrics"], summary["reference"])
+                )
+        references.append(summary["reference"])
+        rows["sft"].append(sft_row(summary["reference"]))
     print(f"\nsplit: {args.split}; seeds: {args.seeds}; overrides: {' '.join(args.overrides) or 'none'}\n")
     print(table(rows))
+    if iterative:
+        print()
+        print(iterative_table(references, iterative))
 
 
 if __name__ == "__main__":
