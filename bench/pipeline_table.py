@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--no-iterative", action="store_true", help="skip the iterative runs and table")
     parser.add_argument("--split", choices=("eval", "tune"), default="eval")
     parser.add_argument("--output-root", default="outputs/bench")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.max_steps=100")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
     args = parser.parse_args()
     if not args.methods and args.no_iterative:
         parser.error("nothing to run: name --methods or drop --no-iterative")
