@@ -4,6 +4,7 @@ preference training method × round.
     python bench/pipeline_table.py                                  # the README tables (eval prompts)
     python bench/pipeline_table.py --methods dpo rft --no-iterative # some rows only
     python bench/pipeline_table.py --split tune                     # on the prompts values are tuned on
+    python bench/pipeline_table.py --reuse                          # read back runs that finished
 
 Seed S means `seed=S sft.seed=S`: it draws the SFT model (initialisation and batch order), its
 samples and the preference training, so the spread over seeds includes SFT's own variance. Each
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -35,13 +37,13 @@ from iterative_table import table as iterative_table  # noqa: E402
 # Each method's values, chosen on `tune` over SFT seeds 0 and 1 by sweeps/tune_<method>.yaml (the
 # largest mean gain in sampled true reward). β is τ for IPO and λ for ORPO (README); RFT has none.
 METHODS = {
-    "rft": ["loss=rft", "optim.lr=4e-4"],
+    "rft": ["loss=rft", "optim.lr=8e-4"],
     "dpo": ["loss=dpo", "beta=2", "optim.lr=4e-4"],
-    "ipo": ["loss=ipo", "beta=0.5", "optim.lr=4e-4"],
+    "ipo": ["loss=ipo", "beta=0.5", "optim.lr=2e-4"],
     "kto": ["loss=kto", "beta=2", "optim.lr=4e-4"],
     "orpo": ["loss=orpo", "beta=0.1", "optim.lr=4e-4"],
     "simpo": ["loss=simpo", "beta=2", "optim.lr=4e-4"],
-    "rpo": ["loss=rpo", "beta=2", "optim.lr=4e-4"],
+    "rpo": ["loss=rpo", "beta=1", "optim.lr=4e-4"],
     "hinge": ["loss=hinge", "beta=2", "optim.lr=4e-4"],
 }
 COLUMNS = {
@@ -53,11 +55,21 @@ COLUMNS = {
 }
 
 
-def run_one(overrides: list[str], run_dir: Path) -> dict:
-    """One built-in experiment run, in this process; its summary."""
+def run_one(overrides: list[str], run_dir: Path, *, reuse: bool = False) -> dict:
+    """One built-in experiment run, in this process; its summary. With `reuse`, a run that finished
+    in `run_dir` with the same overrides is read back instead of trained again."""
+    record = run_dir / "bench_overrides.json"
+    if reuse and (run_dir / "summary.json").exists() and record.exists():
+        if json.loads(record.read_text()) == overrides:
+            print(f"[bench] reused {run_dir}", flush=True)
+            return json.loads((run_dir / "summary.json").read_text())
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an earlier run of other overrides, or one that did not finish
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    return run(cfg, run_dir, overrides=overrides)
+    summary = run(cfg, run_dir, overrides=overrides)
+    record.write_text(json.dumps(overrides))
+    return summary
 
 
 def row(metrics: dict, reference: dict) -> dict:
@@ -95,6 +107,11 @@ def main() -> None:
     parser.add_argument("--no-iterative", action="store_true", help="skip the iterative runs and table")
     parser.add_argument("--split", choices=("eval", "tune"), default="eval")
     parser.add_argument("--output-root", default="outputs/bench")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="read back runs that finished under --output-root with the same overrides",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
     args = parser.parse_args()
     if not args.methods and args.no_iterative:
@@ -109,12 +126,12 @@ def main() -> None:
         seeds = [f"seed={seed}", f"sft.seed={seed}"]
         for label in args.methods:
             overrides = [*common, *METHODS[label], *seeds, *args.overrides]
-            summary = run_one(overrides, root / args.split / label / f"seed{seed}")
+            summary = run_one(overrides, root / args.split / label / f"seed{seed}", reuse=args.reuse)
             rows.setdefault(label, []).append(row(summary["metrics"], summary["reference"]))
             print(f"[bench] seed {seed} {label}: {json.dumps(rows[label][-1])}", flush=True)
         for method, experiment in ({} if args.no_iterative else ITERATIVE).items():
             overrides = [*common, f"experiment={experiment}", *METHODS[method][1:], *seeds, *args.overrides]
-            summary = run_one(overrides, root / args.split / experiment / f"seed{seed}")
+            summary = run_one(overrides, root / args.split / experiment / f"seed{seed}", reuse=args.reuse)
             iterative.setdefault(method, []).append(round_figures(summary))
             print(f"[bench] seed {seed} {experiment}: {summary['run_dir']}", flush=True)
             if method == "rft":

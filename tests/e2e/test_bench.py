@@ -45,3 +45,34 @@ def test_the_iterative_table_has_a_row_per_method_and_round(tmp_path: Path):
     for config in tmp_path.glob("*/seed0-*/rounds/1/config.yaml"):
         assert "max_steps: 2" in config.read_text()
     assert len([path for path in (tmp_path / "cache" / "sft").iterdir() if path.is_dir()]) == 1
+
+
+def test_the_pipeline_table_varies_the_sft_seed_and_reuses_finished_runs(tmp_path: Path):
+    command = [
+        sys.executable,
+        "bench/pipeline_table.py",
+        "--seeds",
+        "0",
+        "1",
+        "--methods",
+        "dpo",
+        "rft",
+        "--no-iterative",
+        "--reuse",
+        "--output-root",
+        str(tmp_path),
+        *SMALL_EXPERIMENT,
+    ]
+    environment = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}  # the test's reward module, in-process
+    first = subprocess.run(command, cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    table = first.stdout[first.stdout.index("| run |") :].splitlines()
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| sft", "| dpo", "| rft"]
+    # Seed S is seed=S and sft.seed=S: two seeds, two SFT models, each shared by both methods.
+    assert len([path for path in (tmp_path / "cache" / "sft").iterdir() if path.is_dir()]) == 2
+    summaries = {path.parent.name: path for path in tmp_path.glob("eval/dpo/seed*/summary.json")}
+    assert sorted(summaries) == ["seed0", "seed1"]
+    second = subprocess.run(command, cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("[bench] reused") == 4  # 2 methods x 2 seeds, none trained again
+    assert second.stdout[second.stdout.index("| run |") :] == first.stdout[first.stdout.index("| run |") :]
