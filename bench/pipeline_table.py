@@ -40,11 +40,11 @@ METHODS = {
     "rft": ["loss=rft", "optim.lr=8e-4"],
     "dpo": ["loss=dpo", "beta=2", "optim.lr=4e-4"],
     "ipo": ["loss=ipo", "beta=0.5", "optim.lr=2e-4"],
-    "kto": ["loss=kto", "beta=2", "optim.lr=4e-4"],
+    "kto": ["loss=kto", "beta=4", "optim.lr=4e-4"],
     "orpo": ["loss=orpo", "beta=0.1", "optim.lr=4e-4"],
-    "simpo": ["loss=simpo", "beta=2", "optim.lr=4e-4"],
+    "simpo": ["loss=simpo", "beta=4", "optim.lr=4e-4"],
     "rpo": ["loss=rpo", "beta=1", "optim.lr=4e-4"],
-    "hinge": ["loss=hinge", "beta=2", "optim.lr=4e-4"],
+    "hinge": ["loss=hinge", "beta=1", "optim.lr=4e-4"],
 }
 COLUMNS = {
     "true_reward": "eval/true_reward",
