@@ -16,11 +16,12 @@ from typing import Any
 from omegaconf import DictConfig, open_dict
 
 from dpo_exp.console import stage
+from dpo_exp.data.sources import load_records
 from dpo_exp.data.tokenize import TokenizedPair, tokenize_records
 from dpo_exp.errors import ConfigError
 from dpo_exp.experiment.cache import StageResult
 from dpo_exp.experiment.evaluate import TrueRewardEval
-from dpo_exp.experiment.sample import STATS, read_pair, split_files
+from dpo_exp.experiment.sample import STATS, split_files
 from dpo_exp.experiment.stages import (
     MODEL_DIR,
     Task,
@@ -135,8 +136,7 @@ def drift_pair_file(sample: StageResult) -> Path:
 
 def drift_pairs(cfg: DictConfig, pair_file: Path, tokenizer: Any) -> list[TokenizedPair]:
     """The held-out pairs of `pair_file`, tokenised: the log-prob drift is measured on them."""
-    rows = read_jsonl(pair_file)
-    records = [read_pair(row) for row in rows]
+    records = load_records("pairs", str(pair_file))  # as a training run reads it, cut marks included
     data = cfg.data
     kept, _ = tokenize_records(
         records, tokenizer, max_length=data.max_length, max_prompt_length=data.max_prompt_length
@@ -163,7 +163,7 @@ def train_rounds(
     rounds = int(cfg.online.rounds)
     history: list[dict[str, Any]] = []
     policy_dir = None
-    pair_file = Path(extra["evaluation"]["drift_pairs"])  # the same held-out pairs in every round
+    pair_file = drift_pair_file(sample)  # the first stage's: the same held-out pairs in every round
     for number in range(1, rounds + 1):
         last = number == rounds
         round_dir = run_dir if last else run_dir / ROUNDS_DIR / str(number)

@@ -169,12 +169,6 @@ def pair_row(pair: PreferencePair) -> dict[str, Any]:
     return row
 
 
-def read_pair(row: dict[str, Any]) -> PreferencePair:
-    """A pair back from a row written by `pair_row`."""
-    cut = {key: bool(row.get(key, False)) for key in ("chosen_cut", "rejected_cut")}
-    return PreferencePair(row["prompt"], row["chosen"], row["rejected"], **cut)
-
-
 def unpaired_row(example: UnpairedExample) -> dict[str, Any]:
     """An unpaired.jsonl or rft.jsonl row; `cut` only where true (what the `unpaired` source reads)."""
     row = {"prompt": example.prompt, "completion": example.completion, "label": example.desirable}

@@ -70,7 +70,10 @@ EXPECTED = {
     "python train.py --config-dir sweeps --config-name seeds hydra/launcher=parallel": ("arithmetic", True),
     "python train.py --config-dir sweeps --config-name optuna_beta_lr": ("arithmetic", True),
     "python train.py --config-dir sweeps --config-name iterative": ("arithmetic", True),
-    "python train.py --config-dir sweeps --config-name tune_dpo output_root=outputs/tune/dpo": ("arithmetic", True),
+    "python train.py --config-dir sweeps --config-name tune_dpo output_root=outputs/tune/dpo": (
+        "arithmetic",
+        True,
+    ),
     "python train.py --config-dir sweeps --config-name beta_grid hydra/launcher=slurm hydra.launcher.partition=gpu": (
         "arithmetic",
         True,

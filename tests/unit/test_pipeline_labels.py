@@ -16,7 +16,6 @@ from dpo_exp.experiment.sample import (
     build_unpaired,
     format_stats,
     label_stats,
-    read_pair,
     write_split,
 )
 from dpo_exp.tasks import arithmetic, gsm8k, load_function
@@ -155,7 +154,6 @@ def test_write_split_carries_the_cut_marks_into_the_files(tmp_path):
         {"prompt": "4+4=", "chosen": "8", "rejected": "77", "chosen_cut": True, "rejected_cut": True},
     ]
     assert load_records("pairs", str(tmp_path / "pairs_val.jsonl")) == build_pairs([CUT], "all")
-    assert [read_pair(json.loads(line)) for line in lines["pairs"]] == build_pairs([CUT], "all")
     assert load_records("unpaired", str(tmp_path / "unpaired_val.jsonl")) == build_unpaired([CUT], 1.0)
     assert load_records("unpaired", str(tmp_path / "rft_val.jsonl")) == build_rft([CUT], 1.0)
     assert json.loads((tmp_path / "samples_val.jsonl").read_text())["cut"] == [False, True, True, True]
