@@ -34,6 +34,7 @@ from dpo_exp.experiment.run import experiment_result, run_experiment
 from dpo_exp.experiment.stages import Task, sample_stage, sft_stage
 from dpo_exp.losses import get_loss
 from dpo_exp.models.loading import load_tokenizer
+from dpo_exp.rows import is_local_dataset
 from dpo_exp.training import train
 from dpo_exp.training.result import run_result
 from dpo_exp.training.resume import is_worker
@@ -91,11 +92,17 @@ def errors_as_messages(run_dir: Path | None = None) -> Iterator[None]:
         raise StoppedByUserError(message) from error
 
 
-def model_sources_are_local(cfg: DictConfig) -> bool:
-    """Whether every model, reference, tokenizer and adapter is built from config or read locally."""
+def sources_are_local(cfg: DictConfig) -> bool:
+    """Whether every model, reference, tokenizer and adapter is built from config or read locally,
+    and the data (or the task's problems) is generated or read from local files or folders."""
     keys = ("path", "ref_path", "tokenizer_path", "adapter_path")
     paths = [cfg.model.get(key) for key in keys]
-    return all(path is None or os.path.exists(os.path.expanduser(str(path))) for path in paths)
+    if not all(path is None or os.path.exists(os.path.expanduser(str(path))) for path in paths):
+        return False
+    hub_data = cfg.data.get("train_path") is None and cfg.data.get("dataset")
+    options = cfg.task.get("options") or {} if cfg.get("task") is not None else {}
+    hub_task = options.get("path") is None and options.get("dataset")
+    return not any(dataset and not is_local_dataset(str(dataset)) for dataset in (hub_data, hub_task))
 
 
 @contextlib.contextmanager
@@ -103,7 +110,7 @@ def offline_when_local(cfg: DictConfig) -> Iterator[None]:
     """No network for a run that needs none: the Hugging Face libraries' offline switches on
     (they would otherwise send usage requests), unless the environment sets them; restored after."""
     names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    if not model_sources_are_local(cfg) or any(name in os.environ for name in names):
+    if not sources_are_local(cfg) or any(name in os.environ for name in names):
         yield
         return
     import huggingface_hub.constants as hub

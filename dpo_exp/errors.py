@@ -16,6 +16,30 @@ class ConfigError(UserError, ValueError):
     """A config value that cannot work, named by its dotted key."""
 
 
+class DataError(UserError, ValueError):
+    """Bad input data, located by file, row (0-based line/record index) and field."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        row: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.file, self.row, self.field = file, row, field
+        where = ", ".join(
+            part
+            for part in (
+                file,
+                f"row {row}" if row is not None else None,
+                f"field '{field}'" if field is not None else None,
+            )
+            if part
+        )
+        super().__init__(f"{where}: {message}" if where else message)
+
+
 # What a full disk, a quota or a folder one may not write to raise.
 STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 

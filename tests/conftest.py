@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
-# Set before transformers, datasets or wandb are imported by any test module.
+# Set before transformers, datasets or wandb are imported by any test module. The datasets cache
+# is the session's own (inherited by the CLI runs): nothing is left in the user's cache, and no
+# hub dataset is cached from an earlier session.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "offline"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="dpo_exp-tests-datasets-")
+atexit.register(shutil.rmtree, os.environ["HF_DATASETS_CACHE"], ignore_errors=True)
 
 from pathlib import Path  # noqa: E402
 
@@ -19,7 +26,78 @@ from transformers import AutoModelForCausalLM, LlamaConfig  # noqa: E402
 from dpo_exp.models.tokenizer import build_char_tokenizer  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The preference fixtures the project ships: one dataset repository, a config per format.
+PREFERENCES = PROJECT_ROOT / "tests" / "fixtures" / "preferences"
+# The team's offline mirror of real data: tests marked `real_data` read it, and skip without it.
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+NO_MIRROR = f"needs the offline data mirror at {SHARED_DATA} (absent in a plain clone)"
+
+# Where each mirror file sits in its hub repository (Anthropic/hh-rlhf, openai/gsm8k).
+HH_LAYOUT = {
+    "helpful-base/train.jsonl.gz": "hh_helpful_base.train.jsonl.gz",
+    "helpful-base/test.jsonl.gz": "hh_helpful_base.test.jsonl.gz",
+    "harmless-base/train.jsonl.gz": "hh_harmless_base.train.jsonl.gz",
+    "harmless-base/test.jsonl.gz": "hh_harmless_base.test.jsonl.gz",
+    "helpful-rejection-sampled/test.jsonl.gz": "hh_helpful_rejection_sampled.extra.jsonl.gz",
+}
+GSM8K_LAYOUT = {"main/train.jsonl": "gsm8k.train.jsonl", "main/test.jsonl": "gsm8k.test.jsonl"}
+GSM8K_CARD = """---
+configs:
+- config_name: main
+  data_files:
+  - split: train
+    path: main/train.jsonl
+  - split: test
+    path: main/test.jsonl
+---
+"""
+
+
+def pytest_collection_modifyitems(config, items):
+    if SHARED_DATA.is_dir():
+        return
+    skip = pytest.mark.skip(reason=NO_MIRROR)
+    for item in items:
+        if "real_data" in item.keywords:
+            item.add_marker(skip)
+
+
+def dataset_repository(folder: Path, layout: dict[str, str], source: Path, card: str = "") -> Path:
+    """`folder` laid out as a hub dataset repository: each file of `layout` linked from `source`."""
+    for inside, name in layout.items():
+        (folder / inside).parent.mkdir(parents=True, exist_ok=True)
+        (folder / inside).symlink_to(source / name)
+    if card:
+        (folder / "README.md").write_text(card)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def hh_rlhf_repo(tmp_path_factory) -> Path:
+    """The mirror's HH-RLHF files laid out as the Anthropic/hh-rlhf repository (`data_dir`s)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(NO_MIRROR)
+    return dataset_repository(tmp_path_factory.mktemp("hh-rlhf"), HH_LAYOUT, SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def gsm8k_repo(tmp_path_factory) -> Path:
+    """The mirror's GSM8K files laid out as the openai/gsm8k repository (subset `main`)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(NO_MIRROR)
+    return dataset_repository(tmp_path_factory.mktemp("gsm8k"), GSM8K_LAYOUT, SHARED_DATA, GSM8K_CARD)
+
+
+@pytest.fixture(scope="session")
+def hh_fixture_repo(tmp_path_factory) -> Path:
+    """The shipped HH-RLHF transcripts (`implicit_text`) laid out as Anthropic/hh-rlhf's
+    helpful-base and harmless-base: the HH presets without the mirror."""
+    layout = {
+        f"{data_dir}/{split}.jsonl.gz": f"{split}.jsonl.gz"
+        for data_dir in ("helpful-base", "harmless-base")
+        for split in ("train", "test")
+    }
+    return dataset_repository(tmp_path_factory.mktemp("hh-fixture"), layout, PREFERENCES / "implicit_text")
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,15 @@ class EvalSplit(Enum):
 class DataSchema:
     name: str = MISSING
     source: str = MISSING
+    # A dataset as `datasets.load_dataset` names it: a hub id, or a local folder laid out as its
+    # repository; `subset` is its config name. Read when `train_path` is null.
+    dataset: str | None = None
+    revision: str | None = None  # a hub commit; a local folder has none (null)
+    subset: str | None = None
+    data_dir: str | None = None
+    train_split: str = "train"
+    validation_split: str | None = None  # null: the validation split is cut from train (val_size)
+    # A local file read instead of `dataset` (and its validation file, else cut from it).
     train_path: str | None = None
     validation_path: str | None = None
     options: dict[str, Any] = field(default_factory=dict)

@@ -20,10 +20,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dpo_exp.config.schema import EXPERIMENT_SECTIONS, RUN_SECTIONS, TASK_SOURCE, TOP_LEVEL_KEYS
 from dpo_exp.console import VERBOSITY
-from dpo_exp.data.sources import get_source
+from dpo_exp.data.sources import GENERATED, get_source
 from dpo_exp.errors import ConfigError
 from dpo_exp.losses import LOSSES, LossSpec, get_loss, loss_hyperparameters
 from dpo_exp.models.checks import check_model_config
+from dpo_exp.rows import is_local_dataset
 from dpo_exp.tasks import load_function
 from dpo_exp.training.build import loss_options
 from dpo_exp.training.guards import ACTIONS as NONFINITE_ACTIONS
@@ -132,6 +133,7 @@ def check_text_loss_option(spec: LossSpec, option: str, value: str, default: Any
 def check_data(data_cfg: DictConfig) -> None:
     if data_cfg.source != TASK_SOURCE:
         get_source(data_cfg.source)
+        check_data_location(data_cfg)
     for key in ("train_path", "validation_path"):
         path = data_cfg.get(key)
         if path is not None and not os.path.exists(path):
@@ -145,6 +147,36 @@ def check_data(data_cfg: DictConfig) -> None:
         value = data_cfg[key]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ConfigError(f"data.{key} must be a positive integer, got {value!r}")
+
+
+def check_data_location(data_cfg: DictConfig) -> None:
+    """A source that reads rows has a file or a dataset to read; one that generates them has none;
+    a local dataset folder exists and has no revision."""
+    source, dataset = data_cfg.source, data_cfg.get("dataset")
+    if source in GENERATED:
+        for key in ("train_path", "validation_path", "dataset"):
+            if data_cfg.get(key) is not None:
+                raise ConfigError(
+                    f"data.{key}: data source '{source}' generates its records and reads nothing"
+                )
+        return
+    if data_cfg.get("train_path") is None and not dataset:
+        raise ConfigError(
+            f"data.train_path: data source '{source}' reads its records from a file (data.train_path) "
+            "or a dataset (data.dataset: a hub id or a local folder); neither is set"
+        )
+    if data_cfg.get("train_path") is None and data_cfg.get("validation_path") is not None:
+        raise ConfigError(
+            "data.validation_path: with no data.train_path, validation is data.validation_split"
+        )
+    if dataset and is_local_dataset(str(dataset)) and data_cfg.get("train_path") is None:
+        if not Path(str(dataset)).expanduser().is_dir():
+            raise ConfigError(f"data.dataset: dataset folder not found: {dataset}")
+        if data_cfg.get("revision") is not None:
+            raise ConfigError(
+                f"data.revision={data_cfg.revision}: data.dataset={dataset} is a local folder, which has "
+                "no revisions; set data.revision=null"
+            )
 
 
 def check_positive_integer(value: Any, key: str, hint: str = "") -> None:
@@ -164,8 +196,8 @@ def check_counts(cfg: DictConfig) -> None:
     if is_experiment(cfg):
         check_positive_integer(cfg.sft.steps, "sft.steps")
         check_positive_integer(cfg.sample.num_samples, "sample.num_samples")
-    elif cfg.data.get("validation_path") is None:
-        hint = " (with no data.validation_path, the validation split is cut from the training data)"
+    elif not validation_is_read(cfg.data):
+        hint = " (with no validation file or split, the validation split is cut from the training data)"
         check_positive_integer(cfg.data.val_size, "data.val_size", hint)
 
 
@@ -191,11 +223,12 @@ def check_experiment(cfg: DictConfig, spec: LossSpec) -> None:
     for section, (schema, _) in EXPERIMENT_SECTIONS.items():
         if schema is not None:
             check_schema(cfg[section], schema, section)
-    for key in ("train_path", "validation_path"):
+    for key in ("train_path", "validation_path", "dataset"):
         if cfg.data.get(key) is not None:
             raise ConfigError(
-                f"data.{key}: data={name} samples its data from the SFT model, it reads no file "
-                "(to train on your file use data=pairs or data=unpaired)"
+                f"data.{key}: data={name} samples its data from the SFT model, it reads no file or "
+                "dataset (to train on yours use data=pairs or data=unpaired; a task's own problems "
+                "are task.options)"
             )
     if cfg.data.get("options"):
         raise ConfigError(f"data.options: data={name} takes its options from `task`, not data.options")
@@ -265,7 +298,29 @@ DEPENDENT_KEYS: tuple[tuple[str, Callable[[DictConfig], bool], str], ...] = (
     ("export.lora", lambda cfg: bool(cfg.export.save), "nothing is exported (export.save=false)"),
     ("online.reference", lambda cfg: int(cfg.online.rounds) > 1, "one round's reference is the SFT model"),
     ("sft.check_every", lambda cfg: cfg.sft.target_reward is not None, "sft.target_reward=null: no checks"),
+    *(
+        (f"data.{key}", lambda cfg: reads_dataset(cfg.data), "data.train_path is read, not data.dataset")
+        for key in ("revision", "subset", "data_dir", "train_split", "validation_split")
+    ),
+    ("data.val_size", lambda cfg: not validation_is_read(cfg.data), "validation is read, not cut from train"),
+    (
+        "data.split_seed",
+        lambda cfg: not validation_is_read(cfg.data),
+        "validation is read, not cut from train",
+    ),
 )
+
+
+def reads_dataset(data_cfg: DictConfig) -> bool:
+    """Whether the run reads `data.dataset` (a file given as `data.train_path` wins)."""
+    return bool(data_cfg.get("dataset")) and data_cfg.get("train_path") is None
+
+
+def validation_is_read(data_cfg: DictConfig) -> bool:
+    """Whether validation has its own file or dataset split (else it is cut from train)."""
+    if data_cfg.get("train_path") is not None:
+        return data_cfg.get("validation_path") is not None
+    return reads_dataset(data_cfg) and data_cfg.get("validation_split") is not None
 
 
 def check_dependent_keys(cfg: DictConfig, overrides: Sequence[str]) -> None:

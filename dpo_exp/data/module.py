@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +23,35 @@ from dpo_exp.data.collate import (
 from dpo_exp.data.records import PreferencePair, Record
 from dpo_exp.data.report import DataReport, build_report, check_not_empty, count_overlap
 from dpo_exp.data.sampling import GlobalBatchSampler, row_length
-from dpo_exp.data.sources import load_records, to_unpaired
+from dpo_exp.data.sources import LoadedRecords, load_source, to_unpaired
 from dpo_exp.data.tokenize import tokenize_records
+from dpo_exp.rows import DatasetSplit, Location
 
 
 def data_label(data_cfg: Any) -> str:
-    """The data group's name; for your own file (data=pairs, data=unpaired), the file's name too."""
+    """The data group's name; for your own data (data=pairs, data=unpaired), the file's or dataset's
+    name too."""
     name = str(data_cfg.name)
-    path = data_cfg.get("train_path")
+    path = data_cfg.get("train_path") or data_cfg.get("dataset")
     if name == data_cfg.get("source") and name in ("pairs", "unpaired") and path:
         name = f"{name}-{Path(str(path)).name.split('.')[0]}"
     return name
+
+
+def split_locations(data_cfg: Any) -> tuple[Location, Location]:
+    """Where the train and validation records are read: local files (`train_path`, which wins),
+    else the dataset's splits; None for validation cut from train, or a source that reads nothing."""
+    if data_cfg.get("train_path"):
+        return str(data_cfg.train_path), data_cfg.get("validation_path")
+    if not data_cfg.get("dataset"):
+        return None, None
+    parts = {key: data_cfg.get(key) for key in ("revision", "subset", "data_dir")}
+    train = DatasetSplit(str(data_cfg.dataset), str(data_cfg.train_split), **parts)
+    validation_split = data_cfg.get("validation_split")
+    validation = (
+        DatasetSplit(str(data_cfg.dataset), str(validation_split), **parts) if validation_split else None
+    )
+    return train, validation
 
 
 @dataclass
@@ -48,12 +66,21 @@ class PreparedData:
     validation: PreparedSplit
 
 
-def read_splits(data_cfg: Any) -> tuple[list[Record], list[Record]]:
-    """Train and validation records: from their own files, or validation split off train."""
+def read_splits(data_cfg: Any) -> tuple[LoadedRecords, LoadedRecords]:
+    """Train and validation records: from their own files or dataset splits, or validation cut
+    from train (`val_size` rows, drawn with `split_seed`)."""
     options = dict(data_cfg.get("options") or {})
-    train = load_records(data_cfg.source, data_cfg.get("train_path"), **options)
-    if data_cfg.get("validation_path"):
-        return train, load_records(data_cfg.source, data_cfg.validation_path, **options)
+    train_location, validation_location = split_locations(data_cfg)
+    train = load_source(data_cfg.source, train_location, **options)
+    if validation_location is not None:
+        return train, load_source(data_cfg.source, validation_location, **options)
+    kept, held_out = cut_validation(train.records, data_cfg)
+    where = f"{train.where} (validation split)"
+    return replace(train, records=kept), LoadedRecords(held_out, train.format, where)
+
+
+def cut_validation(train: list[Record], data_cfg: Any) -> tuple[list[Record], list[Record]]:
+    """(train less `val_size` rows, those rows), drawn with `split_seed`, at most half of train."""
     order = list(range(len(train)))
     random.Random(data_cfg.split_seed).shuffle(order)
     val_size = min(int(data_cfg.val_size), len(train) // 2)
@@ -64,30 +91,27 @@ def read_splits(data_cfg: Any) -> tuple[list[Record], list[Record]]:
     )
 
 
-def prepare_split(
-    records: list[Record], tokenizer: Any, data_cfg: Any, *, paired: bool, file: str
-) -> PreparedSplit:
+def prepare_split(loaded: LoadedRecords, tokenizer: Any, data_cfg: Any, *, paired: bool) -> PreparedSplit:
     """Tokenise and filter one split; paired records become unpaired for unpaired losses."""
+    records = loaded.records
     if not paired and records and isinstance(records[0], PreferencePair):
         records = to_unpaired(records)
     kept, dropped = tokenize_records(
         records, tokenizer, max_length=data_cfg.max_length, max_prompt_length=data_cfg.max_prompt_length
     )
-    check_not_empty(kept, dropped, file)
-    report = build_report(len(records), kept, dropped)
+    check_not_empty(kept, dropped, loaded.where)
+    report = build_report(len(records), kept, dropped, source=loaded.where, row_format=loaded.format)
     return PreparedSplit([IndexedItem(i, record) for i, record in enumerate(kept)], report)
 
 
 def prepare_data(data_cfg: Any, tokenizer: Any, *, paired: bool) -> PreparedData:
     train, validation = read_splits(data_cfg)
-    train_file = data_cfg.get("train_path") or f"<{data_cfg.source}>"
-    val_file = data_cfg.get("validation_path") or f"{train_file} (validation split)"
     prepared = PreparedData(
-        train=prepare_split(train, tokenizer, data_cfg, paired=paired, file=train_file),
-        validation=prepare_split(validation, tokenizer, data_cfg, paired=paired, file=val_file),
+        train=prepare_split(train, tokenizer, data_cfg, paired=paired),
+        validation=prepare_split(validation, tokenizer, data_cfg, paired=paired),
     )
     records = [[item.record for item in split.items] for split in (prepared.train, prepared.validation)]
-    prepared.validation.report.overlap_with_train = count_overlap(*records, val_file)
+    prepared.validation.report.overlap_with_train = count_overlap(*records, validation.where)
     return prepared
 
 

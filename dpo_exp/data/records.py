@@ -1,10 +1,10 @@
-"""Record types shared by every data source, and the error raised for bad input."""
+"""Record types shared by every data source; `DataError` (from `dpo_exp.errors`) for bad input."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dpo_exp.errors import UserError
+from dpo_exp.errors import DataError  # noqa: F401  (re-exported: raised by every source)
 
 # A text field is plain text, or a list of chat messages ({"role": ..., "content": ...})
 # that the tokenizer's chat template renders.
@@ -38,27 +38,3 @@ class UnpairedExample:
 
 
 Record = PreferencePair | UnpairedExample
-
-
-class DataError(UserError, ValueError):
-    """Bad input data, located by file, row (0-based line/record index) and field."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        file: str | None = None,
-        row: int | None = None,
-        field: str | None = None,
-    ) -> None:
-        self.file, self.row, self.field = file, row, field
-        where = ", ".join(
-            part
-            for part in (
-                file,
-                f"row {row}" if row is not None else None,
-                f"field '{field}'" if field is not None else None,
-            )
-            if part
-        )
-        super().__init__(f"{where}: {message}" if where else message)

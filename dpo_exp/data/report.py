@@ -22,9 +22,18 @@ class DataReport:
     lengths: dict[str, dict[str, float]]
     # Validation only: rows identical (after tokenisation) to a training row, which measure nothing held out.
     overlap_with_train: int = 0
+    source: str | None = None  # the file or dataset split read
+    row_format: str | None = None  # the row format recognised (`dpo_exp.data.formats`)
 
 
-def build_report(rows_read: int, kept: list[Tokenized], dropped: Counter[str]) -> DataReport:
+def build_report(
+    rows_read: int,
+    kept: list[Tokenized],
+    dropped: Counter[str],
+    *,
+    source: str | None = None,
+    row_format: str | None = None,
+) -> DataReport:
     """Summarise one split after `tokenize_records`."""
     if not kept:
         columns: tuple[str, ...] = ()
@@ -38,6 +47,8 @@ def build_report(rows_read: int, kept: list[Tokenized], dropped: Counter[str]) -
         rows_kept=len(kept),
         dropped={reason: dropped[reason] for reason in sorted(dropped) if dropped[reason]},
         lengths=lengths,
+        source=source,
+        row_format=row_format,
     )
 
 
@@ -48,6 +59,11 @@ def format_report(report: DataReport, title: str) -> str:
         f"{report.rows_read - report.rows_kept} dropped",
         f"  dropped: {_format_drops(report.dropped)}",
     ]
+    if report.source is not None:
+        lines.insert(
+            1,
+            f"  read from {report.source}" + (f", format: {report.row_format}" if report.row_format else ""),
+        )
     if report.overlap_with_train:
         lines.append(
             f"  warning: {report.overlap_with_train} of {report.rows_kept} rows are identical to a training "

@@ -1,14 +1,14 @@
-"""Data sources: functions that read a file into records, looked up by the name used in YAML.
+"""Data sources: functions that read rows into records, looked up by the name used in YAML.
 
-A source is `source(path, **options) -> list[Record]`, with its options keyword-only with
-defaults, so `load_records` can reject an option the source does not take. Built-in sources:
+A source is `source(location, **options) -> LoadedRecords`, with its options keyword-only with
+defaults, so `load_source` can reject an option the source does not take. The location is a file
+or a dataset split (`dpo_exp.rows`). Built-in sources:
 
-- `pairs`: preference pairs from JSONL / JSON / Parquet. Each value is text or a list of chat
-  messages. TRL-style conversational rows without a prompt column (chosen and rejected are
-  whole conversations) are split at their longest shared prefix of messages. There is no
-  separate `conversational` source: `pairs` and `unpaired` read message lists as they are.
-- `hh_rlhf`: Anthropic HH-RLHF transcripts `{"chosen", "rejected"}`.
-- `unpaired`: KTO rows `{"prompt", "completion", "label": bool}`.
+- `pairs`: preference pairs in any of TRL's paired formats (`formats.py`: standard,
+  conversational, implicit prompt), recognised per row and reported per file.
+- `hh_rlhf`: Anthropic HH-RLHF transcripts `{"chosen", "rejected"}` (implicit prompt), strictly:
+  a row without a shared "\n\nAssistant:" is an error.
+- `unpaired`: KTO rows `{"prompt", "completion", "label": bool}`, text or message lists.
 
 `pairs` and `unpaired` rows may mark a text response as cut where its generator stopped
 before it ended (the built-in experiment's samples that reached max_new_tokens): optional
@@ -18,25 +18,35 @@ EOS. An absent or null field is false.
 
 Loading checks types and presence only; empty prompts or responses and identical pairs are
 kept here and dropped, and counted, by tokenisation. Every error is a `DataError` that names
-the file, the 0-based row (the line index in a JSONL file) and the field. Files are read into
-rows by `files.py`.
+the file or dataset, the 0-based row (the line index in a JSONL file) and the field.
 """
 
 from __future__ import annotations
 
 import inspect
-import os
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from dpo_exp.data.files import describe, line_of_row, read_rows
+from dpo_exp.data import formats
 from dpo_exp.data.records import DataError, PreferencePair, Record, Text, UnpairedExample
+from dpo_exp.rows import Location, describe, line_of_row, read_rows
 from dpo_exp.tasks import arithmetic as arithmetic_task
 
-Source = Callable[..., list[Record]]
-SOURCES: dict[str, Source] = {}
 
-HH_ASSISTANT = "\n\nAssistant:"
+@dataclass(frozen=True)
+class LoadedRecords:
+    """What a source read: its records, the row format it recognised, and where it read them."""
+
+    records: list[Record]
+    format: str
+    where: str
+
+
+Source = Callable[..., LoadedRecords | list[Record]]
+SOURCES: dict[str, Source] = {}
+GENERATED: set[str] = set()  # sources that read nothing: their location is None
 # The roles chat templates know; another (a typo such as "usr", or "Human") would be rendered as
 # text by a lenient template, or fail deep inside a strict one.
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool", "function", "ipython")
@@ -45,13 +55,16 @@ CHAT_ROLES = ("system", "developer", "user", "assistant", "tool", "function", "i
 # --- registry ---------------------------------------------------------------------------
 
 
-def register_source(name: str) -> Callable[[Source], Source]:
-    """Decorator: make `source` available to YAML as `name`."""
+def register_source(name: str, *, reads_rows: bool = True) -> Callable[[Source], Source]:
+    """Decorator: make `source` available to YAML as `name`; `reads_rows=False` for a source that
+    generates its records and reads no file or dataset."""
 
     def register(source: Source) -> Source:
         if name in SOURCES:
             raise ValueError(f"data source '{name}' is already registered")
         SOURCES[name] = source
+        if not reads_rows:
+            GENERATED.add(name)
         return source
 
     return register
@@ -65,15 +78,23 @@ def get_source(name: str) -> Source:
     return SOURCES[name]
 
 
-def load_records(source: str, path: str | None, **options: Any) -> list[Record]:
-    """Look up `source` and call it as `source(path, **options)`, after checking the options."""
+def load_source(source: str, location: Location, **options: Any) -> LoadedRecords:
+    """Look up `source` and call it as `source(location, **options)`, after checking the options."""
     function = get_source(source)
     _check_options(source, function, options)
-    return function(path, **options)
+    loaded = function(location, **options)
+    if not isinstance(loaded, LoadedRecords):  # a source of one's own may return its records only
+        loaded = LoadedRecords(list(loaded), f"records of source '{source}'", str(location or f"<{source}>"))
+    return loaded
+
+
+def load_records(source: str, location: Location, **options: Any) -> list[Record]:
+    """The records of `load_source`, without their format."""
+    return load_source(source, location, **options).records
 
 
 def _check_options(name: str, function: Source, options: dict[str, Any]) -> None:
-    # The options are the keyword parameters after `path`; a typo must fail, not be ignored.
+    # The options are the keyword parameters after `location`; a typo must fail, not be ignored.
     parameters = list(inspect.signature(function).parameters.values())[1:]
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
         return
@@ -104,80 +125,92 @@ def to_unpaired(pairs: list[PreferencePair]) -> list[UnpairedExample]:
 
 @register_source("pairs")
 def pairs(
-    path: str | None,
+    location: Location,
     *,
     prompt_field: str = "prompt",
     chosen_field: str = "chosen",
     rejected_field: str = "rejected",
     max_rows: int | None = None,
-) -> list[Record]:
-    """Preference pairs; values are text or message lists.
+) -> LoadedRecords:
+    """Preference pairs in TRL's paired formats (`formats.py`), recognised row by row.
 
-    A file without `prompt_field` in any row, whose chosen and rejected are message lists,
-    holds TRL-style conversations: the prompt is the longest shared prefix of messages and
-    the responses what follows (the prefix stops one short of the shorter conversation, so
-    each response keeps at least its last message). Where some rows have the prompt field,
-    a row without it is an error, as `datasets` reads it as null.
+    A row without `prompt_field`, or with a text prompt beside conversations, has an implicit
+    prompt: the shared prefix of chosen and rejected. Where some rows have the prompt field, a
+    row without it is an error, as `datasets` reads it as null. Unpaired rows are refused with
+    the source that reads them.
     """
-    file, rows = read_rows(path, max_rows)
+    where_read, rows = read_rows(location, max_rows)
     # Decided per file, not per row, so the answer does not depend on how the file was read.
-    implicit_prompt = all(prompt_field not in row for row in rows)
+    has_prompt = any(prompt_field in row for row in rows)
     records: list[Record] = []
+    kinds: Counter[str] = Counter()
     for row_index, row in enumerate(rows):
-        where = _Where(file, path, row_index)
-        chosen = _text(row, chosen_field, where)
-        rejected = _text(row, rejected_field, where)
-        cut = {
-            "chosen_cut": _cut_flag(row, "chosen_cut", chosen, where),
-            "rejected_cut": _cut_flag(row, "rejected_cut", rejected, where),
-        }
-        if implicit_prompt and isinstance(chosen, list) and isinstance(rejected, list):
-            records.append(_split_conversations(chosen, rejected))
-            continue
-        prompt = _text(row, prompt_field, where)
-        records.append(PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected, **cut))
-    return records
+        where = _Where(where_read, location, row_index)
+        if chosen_field not in row and "completion" in row and "label" in row:
+            raise where.error(
+                "this row is unpaired (prompt, completion, label): KTO's format, read by data=unpaired",
+                chosen_field,
+            )
+        record, kind = _pair(row, where, has_prompt, (prompt_field, chosen_field, rejected_field))
+        records.append(record)
+        kinds[kind] += 1
+    return LoadedRecords(records, formats.describe_formats(kinds), where_read)
+
+
+def _pair(
+    row: dict[str, Any], where: _Where, has_prompt: bool, fields: tuple[str, str, str]
+) -> tuple[PreferencePair, str]:
+    """(the row's pair, its format)."""
+    prompt_field, chosen_field, rejected_field = fields
+    chosen = _text(row, chosen_field, where)
+    rejected = _text(row, rejected_field, where)
+    cut = {
+        "chosen_cut": _cut_flag(row, "chosen_cut", chosen, where),
+        "rejected_cut": _cut_flag(row, "rejected_cut", rejected, where),
+    }
+    prompt = _text(row, prompt_field, where) if has_prompt else None
+    if isinstance(chosen, list) != isinstance(rejected, list):
+        raise where.error("chosen and rejected must both be text or both be message lists", rejected_field)
+    if formats.is_implicit(prompt, chosen):
+        pair, kind = formats.split_implicit(chosen, rejected)
+        return PreferencePair(pair.prompt, pair.chosen, pair.rejected, **cut), kind
+    if isinstance(prompt, list) != isinstance(chosen, list):
+        raise where.error("a message-list prompt needs message-list responses", chosen_field)
+    return PreferencePair(prompt, chosen, rejected, **cut), formats.explicit_format(prompt, chosen)
 
 
 @register_source("hh_rlhf")
-def hh_rlhf(path: str | None, *, max_rows: int | None = None) -> list[Record]:
-    """Anthropic HH-RLHF transcripts `{"chosen": str, "rejected": str}`.
-
-    The prompt is everything up to and including the last "\\n\\nAssistant:" that lies inside
-    the longest common prefix of the two transcripts. Splitting each transcript on its own
-    last marker is wrong where a response continues the dialogue by itself; splitting at the
-    raw common prefix cuts into responses that start alike (" I ..."). The responses keep
-    their leading space, so `chosen == prompt + response` exactly.
+def hh_rlhf(location: Location, *, max_rows: int | None = None) -> LoadedRecords:
+    """Anthropic HH-RLHF transcripts `{"chosen": str, "rejected": str}`, split by
+    `formats.split_implicit`'s transcript rule. The responses keep their leading space, so
+    `chosen == prompt + response` exactly.
     """
-    file, rows = read_rows(path, max_rows)
+    where_read, rows = read_rows(location, max_rows)
     records: list[Record] = []
     for row_index, row in enumerate(rows):
-        where = _Where(file, path, row_index)
-        chosen = _string(row, "chosen", where)
-        rejected = _string(row, "rejected", where)
-        shared = len(os.path.commonprefix([chosen, rejected]))
-        marker = chosen.rfind(HH_ASSISTANT, 0, shared)
-        if marker < 0:  # rfind's end bound keeps the whole marker inside the shared text
-            raise where.error(f"no {HH_ASSISTANT!r} in the text shared by chosen and rejected", "chosen")
-        cut = marker + len(HH_ASSISTANT)
-        records.append(PreferencePair(chosen[:cut], chosen[cut:], rejected[cut:]))
-    return records
+        where = _Where(where_read, location, row_index)
+        split = formats.split_implicit(_string(row, "chosen", where), _string(row, "rejected", where))
+        if split[1] != formats.IMPLICIT_TRANSCRIPT:
+            message = f"no {formats.HH_ASSISTANT!r} in the text shared by chosen and rejected"
+            raise where.error(message, "chosen")
+        records.append(split[0])
+    return LoadedRecords(records, formats.IMPLICIT_TRANSCRIPT, where_read)
 
 
 @register_source("unpaired")
 def unpaired(
-    path: str | None,
+    location: Location,
     *,
     prompt_field: str = "prompt",
     completion_field: str = "completion",
     label_field: str = "label",
     max_rows: int | None = None,
-) -> list[Record]:
+) -> LoadedRecords:
     """KTO rows: prompt, completion (text or message lists) and a bool label (true = desirable)."""
-    file, rows = read_rows(path, max_rows)
+    where_read, rows = read_rows(location, max_rows)
     records: list[Record] = []
     for row_index, row in enumerate(rows):
-        where = _Where(file, path, row_index)
+        where = _Where(where_read, location, row_index)
         prompt = _text(row, prompt_field, where)
         completion = _text(row, completion_field, where)
         label = row.get(label_field)
@@ -185,29 +218,25 @@ def unpaired(
         if type(label) is not bool:
             raise where.error(f"expected a bool label, got {describe(label)}", label_field)
         cut = _cut_flag(row, "cut", completion, where)
+        if isinstance(prompt, list) != isinstance(completion, list):
+            raise where.error(
+                "prompt and completion must both be text or both be message lists", completion_field
+            )
         records.append(UnpairedExample(prompt, completion, desirable=label, cut=cut))
-    return records
+    kind = formats.UNPAIRED_CONVERSATIONAL if isinstance(records[0].prompt, list) else formats.UNPAIRED
+    return LoadedRecords(records, kind, where_read)
 
 
-@register_source("synthetic")
-def synthetic(path: None, *, num_examples: int, digits: int = 3, seed: int = 0) -> list[Record]:
+@register_source("synthetic", reads_rows=False)
+def synthetic(location: None, *, num_examples: int, digits: int = 3, seed: int = 0) -> LoadedRecords:
     """Generated addition problems (no file): chosen the correct reversed sum, rejected a near miss."""
-    if path is not None:
+    if location is not None:
         raise DataError(
-            "the synthetic source is generated from a seed and reads no file; set train_path: null"
+            "the synthetic source is generated from a seed and reads no file or dataset; "
+            "set data.train_path and data.dataset to null"
         )
-    return [
-        PreferencePair(*row)
-        for row in arithmetic_task.preference_pairs(num_examples, digits=digits, seed=seed)
-    ]
-
-
-def _split_conversations(chosen: list, rejected: list) -> PreferencePair:
-    shared = 0
-    limit = min(len(chosen), len(rejected)) - 1
-    while shared < limit and chosen[shared] == rejected[shared]:
-        shared += 1
-    return PreferencePair(chosen[:shared], chosen[shared:], rejected[shared:])
+    rows = arithmetic_task.preference_pairs(num_examples, digits=digits, seed=seed)
+    return LoadedRecords([PreferencePair(*row) for row in rows], formats.STANDARD, "<synthetic>")
 
 
 # --- row validation ---------------------------------------------------------------------
@@ -216,11 +245,15 @@ def _split_conversations(chosen: list, rejected: list) -> PreferencePair:
 class _Where:
     """Where a row came from, to build located errors (JSONL rows are reported as lines)."""
 
-    def __init__(self, file: str, path: str | None, row: int) -> None:
-        self.file, self.path, self.row = file, path, row
+    def __init__(self, where_read: str, location: Location, row: int) -> None:
+        self.where_read, self.location, self.row = where_read, location, row
 
     def error(self, message: str, field: str) -> DataError:
-        return DataError(message, file=self.path, row=line_of_row(self.file, self.row), field=field)
+        if isinstance(self.location, str):  # a file: the row's line, the path as the user gave it
+            return DataError(
+                message, file=self.location, row=line_of_row(self.where_read, self.row), field=field
+            )
+        return DataError(message, file=self.where_read, row=self.row, field=field)
 
 
 def _string(row: dict[str, Any], field: str, where: _Where) -> str:

@@ -1,4 +1,5 @@
-"""GSM8K word problems read from JSONL, and a final-answer checker usable as a pipeline reward.
+"""GSM8K word problems, read by hub id (openai/gsm8k) or from a local file, and a final-answer
+checker usable as a pipeline reward.
 
 A prompt is "Question: <question>\\nAnswer:"; the reference answer is the worked solution, which
 ends with "#### <final answer>". A completion earns 1.0 when its text after its last "####" is
@@ -7,21 +8,52 @@ the same number as the reference's (thousands separators and a trailing ".0" ign
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
+from dpo_exp.errors import DataError
+from dpo_exp.rows import DatasetSplit, describe, line_of_row, read_rows
 from dpo_exp.tasks import Problem
 
 MARKER = "####"
+LOCAL_COPY_HINT = (
+    "task.options.dataset=<a folder laid out as the hub repository> task.options.revision=null, "
+    "or task.options.path=<a JSONL/Parquet file>"
+)
 
 
-def problems(count: int, *, path: str, offset: int = 0) -> list[Problem]:
-    """Rows [offset, offset + count) of a GSM8K JSONL file as problems."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()[offset : offset + count]
-    if len(lines) < count:
-        raise ValueError(f"{path} has {len(lines)} rows from row {offset}, asked for {count}")
-    rows = [json.loads(line) for line in lines]
-    return [Problem(f"Question: {row['question']}\nAnswer:", " " + row["answer"]) for row in rows]
+def problems(
+    count: int,
+    *,
+    dataset: str | None = None,
+    revision: str | None = None,
+    subset: str | None = "main",
+    split: str = "train",
+    path: str | None = None,
+    offset: int = 0,
+) -> list[Problem]:
+    """Rows [offset, offset + count) of GSM8K as problems: from `path` (a local file) when given,
+    else from the dataset split (`dataset` a hub id or a local folder laid out as its repository)."""
+    if path is None and dataset is None:
+        raise DataError("GSM8K needs task.options.dataset (a hub id or folder) or task.options.path (a file)")
+    if path is None:
+        location = DatasetSplit(dataset, split, revision=revision, subset=subset)
+    else:
+        location = path
+    where, rows = read_rows(location, None, local_copy_hint=LOCAL_COPY_HINT)
+    rows = rows[offset : offset + count]
+    if len(rows) < count:
+        raise DataError(f"has {len(rows)} rows from row {offset}, asked for {count}", file=where)
+    return [_problem(row, where, location, offset + index) for index, row in enumerate(rows)]
+
+
+def _problem(row: dict, where: str, location: str | DatasetSplit, row_index: int) -> Problem:
+    line = line_of_row(where, row_index) if isinstance(location, str) else row_index
+    for field in ("question", "answer"):
+        if not isinstance(row.get(field), str):
+            raise DataError(
+                f"expected a string, got {describe(row.get(field))}", file=where, row=line, field=field
+            )
+    if final_answer(row["answer"]) is None:
+        raise DataError(f"the answer has no final '{MARKER} <answer>'", file=where, row=line, field="answer")
+    return Problem(f"Question: {row['question']}\nAnswer:", " " + row["answer"])
 
 
 def final_answer(text: str) -> str | None:

@@ -16,7 +16,14 @@ PACKAGE = PROJECT_ROOT / "dpo_exp"
 LAYERS = [
     (
         "foundation",
-        {"dpo_exp.errors", "dpo_exp.console", "dpo_exp.storage", "dpo_exp.tasks", "dpo_exp.losses"},
+        {
+            "dpo_exp.errors",
+            "dpo_exp.console",
+            "dpo_exp.storage",
+            "dpo_exp.rows",
+            "dpo_exp.tasks",
+            "dpo_exp.losses",
+        },
     ),  # noqa: E501
     ("data", {"dpo_exp.data"}),
     ("models", {"dpo_exp.models"}),

@@ -1,4 +1,5 @@
-"""Data sources: file formats, located errors, the registry, and HH-RLHF on the real files."""
+"""Data sources: file formats, located errors, the registry, and HH-RLHF on the real files (read
+through the hub-style path: the mirror laid out as the Anthropic/hh-rlhf repository)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from dpo_exp.data.sources import (
 )
 from dpo_exp.data.tokenize import tokenize_records
 from dpo_exp.models.tokenizer import build_char_tokenizer
+from dpo_exp.rows import DatasetSplit
 
-DATA = Path("/work/shared/data")
 HH_ASSISTANT = "\n\nAssistant:"
 NO_TRUNCATION = {"max_length": 10**5, "max_prompt_length": 10**5 - 1}
 
@@ -109,9 +110,37 @@ def test_pairs_mixing_text_and_messages_keeps_values_as_written(tmp_path):
     ]
 
 
-def test_pairs_missing_prompt_with_text_responses_is_an_error(tmp_path):
-    path = write_jsonl(tmp_path / "noprompt.jsonl", [{"chosen": "a", "rejected": "b"}])
-    with pytest.raises(DataError, match=r"noprompt\.jsonl, row 0, field 'prompt'"):
+def test_pairs_implicit_prompt_of_text_is_the_shared_prefix(tmp_path):
+    # TRL's `extract_prompt` on text: the shared characters, less the space they end on.
+    rows = [
+        {"chosen": "Q: sky? A: blue", "rejected": "Q: sky? A: green"},
+        {"chosen": "Q: 2+2? 4", "rejected": "Q: 2+2? 5"},
+    ]
+    path = write_jsonl(tmp_path / "noprompt.jsonl", rows)
+    assert load_records("pairs", path) == [
+        PreferencePair("Q: sky? A:", " blue", " green"),
+        PreferencePair("Q: 2+2?", " 4", " 5"),
+    ]
+
+
+def test_pairs_where_some_rows_have_a_prompt_a_row_without_is_an_error(tmp_path):
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"chosen": "pa", "rejected": "pb"}]
+    path = write_jsonl(tmp_path / "gaps.jsonl", rows)
+    with pytest.raises(DataError, match=r"gaps\.jsonl, row 1, field 'prompt'"):
+        load_records("pairs", path)
+
+
+def test_pairs_refuses_unpaired_rows_naming_the_source_that_reads_them(tmp_path):
+    path = write_jsonl(tmp_path / "kto.jsonl", [{"prompt": "p", "completion": "c", "label": True}])
+    with pytest.raises(
+        DataError, match=r"kto\.jsonl, row 0, field 'chosen': this row is unpaired.*data=unpaired"
+    ):
+        load_records("pairs", path)
+
+
+def test_pairs_responses_of_different_kinds_are_an_error(tmp_path):
+    path = write_jsonl(tmp_path / "mixed.jsonl", [{"prompt": "p", "chosen": "a", "rejected": [BOT_NO]}])
+    with pytest.raises(DataError, match=r"row 0, field 'rejected': chosen and rejected must both be"):
         load_records("pairs", path)
 
 
@@ -189,7 +218,7 @@ def test_missing_file(tmp_path):
 
 
 def test_no_path(tmp_path):
-    with pytest.raises(DataError, match="no path was given"):
+    with pytest.raises(DataError, match="reads a file or a dataset, and neither was given"):
         load_records("hh_rlhf", None)
 
 
@@ -372,9 +401,13 @@ def test_hh_rlhf_without_shared_marker_is_an_error(tmp_path):
         load_records("hh_rlhf", path)
 
 
-def read_raw(name: str) -> list[dict[str, str]]:
-    with gzip.open(DATA / f"{name}.jsonl.gz", "rt", encoding="utf-8") as handle:
+def read_raw(repo: Path, inside: str) -> list[dict[str, str]]:
+    with gzip.open(repo / inside, "rt", encoding="utf-8") as handle:
         return [json.loads(line) for line in handle]
+
+
+def hh_split(repo: Path, data_dir: str, split: str) -> DatasetSplit:
+    return DatasetSplit(str(repo), split, data_dir=data_dir)
 
 
 def own_split(transcript: str) -> str:
@@ -383,11 +416,12 @@ def own_split(transcript: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def helpful_train():
-    records = load_records("hh_rlhf", str(DATA / "hh_helpful_base.train.jsonl.gz"))
-    return read_raw("hh_helpful_base.train"), records
+def helpful_train(hh_rlhf_repo):
+    records = load_records("hh_rlhf", hh_split(hh_rlhf_repo, "helpful-base", "train"))
+    return read_raw(hh_rlhf_repo, "helpful-base/train.jsonl.gz"), records
 
 
+@pytest.mark.real_data
 def test_hh_real_rows_prompt_is_a_prefix_and_transcripts_rebuild_exactly(helpful_train):
     raw, records = helpful_train
     assert len(records) == len(raw) == 1354
@@ -399,6 +433,7 @@ def test_hh_real_rows_prompt_is_a_prefix_and_transcripts_rebuild_exactly(helpful
         assert record.chosen[:1] in ("", " ") and record.rejected[:1] in ("", " ")
 
 
+@pytest.mark.real_data
 def test_hh_real_rows_where_the_per_transcript_split_disagrees(helpful_train):
     raw, records = helpful_train
     disagree = [i for i, row in enumerate(raw) if own_split(row["chosen"]) != own_split(row["rejected"])]
@@ -409,6 +444,7 @@ def test_hh_real_rows_where_the_per_transcript_split_disagrees(helpful_train):
         assert "\n\nHuman:" in response or HH_ASSISTANT in response
 
 
+@pytest.mark.real_data
 def test_hh_real_rows_whose_responses_start_alike(helpful_train):
     # README: a raw common-prefix split would cut into the responses in 241 rows, by >= 20 chars in 2.
     _, records = helpful_train
@@ -417,6 +453,7 @@ def test_hh_real_rows_whose_responses_start_alike(helpful_train):
     assert sum(length >= 20 for length in shared) == 2
 
 
+@pytest.mark.real_data
 def test_hh_real_degenerate_rows_are_dropped_by_tokenisation(helpful_train):
     # README: 1 identical pair and 2 empty rejected responses in helpful_base.train.
     _, records = helpful_train
@@ -425,8 +462,9 @@ def test_hh_real_degenerate_rows_are_dropped_by_tokenisation(helpful_train):
     assert len(kept) == 1354 - 3
 
 
-def test_hh_real_identical_pairs_in_the_extra_file():
-    records = load_records("hh_rlhf", str(DATA / "hh_helpful_rejection_sampled.extra.jsonl.gz"))
+@pytest.mark.real_data
+def test_hh_real_identical_pairs_in_the_extra_file(hh_rlhf_repo):
+    records = load_records("hh_rlhf", hh_split(hh_rlhf_repo, "helpful-rejection-sampled", "test"))
     assert len(records) == 2000
     identical = [r for r in records if r.chosen == r.rejected]
     assert len(identical) == 23  # README: 23 in helpful_rejection_sampled.extra
@@ -435,6 +473,7 @@ def test_hh_real_identical_pairs_in_the_extra_file():
     assert (kept, dropped) == ([], {"chosen_equals_rejected": 23})
 
 
-def test_hh_max_rows():
-    records = load_records("hh_rlhf", str(DATA / "hh_harmless_base.test.jsonl.gz"), max_rows=5)
+@pytest.mark.real_data
+def test_hh_max_rows(hh_rlhf_repo):
+    records = load_records("hh_rlhf", hh_split(hh_rlhf_repo, "harmless-base", "test"), max_rows=5)
     assert len(records) == 5

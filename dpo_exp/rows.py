@@ -1,7 +1,12 @@
-"""Reading a data file into rows: JSONL, JSON or Parquet, with `datasets`, and rediagnosed with
-`json` where `datasets` fails or would change values; where a row lies in its file.
+"""Reading rows: from a data file (JSONL, JSON or Parquet) or from a dataset split by hub id or
+local folder, both through `datasets`; where a row lies in its file.
 
-Every error is a `DataError` naming the file (and the line, for a malformed JSON line).
+A location is a file path (`str`) or a `DatasetSplit`: a dataset named as `datasets.load_dataset`
+names it (a hub id such as "Anthropic/hh-rlhf", or a local folder laid out as a dataset
+repository), with its revision, subset (config name), data_dir and split. Hub datasets are cached
+in the usual HF cache. A file is read with `datasets` and rediagnosed with `json` where `datasets`
+fails or would change values. Every error is a `DataError` naming the file or dataset (and the
+line, for a malformed JSON line).
 """
 
 from __future__ import annotations
@@ -10,10 +15,11 @@ import gzip
 import json
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dpo_exp.data.records import DataError
+from dpo_exp.errors import DataError
 
 # Extension -> `datasets` builder name. JSON may be a list of objects or JSON Lines.
 _BUILDERS = {
@@ -25,6 +31,41 @@ _BUILDERS = {
 }
 
 
+@dataclass(frozen=True)
+class DatasetSplit:
+    """One split of a dataset, as `datasets.load_dataset(dataset, subset, data_dir=..., revision=...)`
+    reads it. `dataset` is a hub id or a local folder laid out as the dataset's repository."""
+
+    dataset: str
+    split: str
+    revision: str | None = None
+    subset: str | None = None
+    data_dir: str | None = None
+
+    def __str__(self) -> str:
+        """How errors and reports name it: `Anthropic/hh-rlhf@09be8c5 (data_dir helpful-base, split test)`."""
+        name = self.dataset + (f"@{self.revision[:7]}" if self.revision else "")
+        parts = [
+            f"subset {self.subset}" if self.subset else "",
+            f"data_dir {self.data_dir}" if self.data_dir else "",
+        ]
+        return f"{name} ({', '.join([part for part in parts if part] + [f'split {self.split}'])})"
+
+    @property
+    def is_local(self) -> bool:
+        """Whether `dataset` names a local folder rather than a hub id."""
+        return is_local_dataset(self.dataset)
+
+
+# Where records come from: a file's path, a dataset split, or nothing (a generated source).
+Location = str | DatasetSplit | None
+
+
+def is_local_dataset(dataset: str) -> bool:
+    """A local folder, or a path that reads as one (absolute, relative or home): not a hub id."""
+    return Path(dataset).expanduser().is_dir() or dataset.startswith(("/", "./", "../", "~"))
+
+
 def describe(value: Any) -> str:
     """A value as an error message shows it: its type and its start."""
     if value is None:
@@ -32,21 +73,72 @@ def describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"[:80]
 
 
-def read_rows(path: str | None, max_rows: int | None) -> tuple[str, list[dict[str, Any]]]:
-    """(the resolved file, its first `max_rows` rows as dicts), read with `datasets`."""
+# How to read a local copy instead of the hub, as the data config spells it.
+LOCAL_COPY_HINT = (
+    "data.dataset=<a folder laid out as the hub repository> data.revision=null, or data.train_path=<a file>"
+)
+
+
+def read_rows(
+    location: Location, max_rows: int | None, *, local_copy_hint: str = LOCAL_COPY_HINT
+) -> tuple[str, list[dict[str, Any]]]:
+    """(the file or dataset as errors name it, its first `max_rows` rows as dicts).
+
+    `local_copy_hint` ends the one-line error of a hub dataset that cannot be loaded (offline with
+    no cached copy, say): how the caller's config points at a local copy instead."""
     if max_rows is not None and (type(max_rows) is not int or max_rows < 1):
-        raise DataError(f"max_rows must be a positive int or null, got {max_rows!r}", file=path)
-    file = _resolve(path)
-    rows = _load_with_datasets(file, path)
+        raise DataError(f"max_rows must be a positive int or null, got {max_rows!r}", file=_name(location))
+    if isinstance(location, DatasetSplit):
+        name, rows = str(location), _load_split(location, local_copy_hint)
+    else:
+        name = _resolve(location)
+        rows = _load_with_datasets(name, location)
     if not rows:
-        raise DataError("the data file has no rows", file=path)
-    return file, rows[:max_rows]
+        raise DataError("the data has no rows", file=_name(location))
+    return name, rows[:max_rows]
+
+
+def _name(location: Location) -> str | None:
+    return None if location is None else str(location)
+
+
+def _load_split(split: DatasetSplit, local_copy_hint: str) -> list[dict[str, Any]]:
+    """The split's rows, from the HF cache or the hub (or the local folder)."""
+    import datasets  # imported here: it is slow to import, and only loading needs it
+
+    if split.is_local and not Path(split.dataset).expanduser().is_dir():
+        raise DataError("dataset folder not found", file=str(split))
+    if split.is_local and split.revision is not None:
+        raise DataError("a local folder has no revisions: set its revision to null", file=str(split))
+    try:
+        dataset = datasets.load_dataset(
+            str(Path(split.dataset).expanduser()) if split.is_local else split.dataset,
+            split.subset,
+            data_dir=split.data_dir,
+            revision=split.revision,
+            split=split.split,
+        )
+    except Exception as error:  # offline, unknown id, split or subset: one line, no traceback
+        raise DataError(_load_failure(split, error, local_copy_hint), file=str(split)) from None
+    return dataset.to_list()
+
+
+def _load_failure(split: DatasetSplit, error: Exception, local_copy_hint: str) -> str:
+    reason = " ".join(str(error).split())[:300] or type(error).__name__
+    if split.is_local:
+        return f"could not load the dataset folder: {reason}"
+    return f"could not load the dataset: {reason}; to read a local copy instead: {local_copy_hint}"
 
 
 def _resolve(path: str | None) -> str:
     if path is None:
-        raise DataError("this data source reads a file, but no path was given")
+        raise DataError("this data source reads a file or a dataset, and neither was given")
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise DataError(
+            "is a folder, not a data file (a folder laid out as a dataset repository is data.dataset)",
+            file=path,
+        )
     if not file.is_file():
         raise DataError("data file not found", file=path)
     if _extension(str(file)) not in _BUILDERS:
