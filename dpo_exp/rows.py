@@ -104,22 +104,33 @@ def _name(location: Location) -> str | None:
 
 def _load_split(split: DatasetSplit, local_copy_hint: str) -> list[dict[str, Any]]:
     """The split's rows, from the HF cache or the hub (or the local folder)."""
-    import datasets  # imported here: it is slow to import, and only loading needs it
-
     if split.is_local and not Path(split.dataset).expanduser().is_dir():
         raise DataError("dataset folder not found", file=str(split))
     if split.is_local and split.revision is not None:
         raise DataError("a local folder has no revisions: set its revision to null", file=str(split))
     try:
-        dataset = datasets.load_dataset(
-            str(Path(split.dataset).expanduser()) if split.is_local else split.dataset,
-            split.subset,
-            data_dir=split.data_dir,
-            revision=split.revision,
-            split=split.split,
-        )
+        if not split.is_local:  # cached in the usual HF cache, by revision
+            return _load_dataset(split.dataset, split, cache_dir=None)
+        # A folder gets a throw-away cache, as a file does: `datasets` keys a folder's cache so
+        # that two folders of the same name and shape share it, and an edited file can be served stale.
+        with tempfile.TemporaryDirectory() as cache_dir:
+            return _load_dataset(str(Path(split.dataset).expanduser()), split, cache_dir=cache_dir)
     except Exception as error:  # offline, unknown id, split or subset: one line, no traceback
         raise DataError(_load_failure(split, error, local_copy_hint), file=str(split)) from None
+
+
+def _load_dataset(path: str, split: DatasetSplit, *, cache_dir: str | None) -> list[dict[str, Any]]:
+    import datasets
+
+    dataset = datasets.load_dataset(
+        path,
+        split.subset,
+        data_dir=split.data_dir,
+        revision=split.revision,
+        split=split.split,
+        cache_dir=cache_dir,
+        keep_in_memory=cache_dir is not None,
+    )
     return dataset.to_list()
 
 

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from dpo_exp.cli import COMMANDS, CONF_DIR, RETIRED_KEYS, check_retired_overrides
 from dpo_exp.config import is_experiment, validate_config
-from tests.conftest import PROJECT_ROOT, SHARED_DATA
+from tests.conftest import PROJECT_ROOT
 from tests.helpers import FAST_MODEL, FAST_TRAINER, train_py
 
 README = (PROJECT_ROOT / "README.md").read_text()
@@ -239,17 +239,47 @@ def test_a_named_model_trains_on_the_named_pairs_file(tmp_path, reader_files):
     assert summary["tokens"] > 0
 
 
-def test_hh_helpful_trains_on_hh_rlhf_rows(tmp_path, reader_files):
-    command = "python train.py data=hh_helpful experiment=hh_helpful_tiny"
-    reduced = ["trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1",
-               "+data.options.max_rows=40", *FAST_MODEL]  # fmt: skip
-    run_dir = run_readme_command(tmp_path, command, reader_files, *reduced)
+HH_TINY = "python train.py data=hh_helpful experiment=hh_helpful_tiny"
+HH_REDUCED = ["trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1",
+              "+data.options.max_rows=40", *FAST_MODEL]  # fmt: skip
+
+
+def check_hh_run(run_dir: Path, repo: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert config["data"]["source"] == "hh_rlhf"
-    assert config["data"]["train_path"] == "../shared/data/hh_helpful_base.train.jsonl.gz"
+    assert config["data"]["source"] == "hh_rlhf" and config["data"]["dataset"] == str(repo)
+    assert config["data"]["data_dir"] == "helpful-base" and config["data"]["validation_split"] == "test"
+    assert summary["data"]["train"]["source"] == f"{repo} (data_dir helpful-base, split train)"
+    assert summary["data"]["train"]["row_format"] == "implicit prompt (HH-RLHF transcripts)"
     assert summary["data"]["train"]["rows_read"] == 40 and summary["global_step"] == 2
     assert summary["tokens"] > 2 * 4 * 20  # 2 steps of 4 pairs of real transcripts, not 5-token sums
+
+
+def test_hh_helpful_trains_on_a_local_copy_of_the_hub_repository(tmp_path, reader_files, hh_fixture_repo):
+    # The preset names Anthropic/hh-rlhf at a pinned revision; offline, a folder laid out as that
+    # repository stands in (here the shipped transcripts), read through the same loading path.
+    local = [f"data.dataset={hh_fixture_repo}", "data.revision=null"]
+    run_dir = run_readme_command(tmp_path, HH_TINY, reader_files, *local, *HH_REDUCED)
+    check_hh_run(run_dir, hh_fixture_repo)
+
+
+@pytest.mark.real_data
+def test_hh_helpful_trains_on_the_real_rows(tmp_path, reader_files, hh_rlhf_repo):
+    local = [f"data.dataset={hh_rlhf_repo}", "data.revision=null"]
+    run_dir = run_readme_command(tmp_path, HH_TINY, reader_files, *local, *HH_REDUCED)
+    check_hh_run(run_dir, hh_rlhf_repo)
+
+
+def test_hh_helpful_offline_with_no_cached_copy_says_so_in_one_line(tmp_path, reader_files):
+    # The test session's datasets cache is empty and the hub is off: what a researcher offline sees.
+    result = train_py(*arguments(HH_TINY, reader_files), *HH_REDUCED, f"output_root={tmp_path}")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "Anthropic/hh-rlhf" in line]
+    assert (
+        "Anthropic/hh-rlhf@09be8c5 (data_dir helpful-base, split train): could not load the dataset" in line
+    )
+    assert "data.dataset=<a folder laid out as the hub repository> data.revision=null" in line
+    assert not list(tmp_path.rglob("summary.json"))
 
 
 def test_the_synthetic_headline_run(tmp_path, reader_files):
@@ -260,10 +290,15 @@ def test_the_synthetic_headline_run(tmp_path, reader_files):
     assert summary["data"]["train"]["rows_read"] == 4000 - 256
 
 
-def test_the_data_report_command_reports_the_named_data(reader_files):
-    result = train_py_console("data-report", "data=hh_helpful", "+data.options.max_rows=10")
+def test_the_data_report_command_reports_the_named_data(reader_files, hh_fixture_repo):
+    local = [f"data.dataset={hh_fixture_repo}", "data.revision=null"]
+    result = train_py_console("data-report", "data=hh_helpful", *local, "+data.options.max_rows=10")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "train data (hh_helpful): 10 rows read" in result.stdout
+    assert (
+        f"read from {hh_fixture_repo} (data_dir helpful-base, split train), format: implicit prompt"
+        in result.stdout
+    )
 
 
 def train_py_console(*arguments: str):
@@ -298,5 +333,9 @@ def test_the_old_single_run_incantation_is_refused_naming_its_keys(tmp_path):
     assert not list(tmp_path.rglob("summary.json"))
 
 
-def test_shared_data_exists_for_the_hh_commands():
-    assert (SHARED_DATA / "hh_helpful_base.train.jsonl.gz").exists()
+def test_no_config_sweep_or_readme_command_names_the_team_mirror():
+    # A user's clone has no ../shared: presets name hub datasets.
+    named = [str(path) for folder in ("conf", "sweeps") for path in (PROJECT_ROOT / folder).rglob("*.yaml")
+             if "../shared" in path.read_text() or "shared/data" in path.read_text()]  # fmt: skip
+    assert not named
+    assert not [command for command in readme_commands() if "shared" in command]

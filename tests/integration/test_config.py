@@ -12,14 +12,14 @@ from omegaconf import OmegaConf
 from dpo_exp.cli import CONF_DIR, run
 from dpo_exp.config import ConfigError, validate_config
 from dpo_exp.data.records import DataError
-from tests.conftest import SHARED_DATA
+from tests.conftest import PREFERENCES
 from tests.helpers import FAST_MODEL, FAST_TRAINER, SINGLE_RUN, compose_config
 
 # Values a user must supply for some options (a path of their own); the tests supply real ones.
 REQUIRED = {
     "model/hf": ["model.path={tiny_model_dir}"],
-    "data/pairs": [f"data.train_path={SHARED_DATA}/gsm8k.test.jsonl"],
-    "data/unpaired": [f"data.train_path={SHARED_DATA}/gsm8k.test.jsonl"],
+    "data/pairs": [f"data.train_path={PREFERENCES}/standard/train.jsonl.gz"],
+    "data/unpaired": [f"data.train_path={PREFERENCES}/unpaired/train.jsonl.gz"],
 }
 
 
@@ -38,8 +38,6 @@ def test_every_yaml_composes_and_validates(group, option, tiny_model_dir):
     extra = [value.format(tiny_model_dir=tiny_model_dir) for value in REQUIRED.get(f"{group}/{option}", [])]
     cfg = compose_config([override, *extra], fast=False)
     OmegaConf.resolve(cfg)
-    if f"{group}/{option}" in ("data/pairs", "data/unpaired"):
-        return  # composes; gsm8k rows are no preference pairs, the data tests cover these sources
     validate_config(cfg)
 
 
@@ -93,7 +91,23 @@ def test_every_loss_yaml_names_a_registered_loss():
             ConfigError,
             "data file not found: /no/such.jsonl",
         ),
-        (["data=pairs"], ConfigError, "required values are not set: data.train_path"),
+        (["data=pairs"], ConfigError, "data.train_path: data source 'pairs' reads its records from a file"),
+        (
+            ["data=hh_helpful", "data.dataset=/no/such/folder"],
+            ConfigError,
+            "data.dataset: dataset folder not found: /no/such/folder",
+        ),
+        (
+            ["data=hh_helpful", f"data.dataset={PREFERENCES}"],
+            ConfigError,
+            "data.revision=09be8c5bbc57cb3887f3a9732ad6aa7ec602a1fa: data.dataset=",
+        ),
+        (["data=synthetic", "+data.dataset=Anthropic/hh-rlhf"], ConfigError, "generates its records"),
+        (
+            ["data=gsm8k", "+data.dataset=openai/gsm8k"],
+            ConfigError,
+            "data.dataset: data=gsm8k samples its data",
+        ),
         (["seed=1.5"], ConfigError, "seed must be an integer"),
         (["nonfinite=ignore"], ConfigError, "nonfinite must be one of stop, skip"),
     ],
@@ -244,7 +258,7 @@ def test_a_key_that_another_setting_switches_off_is_refused(overrides, message):
         (["checkpoint.keep_last=0"], "checkpoint.keep_last must be a positive integer, got 0"),
         (
             ["data.val_size=0"],
-            "data.val_size must be a positive integer, got 0 (with no data.validation_path",
+            "data.val_size must be a positive integer, got 0 (with no validation file or split",
         ),
         (["model.dtype=float99"], "model.dtype: 'float99' is not a torch dtype"),
         (["model.ref_dtype=half_precision"], "model.ref_dtype: 'half_precision' is not a torch dtype"),

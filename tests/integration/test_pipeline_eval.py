@@ -14,7 +14,7 @@ from dpo_exp.experiment.evaluate import evaluate_policy, logprob_drift
 from dpo_exp.experiment.generation import encode_prompts, generate_completions
 from dpo_exp.experiment.sample import sample_and_label, split_files, write_split
 from dpo_exp.tasks import arithmetic, gsm8k, load_function
-from tests.conftest import SHARED_DATA, tiny_llama_config
+from tests.conftest import tiny_llama_config
 
 
 @pytest.fixture
@@ -120,12 +120,15 @@ def test_logprob_drift_is_zero_against_itself(tiny_policy, char_tokenizer):
     }
 
 
-def test_sample_and_label_on_gsm8k_with_a_saved_model_and_a_reward_by_path(tiny_model_dir, tmp_path):
+@pytest.mark.real_data
+def test_sample_and_label_on_gsm8k_with_a_saved_model_and_a_reward_by_path(
+    tiny_model_dir, tmp_path, gsm8k_repo
+):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    problems = gsm8k.problems(3, path=str(SHARED_DATA / "gsm8k.test.jsonl"))
+    problems = gsm8k.problems(3, dataset=str(gsm8k_repo), split="test")
     reward = load_function("dpo_exp.tasks.gsm8k:reward")
     labelled = sample_and_label(
         model,

@@ -11,7 +11,6 @@ import yaml
 
 from dpo_exp.cli import data_report, run
 from dpo_exp.data.records import DataError
-from tests.conftest import SHARED_DATA
 from tests.helpers import FAST_DATA, FAST_MODEL, FAST_TRAINER, SINGLE_RUN, compose_config
 
 TWO_STEPS = ["trainer.max_steps=2", "trainer.val_check_interval=2"]
@@ -35,9 +34,12 @@ def test_same_config_and_seed_give_the_same_metrics(tmp_path: Path):
     assert first["val/loss"] != other_seed["val/loss"]
 
 
-def test_hh_rlhf_rows_from_shared_data_train(tmp_path: Path):
+@pytest.mark.real_data
+def test_hh_rlhf_rows_from_the_mirror_laid_out_as_the_hub_repository(tmp_path: Path, hh_rlhf_repo: Path):
     overrides = [
         "data=hh_helpful",
+        f"data.dataset={hh_rlhf_repo}",
+        "data.revision=null",
         "+data.options.max_rows=48",
         "data.max_length=192",
         "data.max_prompt_length=128",
@@ -46,6 +48,8 @@ def test_hh_rlhf_rows_from_shared_data_train(tmp_path: Path):
     summary = run(compose_config(SINGLE_RUN + FAST_MODEL + FAST_TRAINER + overrides, fast=False), tmp_path)
     assert summary["global_step"] == 2
     assert summary["data"]["train"]["rows_read"] == 48
+    assert summary["data"]["train"]["source"] == f"{hh_rlhf_repo} (data_dir helpful-base, split train)"
+    assert summary["data"]["validation"]["source"] == f"{hh_rlhf_repo} (data_dir helpful-base, split test)"
     assert summary["metrics"]["val/logps/chosen"] < 0
 
 
@@ -160,10 +164,6 @@ def test_an_empty_dataset_after_filtering_is_an_error(tmp_path: Path):
     )
     with pytest.raises(DataError, match="no examples left"):
         run(cfg, tmp_path / "run")
-
-
-def test_shared_data_is_where_the_tests_expect_it():
-    assert (SHARED_DATA / "hh_helpful_base.train.jsonl.gz").exists()
 
 
 def test_validation_rows_repeated_from_training_are_counted_in_the_summary(tmp_path: Path):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dpo_exp.data.records import PreferencePair, UnpairedExample
+from dpo_exp.data.records import DataError, PreferencePair, UnpairedExample
 from dpo_exp.data.sources import load_records
 from dpo_exp.experiment.generation import cut_at_eos, ended
 from dpo_exp.experiment.sample import (
@@ -159,3 +159,46 @@ def test_write_split_carries_the_cut_marks_into_the_files(tmp_path):
     assert json.loads((tmp_path / "samples_val.jsonl").read_text())["cut"] == [False, True, True, True]
     assert stats["cut"] == 3
     assert "3 of 4 samples cut at max_new_tokens (no EOS)" in format_stats(stats, "val")
+
+
+GSM8K_ROWS = [
+    {"question": "Tom has 2 apples and buys 3. How many?", "answer": "2+3=<<2+3=5>>5\n#### 5"},
+    {"question": "A box holds 1,200 pins; half are used. How many are left?", "answer": "#### 600"},
+]
+
+
+def write_gsm8k_repo(folder, rows) -> str:
+    """A folder laid out as openai/gsm8k: its card names the `main` subset's split files."""
+    (folder / "main").mkdir(parents=True)
+    (folder / "main" / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    card = "---\nconfigs:\n- config_name: main\n  data_files:\n  - split: train\n    path: main/train.jsonl\n"
+    card += "---\n"
+    (folder / "README.md").write_text(card)
+    return str(folder)
+
+
+def test_gsm8k_problems_from_a_dataset_folder_and_from_a_file_are_the_same(tmp_path):
+    repo = write_gsm8k_repo(tmp_path / "gsm8k", GSM8K_ROWS)
+    from_repo = gsm8k.problems(2, dataset=repo)
+    from_file = gsm8k.problems(2, path=str(tmp_path / "gsm8k" / "main" / "train.jsonl"))
+    assert from_repo == from_file
+    assert from_repo[0].prompt == "Question: Tom has 2 apples and buys 3. How many?\nAnswer:"
+    assert from_repo[1].answer == " #### 600"
+    assert gsm8k.problems(1, dataset=repo, offset=1) == from_repo[1:]
+
+
+def test_gsm8k_rows_without_a_final_answer_name_the_row_and_field(tmp_path):
+    repo = write_gsm8k_repo(tmp_path / "gsm8k", [*GSM8K_ROWS, {"question": "q?", "answer": "no marker"}])
+    with pytest.raises(
+        DataError, match=r"split train\), row 2, field 'answer': the answer has no final '####"
+    ):
+        gsm8k.problems(3, dataset=repo)
+    with pytest.raises(DataError, match=r"has 3 rows from row 0, asked for 5"):
+        gsm8k.problems(5, dataset=repo)
+
+
+def test_gsm8k_offline_names_the_task_options_for_a_local_copy():
+    with pytest.raises(
+        DataError, match=r"openai/gsm8k@cc7b047 \(subset main, split train\).*task\.options\.path="
+    ):
+        gsm8k.problems(2, dataset="openai/gsm8k", revision="cc7b047b6e5bb11b4f1af84efc572db110a51b3c")
