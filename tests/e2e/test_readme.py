@@ -94,12 +94,15 @@ EXPECTED = {
     ),
     "python train.py model=llama model.path=/ckpt/base model.adapter_path=/ckpt/sft-lora data=hh_helpful "
     "model.adapter_reference=adapter export.lora=adapter": ("hh_helpful", False),
+    "python train.py data=ultrafeedback model=qwen2": ("ultrafeedback", False),
+    "python train.py data=hh_helpful data.dataset=/data/hh-rlhf data.revision=null": ("hh_helpful", False),
 }
 
 
 @pytest.fixture(scope="module")
-def reader_files(tmp_path_factory, tiny_model_dir) -> dict[str, str]:
-    """Real stand-ins for the README's placeholders: a model folder, an adapter, a pairs file."""
+def reader_files(tmp_path_factory, tiny_model_dir, hh_fixture_repo) -> dict[str, str]:
+    """Real stand-ins for the README's placeholders: a model folder, an adapter, a pairs file, a
+    local copy of a hub dataset repository."""
     folder = tmp_path_factory.mktemp("reader")
     adapter = folder / "sft-lora"
     adapter.mkdir()
@@ -116,6 +119,7 @@ def reader_files(tmp_path_factory, tiny_model_dir) -> dict[str, str]:
         "/ckpt/sft": model,
         "/ckpt/base": model,
         "prefs.jsonl": str(prefs),
+        "/data/hh-rlhf": str(hh_fixture_repo),
     }
 
 

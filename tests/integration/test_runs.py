@@ -11,6 +11,7 @@ import yaml
 
 from dpo_exp.cli import data_report, run
 from dpo_exp.data.records import DataError
+from tests.conftest import PREFERENCES
 from tests.helpers import FAST_DATA, FAST_MODEL, FAST_TRAINER, SINGLE_RUN, compose_config
 
 TWO_STEPS = ["trainer.max_steps=2", "trainer.val_check_interval=2"]
@@ -83,6 +84,39 @@ def test_conversational_pairs_rendered_with_the_chat_template(tmp_path: Path):
     assert "32 rows read, 32 kept" in text and "8 rows read, 8 kept" in text
     summary = run(cfg, tmp_path / "run")
     assert summary["global_step"] == 2
+
+
+ULTRAFEEDBACK_CARD = """---
+configs:
+- config_name: default
+  data_files:
+  - split: train_prefs
+    path: data/train_prefs.jsonl.gz
+  - split: test_prefs
+    path: data/test_prefs.jsonl.gz
+---
+"""
+
+
+def test_the_ultrafeedback_preset_on_a_local_copy_of_its_repository(tmp_path: Path):
+    # Laid out as HuggingFaceH4/ultrafeedback_binarized (its split names, a text prompt column
+    # beside whole conversations): the shipped conversations stand in for its rows.
+    repo = tmp_path / "ultrafeedback_binarized"
+    (repo / "data").mkdir(parents=True)
+    for split, name in (("train", "train_prefs"), ("test", "test_prefs")):
+        source = PREFERENCES / "implicit_conversational" / f"{split}.jsonl.gz"
+        (repo / "data" / f"{name}.jsonl.gz").symlink_to(source)
+    (repo / "README.md").write_text(ULTRAFEEDBACK_CARD)
+    overrides = ["data=ultrafeedback", f"data.dataset={repo}", "data.revision=null",
+                 "+data.options.max_rows=16", "data.max_length=256", "data.max_prompt_length=192",
+                 *TWO_STEPS]  # fmt: skip
+    cfg = compose_config(SINGLE_RUN + FAST_MODEL + FAST_TRAINER + overrides, fast=False)
+    text = data_report(cfg)
+    assert f"read from {repo} (split train_prefs), format: implicit prompt (conversational)" in text
+    summary = run(cfg, tmp_path / "run")
+    assert summary["global_step"] == 2 and summary["data"]["validation"]["source"].endswith(
+        "split test_prefs)"
+    )
 
 
 def test_kto_on_unpaired_records(tmp_path: Path):
