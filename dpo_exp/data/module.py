@@ -20,7 +20,7 @@ from dpo_exp.data.collate import (
     UnpairedLogps,
     WithReferenceLogps,
 )
-from dpo_exp.data.records import PreferencePair, Record
+from dpo_exp.data.records import DataError, PreferencePair, Record
 from dpo_exp.data.report import DataReport, build_report, check_not_empty, count_overlap
 from dpo_exp.data.sampling import GlobalBatchSampler, row_length
 from dpo_exp.data.sources import LoadedRecords, load_source, to_unpaired
@@ -185,6 +185,12 @@ class PreferenceDataModule(L.LightningDataModule):
             world_size=world_size,
             rank=rank,
         )
+        if len(sampler) == 0:  # else Lightning trains 0 steps and the untrained model looks finished
+            raise DataError(
+                f"{len(items)} training examples, fewer than one batch of {self.batch_size * world_size} "
+                f"(data.batch_size {self.batch_size} x {world_size} processes): nothing would train; "
+                "lower data.batch_size or give more data"
+            )
         if self.trainer is not None and self.trainer.global_step:
             # Resumed from a checkpoint: Lightning restored the step before asking for data.
             batches_done = self.trainer.global_step * self.trainer.accumulate_grad_batches

@@ -190,6 +190,20 @@ def test_a_bad_row_names_file_row_and_field_before_any_model(tmp_path: Path, mon
     assert not (tmp_path / "run" / "summary.json").exists()
 
 
+def test_fewer_examples_than_one_batch_are_refused_naming_both_counts(tmp_path: Path):
+    rows = [{"prompt": f"{i}+{i}=", "chosen": str(2 * i), "rejected": str(2 * i + 1)} for i in range(9)]
+    data_file = write_jsonl(tmp_path / "seven.jsonl", rows[:7])
+    held_out = write_jsonl(tmp_path / "held_out.jsonl", rows[7:])
+    overrides = ["data=pairs", f"data.train_path={data_file}", f"data.validation_path={held_out}",
+                 "data.batch_size=8"]  # fmt: skip
+    cfg = compose_config(SINGLE_RUN + FAST_MODEL + FAST_TRAINER + overrides, fast=False)
+    with pytest.raises(
+        DataError, match=r"7 training examples, fewer than one batch of 8 \(data.batch_size 8"
+    ):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
 def test_an_empty_dataset_after_filtering_is_an_error(tmp_path: Path):
     rows = [{"prompt": "p", "chosen": "same", "rejected": "same"}] * 20
     data_file = write_jsonl(tmp_path / "ties.jsonl", rows)
