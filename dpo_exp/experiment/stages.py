@@ -3,6 +3,11 @@
 Each stage lives under `cache_dir` by a key of the settings that determine it, so every member of
 a β or loss sweep with the same SFT and sampling settings shares one SFT checkpoint and one set of
 samples. An online round's samples depend on its run and are kept in the run's own folder.
+
+A stage's settings are one object, built once by its `*_settings` function from the config and the
+task: it is hashed into the key and it is the only config its builder reads (the task's problems
+and reward come from `Task`, whose own settings are part of it), so a key cannot leave out an
+input. Display options (progress bars, log intervals) are passed beside it and change no key.
 """
 
 from __future__ import annotations
@@ -49,13 +54,18 @@ def container(node: Any) -> Any:
 
 @dataclass(frozen=True)
 class Task:
-    """A task's problems in disjoint splits (fixed by its options, not the run seed), and its verifier."""
+    """A task's problems in disjoint splits (fixed by its options, not the run seed), and its verifier.
+
+    `settings` are what they were made from (generator, options, split sizes, reward): every stage
+    that reads the problems or the reward has them in its key."""
 
     problems: dict[str, list[Problem]]
     reward: Reward
+    settings: dict[str, Any]
 
     @classmethod
     def from_config(cls, task_cfg: DictConfig) -> Task:
+        settings = {key: container(task_cfg[key]) for key in ("problems", "options", "splits", "reward")}
         sizes = {split: int(task_cfg.splits[split]) for split in SPLITS}
         make = load_function(task_cfg.problems)
         problems = make(sum(sizes.values()), **container(task_cfg.options))
@@ -63,7 +73,7 @@ class Task:
         for split in SPLITS:
             splits[split] = problems[start : start + sizes[split]]
             start += sizes[split]
-        return cls(splits, load_function(task_cfg.reward))
+        return cls(splits, load_function(task_cfg.reward), settings)
 
 
 def load_model_folder(model_dir: Path) -> tuple[Any, Any]:
@@ -79,16 +89,30 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 # -- stage 1: SFT ----------------------------------------------------------------------------
 
 
+def sft_settings(cfg: DictConfig, task: Task) -> DictConfig:
+    """Everything the SFT stage reads, its competence checks included (the reward, the answer
+    length and batch they sample with)."""
+    return OmegaConf.create(
+        {
+            "task": task.settings,
+            "model": container(cfg.model),
+            "sft": container(cfg.sft),
+            "lengths": {"max_length": cfg.data.max_length, "max_prompt_length": cfg.data.max_prompt_length},
+            "check": {"max_new_tokens": cfg.task.max_new_tokens, "batch_size": cfg.evaluate.batch_size},
+        }
+    )
+
+
 def sft_stage(cfg: DictConfig, task: Task) -> StageResult:
     """The SFT checkpoint (`<folder>/model`) for these task, model and SFT settings."""
-    settings = {
-        "task": {k: container(cfg.task[k]) for k in ("name", "problems", "options", "splits")},
-        "model": container(cfg.model),
-        "sft": container(cfg.sft),
-        "lengths": [cfg.data.max_length, cfg.data.max_prompt_length],
+    settings = sft_settings(cfg, task)
+    display = {
+        "progress_bar": bool(cfg.trainer.enable_progress_bar),
+        "log_every": cfg.trainer.log_every_n_steps,
     }
     start = time.perf_counter()
-    result = cached_stage(Path(cfg.cache_dir), "sft", settings, lambda folder: build_sft(cfg, task, folder))
+    build = lambda folder: build_sft(settings, task, folder, **display)  # noqa: E731
+    result = cached_stage(Path(cfg.cache_dir), "sft", container(settings), build)
     stage("sft", f"{built(result, start)} {result.path} ({sft_summary(sft_stats(result), task)})")
     return result
 
@@ -106,40 +130,40 @@ def built(result: StageResult, start: float) -> str:
     return "reused" if result.reused else f"built in {time.perf_counter() - start:.0f} s"
 
 
-def build_sft(cfg: DictConfig, task: Task, folder: Path) -> None:
+def build_sft(settings: DictConfig, task: Task, folder: Path, *, progress_bar: bool, log_every: int) -> None:
     """Fine-tune on the demonstrations until the sampled reward reaches sft.target_reward, at most
     sft.steps steps (every step, without a target); refuse a model that missed its target."""
-    L.seed_everything(cfg.sft.seed, workers=True, verbose=False)
-    tokenizer = load_tokenizer(cfg.model)
-    policy = load_policy(cfg.model, tokenizer)
+    sft = settings.sft
+    L.seed_everything(sft.seed, workers=True, verbose=False)
+    tokenizer = load_tokenizer(settings.model)
+    policy = load_policy(settings.model, tokenizer)
     demos = [(p.prompt, p.answer) for p in task.problems["sft"]]
-    examples = tokenize_demonstrations(demos, tokenizer, cfg.data)
-    module = SupervisedModule(policy, optim=optim_settings(cfg.sft))
-    stop = competence_stop(cfg, task, tokenizer)
+    examples = tokenize_demonstrations(demos, tokenizer, settings.lengths)
+    module = SupervisedModule(policy, optim=optim_settings(sft))
+    stop = competence_stop(settings, task, tokenizer)
     trainer = L.Trainer(
-        max_steps=int(cfg.sft.steps),
+        max_steps=int(sft.steps),
         logger=CSVLogger(save_dir=folder, name="", version=""),
-        callbacks=([] if stop is None else [stop])
-        + ([StepProgressBar("sft")] if cfg.trainer.enable_progress_bar else []),
+        callbacks=([] if stop is None else [stop]) + ([StepProgressBar("sft")] if progress_bar else []),
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=cfg.trainer.enable_progress_bar,
+        enable_progress_bar=progress_bar,
         gradient_clip_val=1.0,
         deterministic=True,
-        log_every_n_steps=cfg.trainer.log_every_n_steps,
+        log_every_n_steps=log_every,
         limit_val_batches=0,
         default_root_dir=str(folder),
     )
-    loader = supervised_loader(examples, tokenizer.pad_token_id, int(cfg.sft.batch_size), seed=cfg.sft.seed)
+    loader = supervised_loader(examples, tokenizer.pad_token_id, int(sft.batch_size), seed=sft.seed)
     trainer.fit(module, train_dataloaders=loader)
-    stats = {"steps": trainer.global_step, "target_reward": cfg.sft.target_reward}
+    stats = {"steps": trainer.global_step, "target_reward": sft.target_reward}
     if stop is not None:
         stats.update(reached_at_step=stop.reached_at, checks=stop.history)
         if stop.reached_at is None:
             best = max(reward for _, reward in stop.history) if stop.history else float("nan")
             raise ValueError(
                 f"the SFT stage reached a sampled reward of {best:.3f} at most in sft.steps="
-                f"{cfg.sft.steps} steps, short of sft.target_reward={cfg.sft.target_reward}: "
+                f"{sft.steps} steps, short of sft.target_reward={sft.target_reward}: "
                 "raise sft.steps or lower the target"
             )
     (folder / SFT_STATS).write_text(json.dumps(stats, indent=2))
@@ -147,17 +171,17 @@ def build_sft(cfg: DictConfig, task: Task, folder: Path) -> None:
     tokenizer.save_pretrained(folder / MODEL_DIR)
 
 
-def competence_stop(cfg: DictConfig, task: Task, tokenizer: Any) -> CompetenceStop | None:
-    if cfg.sft.target_reward is None:
+def competence_stop(settings: DictConfig, task: Task, tokenizer: Any) -> CompetenceStop | None:
+    if settings.sft.target_reward is None:
         return None
     return CompetenceStop(
         tokenizer,
         task.problems["sft_check"],
         task.reward,
-        target=float(cfg.sft.target_reward),
-        every=int(cfg.sft.check_every),
-        max_new_tokens=int(cfg.task.max_new_tokens),
-        batch_size=int(cfg.evaluate.batch_size),
+        target=float(settings.sft.target_reward),
+        every=int(settings.sft.check_every),
+        max_new_tokens=int(settings.check.max_new_tokens),
+        batch_size=int(settings.check.batch_size),
     )
 
 
@@ -170,24 +194,28 @@ def sft_stats(sft: StageResult) -> dict[str, Any]:
 # -- stage 2: sample and label ---------------------------------------------------------------
 
 
+def sample_settings(cfg: DictConfig, task: Task, model: str, seed: int) -> DictConfig:
+    """Everything a sample stage reads: the model sampled (the SFT stage's key, or a round's policy
+    folder), the draws' seed, the sampling and labelling settings."""
+    return OmegaConf.create(
+        {
+            "model": model,
+            "seed": seed,
+            "task": task.settings,
+            "sample": container(cfg.sample),
+            "max_new_tokens": cfg.task.max_new_tokens,
+            "pass_threshold": cfg.task.pass_threshold,
+            "format": SAMPLE_FORMAT,
+        }
+    )
+
+
 def sample_stage(cfg: DictConfig, task: Task, sft: StageResult) -> StageResult:
     """The SFT model's labelled samples and the training sets made from them."""
-    settings = {
-        "sft": sft.path.name,
-        "seed": cfg.seed,  # the sampling draws
-        "sample": container(cfg.sample),
-        "reward": cfg.task.reward,
-        "pass_threshold": cfg.task.pass_threshold,
-        "max_new_tokens": cfg.task.max_new_tokens,
-        "format": SAMPLE_FORMAT,
-    }
+    settings = sample_settings(cfg, task, sft.path.name, int(cfg.seed))
+    build = lambda folder: draw_samples(settings, task, sft.path / MODEL_DIR, folder)  # noqa: E731
     start = time.perf_counter()
-    result = cached_stage(
-        Path(cfg.cache_dir),
-        "sample",
-        settings,
-        lambda folder: draw_samples(cfg, task, sft.path / MODEL_DIR, folder, seed=int(cfg.seed)),
-    )
+    result = cached_stage(Path(cfg.cache_dir), "sample", container(settings), build)
     announce_samples(result, start)
     return result
 
@@ -197,27 +225,18 @@ def resample_stage(
 ) -> StageResult:
     """An online round's samples: the same prompts, drawn afresh from the previous round's policy."""
     seed = int(cfg.seed) + 1000 * (round_number - 1)
-    settings = {
-        "policy": str(policy_dir),
-        "round": round_number,
-        "seed": seed,
-        "sample": container(cfg.sample),
-        "format": SAMPLE_FORMAT,
-    }
+    settings = sample_settings(cfg, task, str(policy_dir), seed)
+    build = lambda folder: draw_samples(settings, task, policy_dir, folder)  # noqa: E731
     start = time.perf_counter()
-    result = cached_stage(
-        run_dir,
-        ROUND_SAMPLES,
-        settings,
-        lambda folder: draw_samples(cfg, task, policy_dir, folder, seed=seed),
-    )
+    result = cached_stage(run_dir, ROUND_SAMPLES, container(settings), build)
     announce_samples(result, start)
     return result
 
 
-def draw_samples(cfg: DictConfig, task: Task, model_dir: Path, folder: Path, *, seed: int) -> None:
+def draw_samples(settings: DictConfig, task: Task, model_dir: Path, folder: Path) -> None:
     tokenizer, model = load_model_folder(model_dir)
-    L.seed_everything(seed, workers=True, verbose=False)
+    L.seed_everything(int(settings.seed), workers=True, verbose=False)
+    sample = settings.sample
     stats = {}
     for split in ("train", "val"):
         start = time.perf_counter()
@@ -228,15 +247,15 @@ def draw_samples(cfg: DictConfig, task: Task, model_dir: Path, folder: Path, *, 
                 tokenizer,
                 problems,
                 task.reward,
-                num_samples=int(cfg.sample.num_samples),
-                temperature=float(cfg.sample.temperature),
-                top_p=float(cfg.sample.top_p),
-                max_new_tokens=int(cfg.task.max_new_tokens),
-                batch_size=int(cfg.sample.batch_size),
+                num_samples=int(sample.num_samples),
+                temperature=float(sample.temperature),
+                top_p=float(sample.top_p),
+                max_new_tokens=int(settings.max_new_tokens),
+                batch_size=int(sample.batch_size),
                 bar=bar,
             )
         stats[split] = write_split(
-            folder, split, labelled, mode=cfg.sample.pair_mode, threshold=float(cfg.task.pass_threshold)
+            folder, split, labelled, mode=sample.pair_mode, threshold=float(settings.pass_threshold)
         )
         stats[split]["seconds"] = time.perf_counter() - start
     (folder / STATS).write_text(json.dumps(stats, indent=2))
@@ -261,18 +280,32 @@ def eval_options(cfg: DictConfig) -> dict[str, int]:
     }
 
 
+def reference_eval_settings(cfg: DictConfig, task: Task, sft: StageResult) -> DictConfig:
+    """Everything the SFT model's evaluation reads: the model, the prompts and reward, the options."""
+    return OmegaConf.create(
+        {
+            "sft": sft.path.name,
+            "task": task.settings,
+            "split": str(cfg.evaluate.split),
+            "options": eval_options(cfg),
+        }
+    )
+
+
 def reference_eval_stage(cfg: DictConfig, task: Task, sft: StageResult) -> dict[str, float]:
     """True reward and KL of the SFT model itself, on the evaluation split."""
-    settings = {"sft": sft.path.name, "split": cfg.evaluate.split, **eval_options(cfg)}
+    settings = reference_eval_settings(cfg, task, sft)
 
     def build(folder: Path) -> None:
         tokenizer, model = load_model_folder(sft.path / MODEL_DIR)
-        problems = task.problems[cfg.evaluate.split]
-        metrics = evaluate_policy(model, model, tokenizer, problems, task.reward, **eval_options(cfg))
+        options = {key: int(settings[key]) for key in eval_options(cfg)}
+        metrics = evaluate_policy(
+            model, model, tokenizer, task.problems[settings.split], task.reward, **options
+        )
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
     start = time.perf_counter()
-    result = cached_stage(Path(cfg.cache_dir), "reference_eval", settings, build)
+    result = cached_stage(Path(cfg.cache_dir), "reference_eval", container(settings), build)
     metrics = json.loads((result.path / "metrics.json").read_text())
     figures = f"true reward {metrics['true_reward']:.3f}, greedy {metrics['true_reward_greedy']:.3f}"
     where = f"{len(task.problems[cfg.evaluate.split])} {cfg.evaluate.split} prompts"
