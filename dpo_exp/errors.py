@@ -17,7 +17,9 @@ class ConfigError(UserError, ValueError):
 
 
 class DataError(UserError, ValueError):
-    """Bad input data, located by file, row (0-based line/record index) and field."""
+    """Bad input data, located by file (or dataset), field, and either `line` (1-based, as editors
+    count a JSONL file's lines, blank ones included) or `row` (0-based, as `dataset[row]` indexes
+    a table or a JSON list)."""
 
     def __init__(
         self,
@@ -25,14 +27,16 @@ class DataError(UserError, ValueError):
         *,
         file: str | None = None,
         row: int | None = None,
+        line: int | None = None,
         field: str | None = None,
     ) -> None:
-        self.file, self.row, self.field = file, row, field
+        self.file, self.row, self.line, self.field = file, row, line, field
         where = ", ".join(
             part
             for part in (
                 file,
-                f"row {row}" if row is not None else None,
+                f"line {line}" if line is not None else None,
+                f"row {row}" if row is not None and line is None else None,
                 f"field '{field}'" if field is not None else None,
             )
             if part

@@ -217,7 +217,7 @@ def _json_rows(file: str, path: str | None) -> Iterator[dict[str, Any]]:
             document = [document]
         if isinstance(document, list):
             for row_index, row in enumerate(document):
-                yield _json_object(row, path, row_index)
+                yield _json_object(row, path, {"row": row_index})
             return
     for line_index, line in enumerate(text.splitlines()):
         if not line.strip():
@@ -225,13 +225,13 @@ def _json_rows(file: str, path: str | None) -> Iterator[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
-            raise DataError(f"malformed JSON: {error}", file=path, row=line_index) from None
-        yield _json_object(row, path, line_index)
+            raise DataError(f"malformed JSON: {error}", file=path, line=line_index + 1) from None
+        yield _json_object(row, path, {"line": line_index + 1})
 
 
-def _json_object(row: Any, path: str | None, row_index: int) -> dict[str, Any]:
+def _json_object(row: Any, path: str | None, where: dict[str, int]) -> dict[str, Any]:
     if not isinstance(row, dict):
-        raise DataError(f"expected a JSON object, got {describe(row)}", file=path, row=row_index)
+        raise DataError(f"expected a JSON object, got {describe(row)}", file=path, **where)
     return row
 
 
@@ -245,13 +245,14 @@ def _open_text(file: str, path: str | None) -> str:
         raise DataError(f"could not read the file: {error}", file=path) from error
 
 
-def line_of_row(file: str, row: int) -> int:
-    """The 0-based line of record `row` in a JSONL file, whose blank lines `datasets` skips."""
+def position_of_row(file: str, row: int) -> dict[str, int]:
+    """Where record `row` (0-based) of `file` is, as a `DataError` names it: `{"line": n}`, the
+    1-based line of a JSONL file (whose blank lines `datasets` skips), else `{"row": row}`."""
     if _extension(file) not in (".jsonl", ".jsonl.gz"):
-        return row
+        return {"row": row}
     records = -1
     for line_index, line in enumerate(_open_text(file, None).splitlines()):
         records += bool(line.strip())
         if records == row:
-            return line_index
-    return row
+            return {"line": line_index + 1}
+    return {"row": row}

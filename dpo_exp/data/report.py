@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dpo_exp.data.records import DataError
 from dpo_exp.data.tokenize import Tokenized, TokenizedPair
 
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
+# Past this share of kept rows with a response cut at max_length, the report warns: the loss then
+# compares answers whose ends it never sees.
+TRUNCATION_WARNING = 0.10
 
 
 @dataclass
@@ -24,6 +27,8 @@ class DataReport:
     overlap_with_train: int = 0
     source: str | None = None  # the file or dataset split read
     row_format: str | None = None  # the row format recognised (`dpo_exp.data.formats`)
+    # Kept rows whose response was cut at max_length (so it has no EOS), per side; {} when none.
+    truncated: dict[str, int] = field(default_factory=dict)
 
 
 def build_report(
@@ -49,6 +54,7 @@ def build_report(
         lengths=lengths,
         source=source,
         row_format=row_format,
+        truncated=dict(sorted(Counter(name for item in kept for name in item.truncated).items())),
     )
 
 
@@ -64,6 +70,9 @@ def format_report(report: DataReport, title: str) -> str:
             1,
             f"  read from {report.source}" + (f", format: {report.row_format}" if report.row_format else ""),
         )
+    if report.truncated:
+        cut = ", ".join(f"{side} {count}" for side, count in report.truncated.items())
+        lines.append(f"  responses cut at max_length: {cut}")
     if report.overlap_with_train:
         lines.append(
             f"  warning: {report.overlap_with_train} of {report.rows_kept} rows are identical to a training "
@@ -76,6 +85,18 @@ def format_report(report: DataReport, title: str) -> str:
             cells = "".join(f"{summary[name]:>9.1f}" for name in names)
             lines.append(f"  {column:<23} {cells}")
     return "\n".join(lines)
+
+
+def truncation_warning(report: DataReport, title: str) -> str | None:
+    """A warning when more than `TRUNCATION_WARNING` of the kept rows have a response cut at max_length."""
+    if not report.truncated or max(report.truncated.values()) <= TRUNCATION_WARNING * report.rows_kept:
+        return None
+    cut = ", ".join(f"{side} {count}" for side, count in report.truncated.items())
+    return (
+        f"{title}: responses cut at max_length in more than {TRUNCATION_WARNING:.0%} of "
+        f"{report.rows_kept} rows ({cut}): they keep no EOS and lose their end; "
+        "raise data.max_length to keep them whole"
+    )
 
 
 def check_not_empty(kept: list[Tokenized], dropped: Counter[str], file: str | None) -> None:

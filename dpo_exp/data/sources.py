@@ -18,7 +18,7 @@ EOS. An absent or null field is false.
 
 Loading checks types and presence only; empty prompts or responses and identical pairs are
 kept here and dropped, and counted, by tokenisation. Every error is a `DataError` that names
-the file or dataset, the 0-based row (the line index in a JSONL file) and the field.
+the file or dataset, the line (1-based, in a JSONL file) or the 0-based row, and the field.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 from dpo_exp.data import formats
 from dpo_exp.data.records import DataError, PreferencePair, Record, Text, UnpairedExample
-from dpo_exp.rows import Location, describe, line_of_row, read_rows
+from dpo_exp.rows import Location, describe, position_of_row, read_rows
 from dpo_exp.tasks import arithmetic as arithmetic_task
 
 
@@ -251,7 +251,7 @@ class _Where:
     def error(self, message: str, field: str) -> DataError:
         if isinstance(self.location, str):  # a file: the row's line, the path as the user gave it
             return DataError(
-                message, file=self.location, row=line_of_row(self.where_read, self.row), field=field
+                message, file=self.location, field=field, **position_of_row(self.where_read, self.row)
             )
         return DataError(message, file=self.where_read, row=self.row, field=field)
 

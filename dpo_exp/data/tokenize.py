@@ -35,6 +35,7 @@ class TokenizedPair:
     prompt_ids: list[int]
     chosen_ids: list[int]
     rejected_ids: list[int]
+    truncated: tuple[str, ...] = ()  # the responses cut at max_length ("chosen", "rejected")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class TokenizedUnpaired:
     prompt_ids: list[int]
     completion_ids: list[int]
     desirable: bool
+    truncated: tuple[str, ...] = ()  # ("completion",) when it was cut at max_length
 
 
 Tokenized = TokenizedPair | TokenizedUnpaired
@@ -80,18 +82,18 @@ def tokenize_record(
     if not prompt_ids:
         return EMPTY_PROMPT
     budget = max_length - len(prompt_ids)  # >= 1, as max_prompt_length < max_length
-    responses = [
-        _encode_response(getattr(record, name), tokenizer, cut=_is_cut(record, name))[:budget]
-        for name in _response_names(record)
-    ]
+    names = _response_names(record)
+    full = [_encode_response(getattr(record, name), tokenizer, cut=_is_cut(record, name)) for name in names]
+    responses = [ids[:budget] for ids in full]
     if not all(responses):
         return TRUNCATED_AWAY
+    truncated = tuple(name for name, ids in zip(names, full, strict=True) if len(ids) > budget)
     if isinstance(record, UnpairedExample):
-        return TokenizedUnpaired(prompt_ids, responses[0], record.desirable)
+        return TokenizedUnpaired(prompt_ids, responses[0], record.desirable, truncated)
     chosen_ids, rejected_ids = responses
     if chosen_ids == rejected_ids:
         return CHOSEN_EQUALS_REJECTED
-    return TokenizedPair(prompt_ids, chosen_ids, rejected_ids)
+    return TokenizedPair(prompt_ids, chosen_ids, rejected_ids, truncated)
 
 
 def tokenize_records(

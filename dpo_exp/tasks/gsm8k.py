@@ -9,7 +9,7 @@ the same number as the reference's (thousands separators and a trailing ".0" ign
 from __future__ import annotations
 
 from dpo_exp.errors import DataError
-from dpo_exp.rows import DatasetSplit, describe, line_of_row, read_rows
+from dpo_exp.rows import DatasetSplit, describe, position_of_row, read_rows
 from dpo_exp.tasks import Problem
 
 MARKER = "####"
@@ -45,14 +45,14 @@ def problems(
 
 
 def _problem(row: dict, where: str, location: str | DatasetSplit, row_index: int) -> Problem:
-    line = line_of_row(where, row_index) if isinstance(location, str) else row_index
+    at = position_of_row(where, row_index) if isinstance(location, str) else {"row": row_index}
     for field in ("question", "answer"):
         if not isinstance(row.get(field), str):
             raise DataError(
-                f"expected a string, got {describe(row.get(field))}", file=where, row=line, field=field
+                f"expected a string, got {describe(row.get(field))}", file=where, field=field, **at
             )
     if final_answer(row["answer"]) is None:
-        raise DataError(f"the answer has no final '{MARKER} <answer>'", file=where, row=line, field="answer")
+        raise DataError(f"the answer has no final '{MARKER} <answer>'", file=where, field="answer", **at)
     return Problem(f"Question: {row['question']}\nAnswer:", " " + row["answer"])
 
 

@@ -19,9 +19,9 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig
 from transformers import PreTrainedModel
 
-from dpo_exp.console import detail, stage
+from dpo_exp.console import detail, stage, warn
 from dpo_exp.data.module import PreparedData, prepare_data
-from dpo_exp.data.report import format_report
+from dpo_exp.data.report import format_report, truncation_warning
 from dpo_exp.losses import LossSpec, get_loss, loss_hyperparameters
 from dpo_exp.models.loading import load_policy, load_reference, load_tokenizer
 from dpo_exp.storage import write_json_atomically, write_text_atomically
@@ -121,8 +121,11 @@ def assemble_run(cfg: DictConfig) -> RunParts:
     spec = get_loss(cfg.loss.name)
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg.data, tokenizer, paired=spec.paired)
-    detail(format_report(data.train.report, f"train data ({cfg.data.name})"))
-    detail(format_report(data.validation.report, f"validation data ({cfg.data.name})"))
+    for split, report in (("train", data.train.report), ("validation", data.validation.report)):
+        title = f"{split} data ({cfg.data.name})"
+        detail(format_report(report, title))
+        if (warning := truncation_warning(report, title)) is not None:
+            warn(warning)
     options, auto_options = resolve_loss_options(cfg.loss, spec, data)
     policy = load_policy(cfg.model, tokenizer)
     cache = None

@@ -118,15 +118,17 @@ def test_a_user_error_is_one_message_and_hydra_full_error_shows_the_traceback(tm
     assert "Traceback (most recent call last)" in full.stderr and "ConfigError" in full.stderr
 
 
-def test_a_bad_chat_role_is_named_by_file_and_row(tmp_path: Path):
+def test_a_bad_chat_role_is_named_by_file_and_line(tmp_path: Path):
     data = tmp_path / "chat.jsonl"
-    good = '{"prompt": [{"role": "user", "content": "1+1"}], "chosen": "2", "rejected": "3"}'
-    bad = '{"prompt": [{"role": "usr", "content": "1+2"}], "chosen": "3", "rejected": "4"}'
+    answers = '"chosen": [{"role": "assistant", "content": "2"}], '
+    answers += '"rejected": [{"role": "assistant", "content": "3"}]'
+    good = '{"prompt": [{"role": "user", "content": "1+1"}], ' + answers + "}"
+    bad = '{"prompt": [{"role": "usr", "content": "1+2"}], ' + answers + "}"
     data.write_text("\n".join([good] * 20 + [bad] + [good] * 5) + "\n")
     fast = [*SINGLE_RUN, *FAST_MODEL, *FAST_TRAINER]
     result = train_py(
         *fast, "data=pairs", f"data.train_path={data}", "data.val_size=4", f"output_root={tmp_path}"
     )
     assert result.returncode != 0
-    assert f"{data}, row 20, field 'prompt': message 0 has role 'usr'" in result.stderr
+    assert f"{data}, line 21, field 'prompt': message 0 has role 'usr'" in result.stderr
     assert "Traceback" not in result.stderr

@@ -185,7 +185,7 @@ def test_a_bad_row_names_file_row_and_field_before_any_model(tmp_path: Path, mon
     with pytest.raises(DataError) as raised:
         run(cfg, tmp_path / "run")
     assert (
-        "bad.jsonl" in str(raised.value) and "row 5" in str(raised.value) and "'chosen'" in str(raised.value)
+        "bad.jsonl" in str(raised.value) and "line 6" in str(raised.value) and "'chosen'" in str(raised.value)
     )
     assert not (tmp_path / "run" / "summary.json").exists()
 

@@ -119,7 +119,7 @@ def test_unpaired_rows_are_the_pairs_answer_by_answer(split):
 def test_a_row_that_fits_no_format_names_dataset_row_and_field(tmp_path):
     rows = [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": 3, "rejected": "b"}]
     (tmp_path / "bad.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    with pytest.raises(DataError, match=r"bad\.jsonl, row 1, field 'chosen': expected a string or a list"):
+    with pytest.raises(DataError, match=r"bad\.jsonl, line 2, field 'chosen': expected a string or a list"):
         load_source("pairs", str(tmp_path / "bad.jsonl"))
 
 

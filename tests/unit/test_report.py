@@ -7,7 +7,14 @@ from collections import Counter
 import pytest
 
 from dpo_exp.data.records import DataError
-from dpo_exp.data.report import DataReport, build_report, check_not_empty, count_overlap, format_report
+from dpo_exp.data.report import (
+    DataReport,
+    build_report,
+    check_not_empty,
+    count_overlap,
+    format_report,
+    truncation_warning,
+)
 from dpo_exp.data.tokenize import TokenizedPair, TokenizedUnpaired
 
 
@@ -99,3 +106,21 @@ def test_validation_rows_identical_to_training_rows_are_counted_and_all_of_them_
     assert "identical" not in format_report(build_report(4, validation, Counter()), "validation")
     with pytest.raises(DataError, match="val.jsonl: all 2 validation rows are identical to training rows"):
         count_overlap(train, validation[:2], "val.jsonl")
+
+
+def test_responses_cut_at_max_length_are_counted_per_side_and_warned_past_a_tenth():
+    cut = [
+        TokenizedPair([7], [8], [9], truncated=("chosen",)),
+        TokenizedPair([7], [8], [9], ("chosen", "rejected")),
+    ]
+    kept = cut + [pair(1, 1, 1)] * 18  # 2 of 20 chosen cut: 10%, not past it
+    report = build_report(20, kept, Counter())
+    assert report.truncated == {"chosen": 2, "rejected": 1}
+    assert "  responses cut at max_length: chosen 2, rejected 1" in format_report(report, "train data (x)")
+    assert truncation_warning(report, "train data (x)") is None
+    report = build_report(19, kept[:19], Counter())  # 2 of 19: past a tenth
+    warning = truncation_warning(report, "train data (x)")
+    assert warning.startswith(
+        "train data (x): responses cut at max_length in more than 10% of 19 rows (chosen 2"
+    )
+    assert build_report(3, [pair(1, 1, 1)] * 3, Counter()).truncated == {}

@@ -126,21 +126,21 @@ def test_pairs_implicit_prompt_of_text_is_the_shared_prefix(tmp_path):
 def test_pairs_where_some_rows_have_a_prompt_a_row_without_is_an_error(tmp_path):
     rows = [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"chosen": "pa", "rejected": "pb"}]
     path = write_jsonl(tmp_path / "gaps.jsonl", rows)
-    with pytest.raises(DataError, match=r"gaps\.jsonl, row 1, field 'prompt'"):
+    with pytest.raises(DataError, match=r"gaps\.jsonl, line 2, field 'prompt'"):
         load_records("pairs", path)
 
 
 def test_pairs_refuses_unpaired_rows_naming_the_source_that_reads_them(tmp_path):
     path = write_jsonl(tmp_path / "kto.jsonl", [{"prompt": "p", "completion": "c", "label": True}])
     with pytest.raises(
-        DataError, match=r"kto\.jsonl, row 0, field 'chosen': this row is unpaired.*data=unpaired"
+        DataError, match=r"kto\.jsonl, line 1, field 'chosen': this row is unpaired.*data=unpaired"
     ):
         load_records("pairs", path)
 
 
 def test_pairs_responses_of_different_kinds_are_an_error(tmp_path):
     path = write_jsonl(tmp_path / "mixed.jsonl", [{"prompt": "p", "chosen": "a", "rejected": [BOT_NO]}])
-    with pytest.raises(DataError, match=r"row 0, field 'rejected': chosen and rejected must both be"):
+    with pytest.raises(DataError, match=r"line 1, field 'rejected': chosen and rejected must both be"):
         load_records("pairs", path)
 
 
@@ -174,8 +174,8 @@ def test_pairs_bad_value_names_file_row_and_field(tmp_path, bad_row, field):
     path = write_jsonl(tmp_path / "bad.jsonl", [GOOD, GOOD, bad_row])
     with pytest.raises(DataError) as caught:
         load_records("pairs", path)
-    assert (Path(caught.value.file).name, caught.value.row, caught.value.field) == ("bad.jsonl", 2, field)
-    assert f"bad.jsonl, row 2, field '{field}'" in str(caught.value)
+    assert (Path(caught.value.file).name, caught.value.line, caught.value.field) == ("bad.jsonl", 3, field)
+    assert f"bad.jsonl, line 3, field '{field}'" in str(caught.value)  # as an editor counts lines
 
 
 def test_pairs_bad_value_in_json_list(tmp_path):
@@ -201,14 +201,14 @@ def test_malformed_json_line_names_file_and_line(tmp_path, suffix):
         path.write_bytes(gzip.compress(text.encode()))
     else:
         path.write_text(text, encoding="utf-8")
-    with pytest.raises(DataError, match=rf"broken{suffix}, row 2: malformed JSON"):
+    with pytest.raises(DataError, match=rf"broken{suffix}, line 3: malformed JSON"):
         load_records("pairs", str(path))
 
 
-def test_row_is_the_line_index_even_after_blank_lines(tmp_path):
+def test_the_line_counts_blank_lines(tmp_path):
     path = tmp_path / "gaps.jsonl"
     path.write_text(f"{json.dumps(GOOD)}\n\n{json.dumps({**GOOD, 'chosen': 3})}\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"gaps\.jsonl, row 2, field 'chosen'"):
+    with pytest.raises(DataError, match=r"gaps\.jsonl, line 3, field 'chosen'"):
         load_records("pairs", str(path))
 
 
@@ -312,7 +312,7 @@ def test_unpaired_label_must_be_a_bool(tmp_path, label):
         {"prompt": "p", "completion": "c", "label": label},
     ]
     path = write_jsonl(tmp_path / "kto.jsonl", rows)
-    with pytest.raises(DataError, match=r"kto\.jsonl, row 1, field 'label': expected a bool label"):
+    with pytest.raises(DataError, match=r"kto\.jsonl, line 2, field 'label': expected a bool label"):
         load_records("unpaired", path)
 
 
@@ -362,14 +362,16 @@ def test_to_unpaired_keeps_each_responses_cut_flag():
 )
 def test_a_cut_flag_must_be_a_bool(tmp_path, source, row, field, flag):
     path = write_jsonl(tmp_path / "data.jsonl", [{**row, field: True}, {**row, field: flag}])
-    with pytest.raises(DataError, match=rf"data\.jsonl, row 1, field '{field}': expected a bool"):
+    with pytest.raises(DataError, match=rf"data\.jsonl, line 2, field '{field}': expected a bool"):
         load_records(source, path)
 
 
 def test_only_a_text_response_can_be_marked_cut(tmp_path):
     row = {"prompt": [USER_HI], "chosen": [BOT_YO], "rejected": [BOT_NO], "chosen_cut": True}
     path = write_jsonl(tmp_path / "chat.jsonl", [row])
-    with pytest.raises(DataError, match=r"row 0, field 'chosen_cut': only a text response can be marked cut"):
+    with pytest.raises(
+        DataError, match=r"line 1, field 'chosen_cut': only a text response can be marked cut"
+    ):
         load_records("pairs", path)
 
 
@@ -397,7 +399,7 @@ def test_hh_rlhf_without_shared_marker_is_an_error(tmp_path):
         {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: z\n\nAssistant: b"},
     ]
     path = write_jsonl(tmp_path / "hh.jsonl", rows)
-    with pytest.raises(DataError, match=r"hh\.jsonl, row 1, field 'chosen': no '\\n\\nAssistant:'"):
+    with pytest.raises(DataError, match=r"hh\.jsonl, line 2, field 'chosen': no '\\n\\nAssistant:'"):
         load_records("hh_rlhf", path)
 
 

@@ -131,7 +131,16 @@ def test_long_responses_keep_their_start(tok):
         prompt_ids=[14, 15],  # a b
         chosen_ids=[16, 17, 18],  # c d e     (f g </s> cut)
         rejected_ids=[21, EOS],  # h </s>    (short enough: untouched)
+        truncated=("chosen",),  # counted in the data report
     )
+
+
+def test_a_response_that_just_fits_is_not_counted_as_truncated(tok):
+    # prompt 2 + "cd" + EOS = 5 = max_length: nothing is cut.
+    result = tokenize_record(UnpairedExample("ab", "cd", True), tok, max_length=5, max_prompt_length=4)
+    assert result.completion_ids == [16, 17, EOS] and result.truncated == ()
+    result = tokenize_record(UnpairedExample("ab", "cde", True), tok, max_length=5, max_prompt_length=4)
+    assert result.completion_ids == [16, 17, 18] and result.truncated == ("completion",)
 
 
 def test_nothing_is_cut_when_everything_fits(tok):
@@ -147,13 +156,14 @@ def test_prompt_is_cut_before_the_response_budget_is_set(tok):
         prompt_ids=[16, 17, 18, 19],  # c d e f
         chosen_ids=[37, 38],  # x y
         rejected_ids=[34, 35],  # u v
+        truncated=("chosen", "rejected"),  # x y z </s> and u v </s> both cut
     )
 
 
 def test_unpaired_completion_is_cut_too(tok):
     example = UnpairedExample("ab", "cdefg", desirable=True)
     result = tokenize_record(example, tok, max_length=4, max_prompt_length=2)
-    assert result == TokenizedUnpaired([14, 15], [16, 17], desirable=True)  # a b | c d
+    assert result == TokenizedUnpaired([14, 15], [16, 17], desirable=True, truncated=("completion",))
 
 
 @pytest.mark.parametrize(("max_length", "max_prompt_length"), [(8, 8), (8, 9), (8, 0)])
