@@ -24,6 +24,7 @@ from dpo_exp.data.module import PreferenceDataModule, PreparedData
 from dpo_exp.errors import ConfigError
 from dpo_exp.losses import LossSpec, kto_desirable_weight
 from dpo_exp.models.scoring import shared_prompt_supported
+from dpo_exp.training.invariants import starts_from_reference
 from dpo_exp.training.module import PreferenceModule
 from dpo_exp.training.progress import StepProgressBar
 
@@ -181,6 +182,7 @@ def build_module(
         loss_options=options,
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         head_on_completions=bool(cfg.speed.head_on_completions),
+        check_step_zero=starts_from_reference(cfg.model, needs_reference=spec.needs_reference),
     )
 
 

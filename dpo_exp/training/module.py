@@ -13,6 +13,12 @@ from dpo_exp.losses.logprobs import split_pairs
 from dpo_exp.models.lora import is_lora, reference_mode
 from dpo_exp.models.scoring import score_batch
 from dpo_exp.training.checkpoints import restore_rng_state, rng_state
+from dpo_exp.training.invariants import (
+    StepZeroMismatch,
+    step_zero_figures,
+    step_zero_problem,
+    zero_logratio_inputs,
+)
 
 
 class PreferenceModule(L.LightningModule):
@@ -33,6 +39,7 @@ class PreferenceModule(L.LightningModule):
         loss_options: dict[str, Any],
         optim: dict[str, Any],
         head_on_completions: bool = True,
+        check_step_zero: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["policy", "reference"])
@@ -45,6 +52,9 @@ class PreferenceModule(L.LightningModule):
         self.loss_options = loss_options
         self.optim = optim
         self.head_on_completions = head_on_completions
+        # Whether the first training batch checks the step-0 invariant (`invariants.py`); its figures.
+        self.check_step_zero = check_step_zero
+        self.step_zero: dict[str, float] | None = None
 
     # -- modes and checkpoints ---------------------------------------------------------------
 
@@ -100,6 +110,8 @@ class PreferenceModule(L.LightningModule):
         """Log the stage's metrics; return the mean loss and the per-example loss inputs."""
         step = self._paired_step if self.loss_spec.paired else self._unpaired_step
         tensors, output, per_example = step(batch)
+        if stage == "train" and self.check_step_zero and self.global_step == 0 and self.step_zero is None:
+            self._check_step_zero(tensors, output)
         per_example["loss"] = output.loss.detach()
         for name, value in output.metrics.items():
             per_example[name] = value
@@ -129,6 +141,15 @@ class PreferenceModule(L.LightningModule):
                 on_epoch=stage != "train",
                 prog_bar=name == "loss",
             )
+
+    def _check_step_zero(self, tensors: dict[str, torch.Tensor], output: LossOutput) -> None:
+        with torch.no_grad():
+            loss_at_zero = self._call_loss(zero_logratio_inputs(tensors)).loss
+        self.step_zero = step_zero_figures(tensors, output.loss.detach(), loss_at_zero)
+        precision = str(self._trainer.precision) if self._trainer is not None else "32-true"
+        problem = step_zero_problem(self.step_zero, precision)
+        if problem is not None:
+            raise StepZeroMismatch(problem)
 
     def _call_loss(self, tensors: dict[str, torch.Tensor]) -> LossOutput:
         inputs = {name: tensors[name] for name in loss_inputs(self.loss_spec)}

@@ -200,6 +200,7 @@ def _train(
         **throughput.figures(),
         "reference_cached": parts.cache is not None,
         "shared_prompt": parts.datamodule.share_prompt,
+        "step_zero": parts.module.step_zero,  # the step-0 invariant's figures; None when not checked
         "data": {"train": vars(parts.data.train.report), "validation": vars(parts.data.validation.report)},
         "versions": library_versions(),
         **extra_summary,
