@@ -25,6 +25,7 @@ from dpo_exp.data.report import format_report, truncation_warning
 from dpo_exp.losses import LossSpec, get_loss, loss_hyperparameters
 from dpo_exp.models.loading import load_policy, load_reference, load_tokenizer
 from dpo_exp.storage import write_json_atomically, write_text_atomically
+from dpo_exp.training.alarms import LikelihoodDisplacementAlarm
 from dpo_exp.training.build import (
     build_datamodule,
     build_module,
@@ -151,11 +152,12 @@ def assemble_run(cfg: DictConfig) -> RunParts:
 def run_callbacks(
     cfg: DictConfig, run_dir: Path, policy: PreTrainedModel, config: dict[str, Any]
 ) -> list[L.Callback]:
-    """Throughput, the non-finite guard, checkpoints (recording `config`) and the eval log-prob writer."""
+    """Throughput, the non-finite guard, the displacement alarm, checkpoints (recording `config`) and
+    the eval log-prob writer."""
     throughput = TokenThroughput(
         cfg.trainer.log_every_n_steps, model=model_flops_shape(policy), peak_flops=float(cfg.speed.peak_flops)
     )
-    callbacks: list[L.Callback] = [throughput, NonFiniteGuard(cfg.nonfinite)]
+    callbacks: list[L.Callback] = [throughput, NonFiniteGuard(cfg.nonfinite), LikelihoodDisplacementAlarm()]
     if cfg.trainer.enable_checkpointing:
         every, keep = cfg.checkpoint.every_n_steps, cfg.checkpoint.keep_last
         callbacks.append(checkpoint_callback(run_dir, every, keep, config))
@@ -182,7 +184,7 @@ def _train(
     trainer.fit(parts.module, parts.datamodule, ckpt_path=resume_from, weights_only=True)
     if trainer.global_step % int(cfg.trainer.val_check_interval) != 0:
         trainer.validate(parts.module, parts.datamodule, verbose=False)
-    throughput, guard = own_callbacks[0], own_callbacks[1]
+    throughput, guard, alarm = own_callbacks[:3]
     summary = {
         "run_name": cfg.run_name,
         "run_dir": str(run_dir),
@@ -201,6 +203,7 @@ def _train(
         "reference_cached": parts.cache is not None,
         "shared_prompt": parts.datamodule.share_prompt,
         "step_zero": parts.module.step_zero,  # the step-0 invariant's figures; None when not checked
+        "alarms": {"likelihood_displacement": alarm.fired},
         "data": {"train": vars(parts.data.train.report), "validation": vars(parts.data.validation.report)},
         "versions": library_versions(),
         **extra_summary,
