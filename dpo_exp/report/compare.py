@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from dpo_exp.losses import get_loss
 from dpo_exp.report.html import write_report
 from dpo_exp.report.plots import (
     FINAL_METRICS,
@@ -39,7 +40,7 @@ from dpo_exp.report.runs import (
     shared_params,
     varying_params,
 )
-from dpo_exp.training.eval_logps import load_eval_logps, rescore, saved_steps
+from dpo_exp.training.eval_logps import load_eval_logps, rescore, rescore_refusal, saved_steps
 from dpo_exp.training.run_files import FAILED, SUMMARY
 
 __all__ = ["build_table", "compare", "group_runs", "read_runs", "read_wandb_runs", "varying_params"]
@@ -189,39 +190,73 @@ def print_groups(root: Path, out_dir: Path, runs: list[RunRecord]) -> None:
     print(f"\ncompare: wrote {out_dir}/report.html (tables and plots in one page), runs.csv, runs.md, plots")
 
 
+def beta_list(text: str) -> list[float]:
+    """`--rescore-beta`: comma-separated β values, each a finite number > 0 (as a run's `beta`)."""
+    try:
+        betas = [float(value) for value in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"β values are numbers, e.g. 0.05,0.1,0.5; got {text!r}") from None
+    bad = [beta for beta in betas if not (math.isfinite(beta) and beta > 0)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"β must be a finite number > 0, got {bad[0]:g}")
+    return betas
+
+
+def loss_list(text: str) -> list[str]:
+    """`--rescore-loss`: comma-separated registered losses."""
+    names = text.split(",")
+    for name in names:
+        try:
+            get_loss(name)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return names
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="dpo-exp compare", description=__doc__.split("\n")[0])
     parser.add_argument("folder", type=Path, help="a sweep folder, a run folder, or outputs/")
     parser.add_argument("--wandb", default=None, help="read runs of this W&B entity/project instead")
     parser.add_argument("--wandb-group", default=None, help="only this W&B group (a sweep)")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: <folder>/compare)")
-    parser.add_argument("--rescore-beta", default=None, help="comma-separated β values, e.g. 0.05,0.1,0.5")
-    parser.add_argument("--rescore-loss", default=None, help="comma-separated losses (default: each run's)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--rescore-beta", type=beta_list, default=None, help="comma-separated β values, e.g. 0.05,0.1,0.5"
+    )
+    parser.add_argument(
+        "--rescore-loss", type=loss_list, default=None, help="comma-separated losses (default: each run's)"
+    )
+    args = parser.parse_args(argv)
+    if args.rescore_loss and not args.rescore_beta:
+        parser.error("--rescore-loss needs --rescore-beta (the β values to re-score at)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     out_dir = args.out or args.folder / "compare"
     runs = read_wandb_runs(args.wandb, args.wandb_group) if args.wandb else read_runs(args.folder)
+    if not runs:  # a mistyped folder: one line, not compare's traceback
+        raise SystemExit(f"dpo-exp compare: no run folders (with {SUMMARY} or {FAILED}) under {args.folder}")
     compare(args.folder, out_dir, runs)
     print_groups(args.folder, out_dir, runs)
     if args.rescore_beta:
-        betas = [float(beta) for beta in args.rescore_beta.split(",")]
-        losses = args.rescore_loss.split(",") if args.rescore_loss else None
-        rescored = rescore_runs(read_runs(args.folder), args.folder, betas, losses)
+        rescored = rescore_runs(read_runs(args.folder), args.folder, args.rescore_beta, args.rescore_loss)
         rescored.to_csv(out_dir / "rescored.csv", index=False)
         (out_dir / "rescored.md").write_text(format_markdown(rescored))
-        print(rescored.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+        print(rescored.to_string(index=False, float_format=lambda x: f"{x:.4g}", na_rep=""))
 
 
 # -- β-free re-scoring -------------------------------------------------------------------------
+
+# The column that says why a run was not re-scored as a loss (empty where it was).
+NOT_RESCORED = "not re-scorable"
 
 
 def rescore_runs(
     runs: list[RunRecord], root: Path, betas: list[float], losses: list[str] | None
 ) -> pd.DataFrame:
-    """Every run that saved validation log-probs, at its last evaluation, at each β and loss."""
+    """Every run that saved validation log-probs, at its last evaluation, at each β and loss; a run
+    whose log-probs cannot be re-scored as a loss (unpaired, or no reference) is a row with the reason."""
     rows = []
     for run in runs:
         steps = saved_steps(run.path)
@@ -230,22 +265,26 @@ def rescore_runs(
         tensors = load_eval_logps(run.path, steps[-1])
         own_loss = run.params.get("loss.name")
         for loss in losses or [own_loss]:
+            first = {
+                "run": run_id(run, root),
+                "step": steps[-1],
+                "trained loss": own_loss,
+                "trained β": run.params.get("beta"),
+                "rescored loss": loss,
+            }
+            refusal = rescore_refusal(tensors, loss)
+            if refusal is not None:
+                rows.append({**first, NOT_RESCORED: refusal})
+                continue
             # The run's own loss options apply when re-scoring its own loss; other losses use defaults.
             options = loss_options(run) if loss == own_loss else {}
             for beta in betas:
                 scores = rescore(tensors, loss=loss, beta=beta, loss_options=options)
-                rows.append(
-                    {
-                        "run": run_id(run, root),
-                        "step": steps[-1],
-                        "trained loss": own_loss,
-                        "trained β": run.params.get("beta"),
-                        "rescored loss": loss,
-                        "rescored β": beta,
-                        **{f"val/{name}": value for name, value in scores.items()},
-                    }
-                )
-    return pd.DataFrame(rows)
+                rows.append({**first, "rescored β": beta, **{f"val/{k}": v for k, v in scores.items()}})
+    table = pd.DataFrame(rows)
+    if NOT_RESCORED not in table:
+        table[NOT_RESCORED] = None
+    return table[[column for column in table if column != NOT_RESCORED] + [NOT_RESCORED]]
 
 
 def loss_options(run: RunRecord) -> dict[str, Any]:

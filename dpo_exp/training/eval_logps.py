@@ -3,12 +3,15 @@
 With `save_eval_logps=true` every evaluation writes `<run>/eval_logps/step_<step>.safetensors`:
 per-example policy and reference log-probs, token counts and the example index, each of shape (N,).
 Any paired loss of the registry can then be evaluated on them at any β without a model: DPO-family
-losses see the policy only through these per-sequence numbers.
+losses see the policy only through these per-sequence numbers. Runs of unpaired losses (kto, rft)
+save no pairs, and reference-free ones (orpo, simpo) no reference log-probs: `rescore_refusal` says
+which re-scoring a run's log-probs cannot support, and why.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,16 +80,39 @@ def load_eval_logps(run_dir: Path, step: int | None = None) -> dict[str, torch.T
     return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
 
-def rescore(
-    tensors: dict[str, torch.Tensor], *, loss: str, beta: float, loss_options: dict[str, Any] | None = None
-) -> dict[str, float]:
-    """Mean loss, reward margin and reward accuracy of a paired loss at `beta` on saved log-probs."""
+def rescore_refusal(tensors: Mapping[str, torch.Tensor], loss: str) -> str | None:
+    """Why the saved log-probs of a run cannot be re-scored as `loss`, or None when they can.
+
+    Re-scoring compares a chosen with a rejected answer, so a run of an unpaired loss (kto, rft),
+    which saved single labelled examples, has nothing to re-score; and a loss that needs a
+    reference needs its log-probs, which a reference-free run (orpo, simpo) never computed.
+    """
     spec = get_loss(loss)
+    if "desirable" in tensors:  # what the unpaired step saves, in place of chosen/rejected pairs
+        return "the run trained on unpaired examples: its saved log-probs hold no pairs"
     if not spec.paired:
-        raise ValueError(f"re-scoring needs a paired loss; {loss!r} trains on unpaired examples")
+        return f"{loss} trains on unpaired examples; re-scoring needs a paired loss"
     missing = [name for name in loss_inputs(spec) if name not in tensors]
+    if spec.needs_reference and any(name.startswith("ref_") for name in missing):
+        return f"{loss} needs reference log-probs; the run trained without a reference and saved none"
     if missing:
-        raise ValueError(f"loss {loss!r} needs {', '.join(missing)}, which this run did not save")
+        return f"loss {loss!r} needs {', '.join(missing)}, which this run did not save"
+    return None
+
+
+def rescore(
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    loss: str,
+    beta: float,
+    loss_options: dict[str, Any] | None = None,
+) -> dict[str, float]:
+    """Mean loss, reward margin and reward accuracy of a paired loss at `beta` on saved log-probs;
+    ValueError, with the reason, where `rescore_refusal` names one."""
+    refusal = rescore_refusal(tensors, loss)
+    if refusal is not None:
+        raise ValueError(refusal)
+    spec = get_loss(loss)
     inputs = {name: tensors[name].double() for name in loss_inputs(spec)}
     output = spec.fn(**inputs, beta=beta, **(loss_options or {}))
     margins = output.chosen_rewards - output.rejected_rewards

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from dpo_exp.cli import COMMANDS, CONF_DIR, RETIRED_KEYS, check_retired_overrides
 from dpo_exp.config import is_experiment, validate_config
 from tests.conftest import PROJECT_ROOT
-from tests.helpers import FAST_MODEL, FAST_TRAINER, train_py
+from tests.helpers import FAST_MODEL, FAST_TRAINER, dpo_exp_command, train_py
 
 README = (PROJECT_ROOT / "README.md").read_text()
 SWEEPS_DIR = PROJECT_ROOT / "sweeps"
@@ -296,24 +296,12 @@ def test_the_synthetic_headline_run(tmp_path, reader_files):
 
 def test_the_data_report_command_reports_the_named_data(reader_files, hh_fixture_repo):
     local = [f"data.dataset={hh_fixture_repo}", "data.revision=null"]
-    result = train_py_console("data-report", "data=hh_helpful", *local, "+data.options.max_rows=10")
+    result = dpo_exp_command("data-report", "data=hh_helpful", *local, "+data.options.max_rows=10")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "train data (hh_helpful): 10 rows read" in result.stdout
     assert (
         f"read from {hh_fixture_repo} (data_dir helpful-base, split train), format: implicit prompt"
         in result.stdout
-    )
-
-
-def train_py_console(*arguments: str):
-    import os
-    import subprocess
-    import sys
-
-    command = [sys.executable, "-c", "from dpo_exp.cli import console_main; console_main()", *arguments]
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    return subprocess.run(
-        command, cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=300
     )
 
 
