@@ -5,7 +5,10 @@
 - `kl`: KL(policy || reference), estimated from those same samples as the mean over prompts of the
   sequence log-ratio sum_t [log policy(y_t | ...) - log reference(y_t | ...)];
 - `logratio/chosen`, `logratio/rejected`: mean policy - reference log-prob of held-out preference
-  pairs' chosen and rejected completions (the drift that shows likelihood displacement).
+  pairs' chosen and rejected completions (the drift that shows likelihood displacement);
+- `gain/mean`, `gain/ci95_low`, `gain/ci95_high`: the sampled true reward's gain over the SFT
+  model, paired over the prompts (each prompt's policy reward minus the SFT model's, both drawn
+  with the same seed), with its 95% interval (normal approximation: mean ± 1.96 standard errors).
 
 Every `table_every` evaluations, a sample table (prompt, policy sample, reference sample, rewards)
 of the first `table_size` prompts goes to `<run>/samples/step_<step>.jsonl` and, with W&B, to a
@@ -87,21 +90,38 @@ def evaluate_policy(
     log_ratio = completion_logps(policy, prompt_ids, sampled, pad_id, batch_size) - completion_logps(
         reference, prompt_ids, sampled, pad_id, batch_size
     )
+    sampled_rewards = rewards_of(problems, sampled, tokenizer, reward)
     return {
-        "true_reward": mean_reward(problems, sampled, tokenizer, reward),
-        "true_reward_greedy": mean_reward(problems, greedy, tokenizer, reward),
+        "true_reward": mean(sampled_rewards),
+        "true_reward_greedy": mean(rewards_of(problems, greedy, tokenizer, reward)),
         "kl": float(log_ratio.mean()),
+        "sampled_rewards": sampled_rewards,  # per prompt, for the paired interval (not a metric)
     }
 
 
-def mean_reward(
+def rewards_of(
     problems: list[Problem], completions: list[list[int]], tokenizer: Any, reward: Reward
-) -> float:
-    scores = [
-        reward(problem.prompt, decode(tokenizer, ids), problem.answer)
+) -> list[float]:
+    return [
+        float(reward(problem.prompt, decode(tokenizer, ids), problem.answer))
         for problem, ids in zip(problems, completions, strict=True)
     ]
-    return sum(scores) / len(scores)
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def paired_gain(policy: list[float], reference: list[float]) -> dict[str, float]:
+    """Mean of the per-prompt differences and its 95% interval (mean ± 1.96 standard errors)."""
+    differences = torch.tensor(policy, dtype=torch.float64) - torch.tensor(reference, dtype=torch.float64)
+    centre = float(differences.mean())
+    error = float(differences.std(correction=1)) / len(differences) ** 0.5 if len(differences) > 1 else 0.0
+    return {
+        "gain/mean": centre,
+        "gain/ci95_low": centre - 1.96 * error,
+        "gain/ci95_high": centre + 1.96 * error,
+    }
 
 
 def logprob_drift(
@@ -163,6 +183,7 @@ class TrueRewardEval(L.Callback):
         reward: Reward,
         drift_pairs: list[TokenizedPair],
         *,
+        reference_rewards: list[float] | None = None,
         max_new_tokens: int,
         batch_size: int,
         seed: int,
@@ -179,6 +200,7 @@ class TrueRewardEval(L.Callback):
         self.problems = problems
         self.reward = reward
         self.drift_pairs = drift_pairs
+        self.reference_rewards = reference_rewards  # the SFT model's per prompt: the gain is paired
         self.options = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed}
 
     def evaluate(self, policy: PreTrainedModel) -> dict[str, float]:
@@ -186,6 +208,9 @@ class TrueRewardEval(L.Callback):
         metrics = evaluate_policy(
             policy, self.reference, self.tokenizer, self.problems, self.reward, **self.options
         )
+        sampled_rewards = metrics.pop("sampled_rewards")
+        if self.reference_rewards is not None:
+            metrics.update(paired_gain(sampled_rewards, self.reference_rewards))
         if self.drift_pairs:
             metrics.update(
                 logprob_drift(policy, self.reference, self.drift_pairs, self.tokenizer.pad_token_id)

@@ -65,7 +65,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 "drift_pairs": str(held_out_pairs),
             },
         }
-        return train_rounds(cfg, task, sft, sample, run_dir, extra)
+        return train_rounds(cfg, task, (sft, reference["sampled_rewards"]), sample, run_dir, extra)
     except BaseException as error:
         write_failure(run_dir, error)
         raise
@@ -109,10 +109,16 @@ def training_config(
 
 
 def eval_callback(
-    cfg: DictConfig, task: Task, sft: StageResult, pair_file: Path, run_dir: Path
+    cfg: DictConfig,
+    task: Task,
+    sft: StageResult,
+    pair_file: Path,
+    run_dir: Path,
+    reference_rewards: list[float],
 ) -> TrueRewardEval:
-    """True reward, KL and the log-prob drift on `pair_file`'s pairs, each against the SFT model
-    (whatever reference the round trains against); sample tables go to `run_dir`."""
+    """True reward, KL, the gain over the SFT model's per-prompt `reference_rewards` and the log-prob
+    drift on `pair_file`'s pairs, each against the SFT model (whatever reference the round trains
+    against); sample tables go to `run_dir`."""
     tokenizer, reference = load_model_folder(sft.path / MODEL_DIR)
     return TrueRewardEval(
         reference,
@@ -120,6 +126,7 @@ def eval_callback(
         task.problems[cfg.evaluate.split],
         task.reward,
         drift_pairs(cfg, pair_file, tokenizer),
+        reference_rewards=reference_rewards,
         **eval_options(cfg),
         run_dir=run_dir,
         table_every=int(cfg.evaluate.table_every),
@@ -145,9 +152,16 @@ def drift_pairs(cfg: DictConfig, pair_file: Path, tokenizer: Any) -> list[Tokeni
 
 
 def train_rounds(
-    cfg: DictConfig, task: Task, sft: StageResult, sample: StageResult, run_dir: Path, extra: dict[str, Any]
+    cfg: DictConfig,
+    task: Task,
+    sft_model: tuple[StageResult, list[float]],
+    sample: StageResult,
+    run_dir: Path,
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
     """`online.rounds` training runs, each on samples of the policy the previous one produced.
+    `sft_model` is the SFT stage and its per-prompt sampled rewards (every round's gain is paired
+    against them).
 
     Rounds before the last are whole runs in `<run>/rounds/<n>/` (their exported policy starts
     the next round); the last round is this run. Its summary lists every round's figures. A
@@ -161,6 +175,7 @@ def train_rounds(
     Every round is evaluated on the same prompts and the same held-out pairs, against the SFT model.
     """
     rounds = int(cfg.online.rounds)
+    sft, sft_rewards = sft_model
     history: list[dict[str, Any]] = []
     policy_dir = None
     pair_file = drift_pair_file(sample)  # the first stage's: the same held-out pairs in every round
@@ -176,7 +191,7 @@ def train_rounds(
         if cfg.resume is not None and not last and (round_dir / SUMMARY).exists():
             summary = json.loads((round_dir / SUMMARY).read_text())  # finished before the run was resumed
         else:
-            callback = eval_callback(cfg, task, sft, pair_file, round_dir)
+            callback = eval_callback(cfg, task, sft, pair_file, round_dir, sft_rewards)
             summary = train(run_cfg, round_dir, callbacks=[callback], extra_summary=round_extra)
         history.append(round_figures(number, summary))
         policy_dir = round_dir / EXPORT_DIR
@@ -233,6 +248,14 @@ def experiment_result(cfg: DictConfig, summary: dict[str, Any], seconds: float) 
         change = value - reference[key]
         change = 0.0 if abs(change) < 5e-4 else change  # no "-0.000"
         rows.append((label, [f"{value:.3f}", f"{reference[key]:.3f}", f"{change:+.3f}"]))
+    if "eval/gain/mean" in metrics:
+        interval = f"[{metrics['eval/gain/ci95_low']:+.3f}, {metrics['eval/gain/ci95_high']:+.3f}]"
+        rows.append(
+            (
+                "gain over SFT, paired over prompts (95% interval)",
+                [f"{metrics['eval/gain/mean']:+.3f}", interval],
+            )
+        )
     if "val/rewards/accuracy" in metrics:
         rows.append(("held-out pairs ranked right (fraction)", [f"{metrics['val/rewards/accuracy']:.3f}"]))
     rounds = [

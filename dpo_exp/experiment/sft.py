@@ -15,7 +15,7 @@ from transformers import PreTrainedModel
 from dpo_exp.data.collate import pad_sequences
 from dpo_exp.data.records import UnpairedExample
 from dpo_exp.data.tokenize import TokenizedUnpaired, tokenize_records
-from dpo_exp.experiment.evaluate import mean_reward, sample_once
+from dpo_exp.experiment.evaluate import mean, rewards_of, sample_once
 from dpo_exp.experiment.generation import encode_prompts
 from dpo_exp.losses.logprobs import sequence_logps
 from dpo_exp.tasks import Problem, Reward
@@ -112,7 +112,7 @@ class CompetenceStop(L.Callback):
 
     def measure(self, policy: PreTrainedModel) -> float:
         samples = sample_once(policy, self.tokenizer, self.prompt_ids, seed=self.seed, **self.options)
-        return mean_reward(self.problems, samples, self.tokenizer, self.reward)
+        return mean(rewards_of(self.problems, samples, self.tokenizer, self.reward))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         step = trainer.global_step

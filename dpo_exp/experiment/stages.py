@@ -46,6 +46,8 @@ ROUND_SAMPLES = "round_samples"  # a later round's samples, drawn from the previ
 # examples are every sample as drawn, not the distinct ones; 4: samples cut at max_new_tokens are
 # marked cut).
 SAMPLE_FORMAT = 4
+# In the SFT evaluation's key: bumped when its files change (2: per-prompt sampled rewards).
+REFERENCE_EVAL_FORMAT = 2
 
 
 def container(node: Any) -> Any:
@@ -298,10 +300,8 @@ def reference_eval_stage(cfg: DictConfig, task: Task, sft: StageResult) -> dict[
 
     def build(folder: Path) -> None:
         tokenizer, model = load_model_folder(sft.path / MODEL_DIR)
-        options = {key: int(settings[key]) for key in eval_options(cfg)}
-        metrics = evaluate_policy(
-            model, model, tokenizer, task.problems[settings.split], task.reward, **options
-        )
+        problems, options = task.problems[settings.split], container(settings.options)
+        metrics = evaluate_policy(model, model, tokenizer, problems, task.reward, **options)
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
     start = time.perf_counter()

@@ -46,6 +46,12 @@ def test_pipeline_writes_every_stage_and_a_second_run_reuses_them(tmp_path: Path
         assert key in summary["metrics"], key
     assert set(summary["reference"]) == {"eval/true_reward", "eval/true_reward_greedy", "eval/kl"}
     assert summary["reference"]["eval/kl"] == pytest.approx(0.0, abs=1e-5)
+    # The paired gain's mean is the difference of the two means (same prompts); its interval holds it.
+    metrics = summary["metrics"]
+    change = metrics["eval/true_reward"] - summary["reference"]["eval/true_reward"]
+    assert metrics["eval/gain/mean"] == pytest.approx(change, abs=1e-6)
+    assert metrics["eval/gain/ci95_low"] <= metrics["eval/gain/mean"] <= metrics["eval/gain/ci95_high"]
+    assert metrics["eval/gain/ci95_high"] - metrics["eval/gain/ci95_low"] > 0
     config = (tmp_path / "dpo" / "config.yaml").read_text()
     assert str(sft / "model") in config  # the preference run started from the SFT checkpoint
     tables = sorted((tmp_path / "dpo" / "samples").glob("step_*.jsonl"))

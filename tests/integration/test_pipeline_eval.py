@@ -189,3 +189,20 @@ def test_bad_experiment_settings_fail_with_the_key(override, message):
     with pytest.raises(ConfigError) as raised:
         validate_config(compose_config([override], fast=False))
     assert message in str(raised.value)
+
+
+def test_the_paired_gain_and_its_interval_by_hand():
+    from dpo_exp.experiment.evaluate import paired_gain
+
+    # Differences 1, 0, 1, 0: mean 0.5, sd (ddof 1) = sqrt(1/3) = 0.57735, se = 0.288675,
+    # 1.96 se = 0.565803.
+    gain = paired_gain([1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0])
+    assert gain == pytest.approx(
+        {"gain/mean": 0.5, "gain/ci95_low": -0.065803, "gain/ci95_high": 1.065803}, abs=1e-6
+    )
+    # The same rewards unpaired would say nothing of which prompts moved: equal lists give 0 +- 0.
+    assert paired_gain([1.0, 0.0], [1.0, 0.0]) == {
+        "gain/mean": 0.0,
+        "gain/ci95_low": 0.0,
+        "gain/ci95_high": 0.0,
+    }

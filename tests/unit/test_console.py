@@ -80,6 +80,18 @@ def test_the_experiment_result_sets_the_policy_beside_the_sft_model():
     assert lines[-1] == "run folder: /runs/x"
 
 
+def test_the_experiment_result_prints_the_gain_with_its_paired_interval():
+    summary = {
+        "loss": "dpo", "beta": 2.0, "seed": 0, "global_step": 400, "wall_time_s": 30.0, "run_dir": "/runs/x",
+        "metrics": {"eval/true_reward": 0.7, "eval/true_reward_greedy": 0.8, "eval/kl": 0.8,
+                    "eval/gain/mean": 0.212, "eval/gain/ci95_low": 0.171, "eval/gain/ci95_high": 0.253},
+        "reference": {"eval/true_reward": 0.488, "eval/true_reward_greedy": 0.6, "eval/kl": 0.0},
+    }  # fmt: skip
+    (line,) = [line for line in experiment_result(CFG, summary, 43.0).splitlines() if "interval" in line]
+    assert line.startswith("gain over SFT, paired over prompts (95% interval)")
+    assert line.split()[-3:] == ["+0.212", "[+0.171,", "+0.253]"]
+
+
 def test_a_run_result_labels_its_figures_and_leaves_out_beta_where_the_loss_has_none():
     summary = {
         "loss": "rft", "beta": 0.1, "seed": 1, "global_step": 4, "wall_time_s": 2.0, "run_dir": "/runs/y",
