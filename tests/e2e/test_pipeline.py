@@ -51,7 +51,6 @@ def test_pipeline_writes_every_stage_and_a_second_run_reuses_them(tmp_path: Path
     change = metrics["eval/true_reward"] - summary["reference"]["eval/true_reward"]
     assert metrics["eval/gain/mean"] == pytest.approx(change, abs=1e-6)
     assert metrics["eval/gain/ci95_low"] <= metrics["eval/gain/mean"] <= metrics["eval/gain/ci95_high"]
-    assert metrics["eval/gain/ci95_high"] - metrics["eval/gain/ci95_low"] > 0
     config = (tmp_path / "dpo" / "config.yaml").read_text()
     assert str(sft / "model") in config  # the preference run started from the SFT checkpoint
     tables = sorted((tmp_path / "dpo" / "samples").glob("step_*.jsonl"))
