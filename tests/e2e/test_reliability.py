@@ -130,3 +130,35 @@ def test_a_bad_chat_role_is_named_by_file_and_row(tmp_path: Path):
     assert result.returncode != 0
     assert f"{data}, row 20, field 'prompt': message 0 has role 'usr'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not namespaces_available(), reason="needs `unshare -rm` (a user and mount namespace)")
+def test_a_read_only_output_root_is_named(tmp_path: Path):
+    # A read-only mount, not chmod: it refuses writes from root too.
+    disk = tmp_path / "disk"
+    result = train_on_small_disk(disk, "1m", *FAST, f"output_root={disk}", read_only=True)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("cannot write")]
+    assert line.startswith(f"cannot write {disk}/runs/") and line.endswith(": Read-only file system")
+
+
+def listing(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under `folder` (itself included): its size and modification time."""
+    return {
+        str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in [folder, *folder.rglob("*")]
+    }
+
+
+@pytest.mark.parametrize("resume", [None, "auto"])
+def test_a_relaunch_into_a_finished_run_folder_writes_nothing_there(tmp_path: Path, resume: str | None):
+    run_dir = tmp_path / "finished"
+    first = train_py(*FAST, f"hydra.run.dir={run_dir}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = listing(run_dir)
+    again = train_py(*FAST, f"hydra.run.dir={run_dir}", *([f"resume={resume}"] if resume else []))
+    assert again.returncode != 0
+    assert f"run folder {run_dir} holds a finished run; a finished run is never resumed" in again.stderr
+    assert "Traceback" not in again.stderr
+    assert listing(run_dir) == before  # no failed.txt, no new .hydra record, no log line, no claim
