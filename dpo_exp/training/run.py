@@ -37,6 +37,7 @@ from dpo_exp.training.checkpoints import checkpoint_callback
 from dpo_exp.training.eval_logps import EvalLogpsWriter
 from dpo_exp.training.export import EXPORT_DIR, export_policy
 from dpo_exp.training.guards import NonFiniteGuard
+from dpo_exp.training.ranks import RankWatch
 from dpo_exp.training.ref_cache import ReferenceCache, cache_wanted, load_or_compute
 from dpo_exp.training.resume import RESUME_ENV, resume_checkpoint
 from dpo_exp.training.run_files import (
@@ -87,11 +88,17 @@ def train_recording_failure(
     callbacks: list[L.Callback],
     extra_summary: dict[str, Any],
 ) -> dict[str, Any]:
-    """`_train`, writing failed.txt if it fails."""
+    """`_train`, writing failed.txt if it fails; when a peer rank's process died, that is the error."""
+    watch = RankWatch()
     try:
-        return _train(cfg, run_dir, resume_from, callbacks, extra_summary)
+        return _train(cfg, run_dir, resume_from, [watch, *callbacks], extra_summary)
     except BaseException as error:
-        write_failure(run_dir, error)
+        lost = watch.lost_ranks(error)
+        if lost is not None:
+            lost.__cause__ = error  # failed.txt keeps this rank's own traceback beneath
+        write_failure(run_dir, lost or error)
+        if lost is not None:
+            raise lost from error
         raise
 
 
