@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from hydra.types import RunMode
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dpo_exp.config import is_experiment, validate_config
@@ -80,11 +82,33 @@ def user_message(error: BaseException, run_dir: Path | None) -> str | None:
     return None if storage is None else str(storage)
 
 
+# The status of a process ended by SIGTERM, as a shell reports it (128 + the signal's number).
+TERMINATED_STATUS = 128 + signal.SIGTERM
+
+
+def terminated_message(run_dir: Path | None) -> str:
+    """What to do after a SIGTERM: the run's checkpoints and metrics are on disk, whole."""
+    if run_dir is None:
+        return "stopped by SIGTERM; run the same command again (finished stages are taken from the cache)"
+    return (
+        f"stopped by SIGTERM; the run in {run_dir} is resumable: run the same command with resume=auto "
+        f"(or resume={run_dir} from a new folder)"
+    )
+
+
 @contextlib.contextmanager
 def errors_as_messages(run_dir: Path | None = None) -> Iterator[None]:
-    """Errors the user caused leave as one message and a non-zero exit, not a traceback."""
+    """Errors the user caused leave as one message and a non-zero exit, not a traceback.
+
+    A SIGTERM (Lightning stops the loop and raises SystemExit with no status, which would read as
+    success) leaves with the status of a terminated process and how to continue the run.
+    """
     try:
         yield
+    except SIGTERMException:
+        if not is_worker():  # the launching process speaks for the ranks it started
+            print(terminated_message(run_dir), file=sys.stderr)
+        raise SystemExit(TERMINATED_STATUS) from None
     except Exception as error:
         message = user_message(error, run_dir)
         if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":

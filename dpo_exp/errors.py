@@ -44,8 +44,16 @@ class DataError(UserError, ValueError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
-# What a full disk, a quota or a folder one may not write to raise.
-STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+# What a full disk, a quota, a folder one may not write to, or a file where a folder should be raise.
+STORAGE_ERRNOS = (
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EFBIG,
+    errno.ENOTDIR,
+)
 
 
 class WriteError(UserError, OSError):
@@ -63,6 +71,10 @@ class WriteError(UserError, OSError):
                 message += f"; {format_bytes(free)} free there"
             if self.needed is not None:
                 message += f", about {format_bytes(self.needed)} needed"
+        if self.errno in (errno.ENOTDIR, errno.EEXIST):
+            blocker = file_in_the_way(self.path)
+            if blocker is not None:
+                message += f"; {blocker} is a file, not a folder"
         return message
 
 
@@ -74,6 +86,15 @@ def storage_error(error: BaseException, path: str | os.PathLike[str] | None) -> 
         return None
     where = error.filename if error.filename is not None else path
     return None if where is None else WriteError(where, error)
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The nearest of `path` and its ancestors that exists and is not a folder, if any: what stops
+    a folder being made at `path` (the system's message, "Not a directory", does not name it)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
 
 
 def free_bytes(path: Path) -> int | None:

@@ -69,12 +69,17 @@ def resume_checkpoint(resume: str | None, run_dir: Path, config: dict[str, Any])
     return checkpoint
 
 
-def check_own_folder(run_dir: Path, resume: str | None, wanted: dict[str, Any]) -> Path | None:
-    """Refuse a folder that holds a finished run or another config's run; with `auto`, its own checkpoint."""
+def refuse_finished_folder(run_dir: Path) -> None:
+    """Refuse to run in a folder that holds a finished run (ConfigError)."""
     if (run_dir / SUMMARY).exists():
         raise ConfigError(
             f"run folder {run_dir} holds a finished run; a finished run is never resumed or written over"
         )
+
+
+def check_own_folder(run_dir: Path, resume: str | None, wanted: dict[str, Any]) -> Path | None:
+    """Refuse a folder that holds a finished run or another config's run; with `auto`, its own checkpoint."""
+    refuse_finished_folder(run_dir)
     held = read_resolved_config(run_dir)
     if held is None:
         return None

@@ -38,6 +38,7 @@ from dpo_exp.training.checkpoints import checkpoint_callback
 from dpo_exp.training.eval_logps import EvalLogpsWriter
 from dpo_exp.training.export import EXPORT_DIR, export_policy
 from dpo_exp.training.guards import NonFiniteGuard
+from dpo_exp.training.ranks import RankWatch
 from dpo_exp.training.ref_cache import ReferenceCache, cache_wanted, load_or_compute
 from dpo_exp.training.resume import RESUME_ENV, resume_checkpoint
 from dpo_exp.training.run_files import (
@@ -73,13 +74,33 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     launch_environment = {key: os.environ.get(key) for key in DISTRIBUTED_ENVIRONMENT}
     try:
-        return _train(cfg, run_dir, callbacks or [], extra_summary or {})
-    except BaseException as error:
-        write_failure(run_dir, error)
-        raise
+        # Before anything is recorded: a folder refused here (finished, another config's) is left as it was.
+        resume_from = resume_checkpoint(cfg.resume, run_dir, resolved(cfg))
+        return train_recording_failure(cfg, run_dir, resume_from, callbacks or [], extra_summary or {})
     finally:
         finish_wandb_run()
         release_process_group(launch_environment)
+
+
+def train_recording_failure(
+    cfg: DictConfig,
+    run_dir: Path,
+    resume_from: Path | None,
+    callbacks: list[L.Callback],
+    extra_summary: dict[str, Any],
+) -> dict[str, Any]:
+    """`_train`, writing failed.txt if it fails; when a peer rank's process died, that is the error."""
+    watch = RankWatch()
+    try:
+        return _train(cfg, run_dir, resume_from, [watch, *callbacks], extra_summary)
+    except BaseException as error:
+        lost = watch.lost_ranks(error)
+        if lost is not None:
+            lost.__cause__ = error  # failed.txt keeps this rank's own traceback beneath
+        write_failure(run_dir, lost or error)
+        if lost is not None:
+            raise lost from error
+        raise
 
 
 def finish_wandb_run() -> None:
@@ -167,11 +188,14 @@ def run_callbacks(
 
 
 def _train(
-    cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback], extra_summary: dict[str, Any]
+    cfg: DictConfig,
+    run_dir: Path,
+    resume_from: Path | None,
+    callbacks: list[L.Callback],
+    extra_summary: dict[str, Any],
 ) -> dict[str, Any]:
     start = time.perf_counter()
     config = resolved(cfg)
-    resume_from = resume_checkpoint(cfg.resume, run_dir, config)
     if resume_from is not None:
         stage("resume", f"resuming from {resume_from}")
         keep_earlier_metrics(run_dir)

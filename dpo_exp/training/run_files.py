@@ -106,7 +106,7 @@ def library_versions() -> dict[str, str]:
 def write_failure(run_dir: Path, error: BaseException) -> None:
     """failed.txt: the error's message, then its traceback. Never raises: the original error matters more."""
     text = f"{type(error).__name__}: {error}\n"
-    if error.__traceback__ is not None:
+    if error.__traceback__ is not None or error.__cause__ is not None:
         text += "\n" + "".join(traceback.format_exception(error))
     try:
         write_text_atomically(run_dir / FAILED, text)

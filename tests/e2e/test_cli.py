@@ -61,10 +61,15 @@ def test_bad_config_fails_before_any_model_and_leaves_no_finished_run(tmp_path: 
     assert not (tmp_path / "runs").exists()  # no folder for a run the checks refused
 
 
-def test_an_output_folder_that_cannot_be_made_is_named(tmp_path: Path):
+@pytest.mark.parametrize("below", ["", "outputs"])
+def test_an_output_folder_that_cannot_be_made_is_named_in_one_line(tmp_path: Path, below: str):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    command = [sys.executable, "train.py", *FAST, f"output_root={blocker}/outputs"]
+    root = blocker / below  # the file itself, or a folder beneath it
+    command = [sys.executable, "train.py", *FAST, f"output_root={root}"]
     result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
-    assert f"{blocker}/outputs" in result.stderr and "Not a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("cannot write")]
+    assert line.startswith(f"cannot write {root}/runs/")
+    assert line.endswith(f"Not a directory; {blocker} is a file, not a folder")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from dpo_exp.cli import run
+from tests.conftest import PROJECT_ROOT
 from tests.helpers import FAST, compose_config, train_losses, train_py
 
 pytestmark = pytest.mark.slow
@@ -53,3 +58,39 @@ def test_ddp_inside_a_multirun_runs_each_member_once(tmp_path: Path):
         summary = json.loads((member / "summary.json").read_text())
         assert summary["beta"] == beta and summary["global_step"] == 2
     assert len(list((tmp_path / "sweeps").iterdir())) == 1  # one sweep folder, not one per worker
+
+
+def test_a_rank_killed_mid_run_is_named_by_the_one_left(tmp_path: Path):
+    # Long enough to be mid-training at the kill; the first checkpoint says the loop is running.
+    arguments = [*FAST, "strategy=ddp", "trainer.max_steps=2000", "checkpoint.every_n_steps=5"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen(
+        [sys.executable, "train.py", *arguments, f"output_root={tmp_path}"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob("runs/*/*/checkpoints/*.digests.json")):
+        assert launcher.poll() is None, launcher.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    # Rank 1 is the process rank 0 started (Lightning re-runs the command line for it).
+    (worker,) = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+    os.kill(int(worker), signal.SIGKILL)
+    killed = time.monotonic()
+    stderr = launcher.communicate(timeout=120)[1]
+    assert time.monotonic() - killed < 30  # the survivor does not hang on its dead peer
+    assert launcher.returncode == 1
+    message = (
+        "rank 1 of 2 stopped (its process died or was killed); this run failed: resume it with resume=auto"
+    )
+    assert message in stderr.splitlines()
+    assert "Traceback" not in stderr and "by peer" not in stderr  # gloo: "Connection reset by peer"
+    (run_dir,) = tmp_path.glob("runs/*/*")
+    failed = (run_dir / "failed.txt").read_text()
+    assert failed.startswith(f"LostRankError: {message}")
+    assert "Traceback" in failed and "gloo" in failed  # the survivor's own error, kept in the record
+    assert not (run_dir / "summary.json").exists()

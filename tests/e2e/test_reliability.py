@@ -3,11 +3,14 @@ folder, user errors. Each ends in one clear message and a non-zero exit, with no
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -132,3 +135,64 @@ def test_a_bad_chat_role_is_named_by_file_and_line(tmp_path: Path):
     assert result.returncode != 0
     assert f"{data}, line 21, field 'prompt': message 0 has role 'usr'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_exits_143_saying_how_to_resume_and_the_run_resumes(tmp_path: Path):
+    # 40 steps, a checkpoint every 5: the signal lands mid-run, after the first checkpoint.
+    arguments = [*FAST, "trainer.max_steps=40", "checkpoint.every_n_steps=5", f"output_root={tmp_path}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    command = [sys.executable, "train.py", *arguments]
+    process = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob("runs/*/*/checkpoints/step000005.ckpt.digests.json")):
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 143  # as a terminated process, never 0
+    (run_dir,) = tmp_path.glob("runs/*/*")
+    (line,) = [line for line in stderr.splitlines() if line.startswith("stopped by SIGTERM")]
+    assert f"the run in {run_dir} is resumable: run the same command with resume=auto" in line
+    assert "Traceback" not in stderr
+    assert not (run_dir / "summary.json").exists()
+
+    resumed = train_py(*arguments, "resume=auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (finished,) = [folder for folder in tmp_path.glob("runs/*/*") if folder != run_dir]
+    summary = json.loads((finished / "summary.json").read_text())
+    assert summary["global_step"] == 40 and summary["resumed_from"].startswith(str(run_dir))
+
+
+@pytest.mark.skipif(not namespaces_available(), reason="needs `unshare -rm` (a user and mount namespace)")
+def test_a_read_only_output_root_is_named(tmp_path: Path):
+    # A read-only mount, not chmod: it refuses writes from root too.
+    disk = tmp_path / "disk"
+    result = train_on_small_disk(disk, "1m", *FAST, f"output_root={disk}", read_only=True)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("cannot write")]
+    assert line.startswith(f"cannot write {disk}/runs/") and line.endswith(": Read-only file system")
+
+
+def listing(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under `folder` (itself included): its size and modification time."""
+    return {
+        str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in [folder, *folder.rglob("*")]
+    }
+
+
+@pytest.mark.parametrize("resume", [None, "auto"])
+def test_a_relaunch_into_a_finished_run_folder_writes_nothing_there(tmp_path: Path, resume: str | None):
+    run_dir = tmp_path / "finished"
+    first = train_py(*FAST, f"hydra.run.dir={run_dir}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = listing(run_dir)
+    again = train_py(*FAST, f"hydra.run.dir={run_dir}", *([f"resume={resume}"] if resume else []))
+    assert again.returncode != 0
+    assert f"run folder {run_dir} holds a finished run; a finished run is never resumed" in again.stderr
+    assert "Traceback" not in again.stderr
+    assert listing(run_dir) == before  # no failed.txt, no new .hydra record, no log line, no claim

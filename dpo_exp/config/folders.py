@@ -1,0 +1,66 @@
+"""The folder a launch writes into, checked before Hydra writes anything there.
+
+Hydra makes the run folder and writes its record of the command (`.hydra/`, the log) before the
+run starts. So a folder that cannot be made or written fails inside Hydra, as a traceback, before
+the entry can turn it into a message; and a relaunch into a finished run's folder would already
+have changed that folder by the time the run refused it. A Hydra callback runs before both.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from dpo_exp.errors import ConfigError, WriteError
+from dpo_exp.training.resume import refuse_finished_folder
+
+
+class OutputFolder(Callback):
+    """Refuse, as one line, a run folder that holds a finished run or that cannot be written."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = selected_folder(config, "hydra.run.dir")
+        if folder is None:
+            return
+        try:
+            refuse_finished_folder(folder)
+        except ConfigError as error:
+            raise SystemExit(str(error)) from None
+        check_writable(folder)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = selected_folder(config, "hydra.sweep.dir")
+        if folder is not None:
+            check_writable(folder)
+
+
+def selected_folder(config: DictConfig, key: str) -> Path | None:
+    """The folder `key` names, or None when it does not resolve (Hydra then reports why itself)."""
+    try:
+        return Path(str(OmegaConf.select(config, key)))
+    except Exception:  # noqa: BLE001 - a bad interpolation: Hydra's own message names it
+        return None
+
+
+def check_writable(folder: Path) -> None:
+    """Make `folder`; stop with one line naming it when it cannot be made or written.
+
+    Hydra's callbacks may not raise an Exception (Hydra turns it into a warning and goes on), so
+    this ends the launch with SystemExit and the message. With HYDRA_FULL_ERROR=1 it steps aside,
+    and Hydra's own attempt fails with the full traceback.
+    """
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SystemExit(str(WriteError(folder, error))) from None
+    # An existing folder on a read-only mount is "made" without error; only writing it would fail.
+    if not os.access(folder, os.W_OK):
+        code = errno.EROFS if os.statvfs(folder).f_flag & os.ST_RDONLY else errno.EACCES
+        raise SystemExit(str(WriteError(folder, OSError(code, os.strerror(code)))))
