@@ -1,22 +1,38 @@
 """Training learns: on a small fixed preference set, held-out preference accuracy and margin rise
 over a few dozen steps, for every paired loss. Measured by the run's own validation before and
-after training, with the CLI's builders. (The built-in experiment's gain over SFT is asserted in
-tests/e2e/test_pipeline.py.)"""
+after training, on a model and data built by the CLI's builders. (The built-in experiment's gain
+over SFT is asserted in tests/e2e/test_pipeline.py.)"""
 
 from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
 
 import lightning as L
 import pytest
 
 from dpo_exp.losses import LOSSES
-from tests.helpers import FAST_MODEL, SINGLE_RUN, assemble, compose_config
+from tests.helpers import FAST_MODEL, assemble, compose_config
 
-PAIRED = sorted(name for name, spec in LOSSES.items() if spec.paired and not spec.positives_only)
-# 480 generated addition pairs (chosen the right sum, rejected a one-digit miss), 64 held out.
-DATA = ["data.options.num_examples=480", "data.val_size=64", "data.batch_size=16", "data.eval_batch_size=64"]
+PAIRED = sorted(name for name, spec in LOSSES.items() if spec.paired)
 STEPS = 40
-# beta per loss, where the loss's own default moves too little in 40 steps of a tiny model.
-BETA = {"ipo": 0.5, "simpo": 2.0, "orpo": 0.5}
+# Measured at these settings (a 32-wide 2-layer model from scratch): every paired loss ranked
+# 62 to 64 of the 64 held-out pairs right after 40 steps, from 0 (ties, for losses against a
+# reference) or 29 of 64 (SimPO, ORPO); the thresholds leave room for other CPUs' rounding.
+MIN_ACCURACY = 0.85
+
+
+def copy_pairs(path: Path, count: int, rng: random.Random) -> str:
+    """A preference any model can learn: chosen repeats the prompt's four letters, rejected
+    reverses (or rotates) them."""
+    rows = []
+    for _ in range(count):
+        word = "".join(rng.choice("abcdefgh") for _ in range(4))
+        other = word[::-1] if word[::-1] != word else word[1:] + word[0]
+        rows.append({"prompt": f"{word}=", "chosen": word, "rejected": other})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
 
 
 def held_out(trainer: L.Trainer, module, datamodule) -> dict[str, float]:
@@ -24,10 +40,20 @@ def held_out(trainer: L.Trainer, module, datamodule) -> dict[str, float]:
     return {name: metrics[f"val/rewards/{name}"] for name in ("accuracy", "margin")}
 
 
+@pytest.fixture(scope="module")
+def pair_files(tmp_path_factory) -> list[str]:
+    folder, rng = tmp_path_factory.mktemp("copy"), random.Random(0)
+    return [copy_pairs(folder / "train.jsonl", 320, rng), copy_pairs(folder / "val.jsonl", 64, rng)]
+
+
 @pytest.mark.parametrize("loss", PAIRED)
-def test_held_out_accuracy_and_margin_rise_for_every_paired_loss(loss, tmp_path):
-    overrides = [*SINGLE_RUN, *FAST_MODEL, *DATA, f"loss={loss}", f"beta={BETA.get(loss, 0.5)}",
-                 "optim.lr=3e-3", "optim.warmup_steps=0", f"trainer.max_steps={STEPS}"]  # fmt: skip
+def test_held_out_accuracy_and_margin_rise_for_every_paired_loss(loss, pair_files, tmp_path):
+    train, validation = pair_files
+    data = ["data=pairs", f"data.train_path={train}", f"data.validation_path={validation}",
+            "data.batch_size=16", "data.eval_batch_size=64", "data.max_length=32",
+            "data.max_prompt_length=16"]  # fmt: skip
+    overrides = [*data, *FAST_MODEL, f"loss={loss}", "beta=2.0" if loss == "simpo" else "beta=0.5",
+                 "optim.lr=1e-2", "optim.warmup_steps=0", f"trainer.max_steps={STEPS}"]  # fmt: skip
     module, datamodule = assemble(compose_config(overrides, fast=False))
     trainer = L.Trainer(
         max_steps=STEPS, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -36,5 +62,5 @@ def test_held_out_accuracy_and_margin_rise_for_every_paired_loss(loss, tmp_path)
     before = held_out(trainer, module, datamodule)
     trainer.fit(module, datamodule)
     after = held_out(trainer, module, datamodule)
-    assert after["accuracy"] >= before["accuracy"] + 0.2 and after["accuracy"] >= 0.75, (before, after)
-    assert after["margin"] > before["margin"], (before, after)
+    assert after["accuracy"] >= max(MIN_ACCURACY, before["accuracy"] + 0.3), (before, after)
+    assert after["margin"] > before["margin"] + 0.1, (before, after)
