@@ -148,28 +148,33 @@ class UnpairedCollator:
 
     The mismatched rows estimate KTO's reference point z0 = KL(policy || reference) on pairs
     whose completion does not answer the prompt, as in Ethayarajh et al. (2024). `completions`
-    are the split's completions by example index, `partners` from `mismatch_partners`.
+    are the split's completions by example index, `partners` from `mismatch_partners`. Without
+    `mismatched_rows` (a loss with no reference point: RFT) they are not built, so nothing counts
+    or pads rows no step runs.
     """
 
     pad_id: int
     completions: tuple[list[int], ...]
     partners: tuple[int, ...]
+    mismatched_rows: bool = True
 
     @classmethod
-    def for_split(cls, pad_id: int, items: list[IndexedItem]) -> UnpairedCollator:
+    def for_split(
+        cls, pad_id: int, items: list[IndexedItem], *, mismatched_rows: bool = True
+    ) -> UnpairedCollator:
         completions = [None] * len(items)
         for item in items:
             completions[item.index] = item.record.completion_ids
-        return cls(pad_id, tuple(completions), tuple(mismatch_partners(len(items))))
+        return cls(pad_id, tuple(completions), tuple(mismatch_partners(len(items))), mismatched_rows)
 
     def __call__(self, items: list[IndexedItem]) -> dict[str, torch.Tensor]:
         examples = [item.record for item in items]
         prompts = [e.prompt_ids for e in examples]
         batch = pad_sequences(prompts, [e.completion_ids for e in examples], self.pad_id)
-        mismatched = [self.completions[self.partners[item.index]] for item in items]
-        batch.update(
-            {f"kl_{name}": value for name, value in pad_sequences(prompts, mismatched, self.pad_id).items()}
-        )
+        if self.mismatched_rows:
+            mismatched = [self.completions[self.partners[item.index]] for item in items]
+            rows = pad_sequences(prompts, mismatched, self.pad_id)
+            batch.update({f"kl_{name}": value for name, value in rows.items()})
         batch["desirable"] = torch.tensor([e.desirable for e in examples], dtype=torch.bool)
         batch["index"] = torch.tensor([item.index for item in items])
         return batch

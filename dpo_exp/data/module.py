@@ -116,11 +116,17 @@ def prepare_data(data_cfg: Any, tokenizer: Any, *, paired: bool) -> PreparedData
 
 
 def split_collator(
-    items: list[IndexedItem], pad_id: int, *, paired: bool, share_prompt: bool = False
+    items: list[IndexedItem],
+    pad_id: int,
+    *,
+    paired: bool,
+    share_prompt: bool = False,
+    mismatched_rows: bool = True,
 ) -> PairCollator | SharedPromptCollator | UnpairedCollator:
-    """The collator of one split: pairs (one or two rows each) or unpaired examples."""
+    """The collator of one split: pairs (one or two rows each) or unpaired examples (with their
+    mismatched rows where the loss estimates a reference point from them)."""
     if not paired:
-        return UnpairedCollator.for_split(pad_id, items)
+        return UnpairedCollator.for_split(pad_id, items, mismatched_rows=mismatched_rows)
     return SharedPromptCollator(pad_id) if share_prompt else PairCollator(pad_id)
 
 
@@ -132,6 +138,7 @@ class PreferenceDataModule(L.LightningDataModule):
     split across processes without repeats. `ref_logps` ({"train": ..., "validation": ...}) adds
     cached reference log-probs. With `share_prompt`, pairs are collated as prompt ‖ chosen ‖
     rejected rows (`SharedPromptCollator`); the examples and their order do not change.
+    `mismatched_rows=False` leaves out unpaired batches' KL rows (`UnpairedCollator`).
     """
 
     def __init__(
@@ -147,17 +154,15 @@ class PreferenceDataModule(L.LightningDataModule):
         group_by_length: bool = False,
         ref_logps: dict[str, SplitLogps | UnpairedLogps] | None = None,
         share_prompt: bool = False,
+        mismatched_rows: bool = True,
     ) -> None:
         super().__init__()
         self.data = data
         self.pad_id = pad_id
         self.share_prompt = share_prompt and paired
-        self.train_collate = split_collator(
-            data.train.items, pad_id, paired=paired, share_prompt=share_prompt
-        )
-        self.val_collate = split_collator(
-            data.validation.items, pad_id, paired=paired, share_prompt=share_prompt
-        )
+        options = {"paired": paired, "share_prompt": share_prompt, "mismatched_rows": mismatched_rows}
+        self.train_collate = split_collator(data.train.items, pad_id, **options)
+        self.val_collate = split_collator(data.validation.items, pad_id, **options)
         if ref_logps is not None:
             self.train_collate = WithReferenceLogps(self.train_collate, ref_logps["train"])
             self.val_collate = WithReferenceLogps(self.val_collate, ref_logps["validation"])

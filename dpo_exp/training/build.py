@@ -214,5 +214,6 @@ def build_datamodule(
         shuffle=cfg.data.shuffle,
         group_by_length=bool(cfg.speed.group_by_length),
         ref_logps=ref_logps,
+        mismatched_rows=spec.needs_reference,  # KTO's reference point; RFT runs no such rows
         share_prompt=share_prompt,
     )

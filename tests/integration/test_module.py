@@ -107,3 +107,18 @@ def test_an_unpaired_batch_with_one_label_only_logs_no_nan():
     assert "train/rewards/rejected" not in logged and "train/rewards/margin" not in logged
     assert all(torch.isfinite(torch.as_tensor(value)) for value in logged.values())
     assert logged["train/rewards/accuracy"] <= 1
+
+
+def test_rft_batches_carry_no_mismatched_rows_and_count_only_the_rows_run(tmp_path):
+    # KTO's KL rows estimate its reference point; RFT has none, so they are neither built nor
+    # counted (telemetry counted them for RFT before, crediting it with tokens it never ran).
+    _, _, kto = build(["loss=kto"])
+    _, _, rft = build(["loss=rft"])
+    kto_batch, rft_batch = first_batch(kto), first_batch(rft)
+    assert "kl_input_ids" in kto_batch and not any(key.startswith("kl_") for key in rft_batch)
+    summary = run(
+        compose_config(["loss=rft", "trainer.max_steps=2", "trainer.val_check_interval=2"]), tmp_path
+    )
+    batches = iter(rft.train_dataloader())
+    trained = [next(batches) for _ in range(2)]
+    assert summary["tokens"] == sum(int(batch["attention_mask"].sum()) for batch in trained)
