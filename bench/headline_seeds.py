@@ -32,6 +32,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def run_default_job(
     sft_seed: int, threads: str, output_root: Path, capability: str | None, overrides: list[str]
 ) -> dict:
+    """One default job into `output_root` (its `cache_dir` among `overrides`, else under it)."""
     environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if threads != "default":
         environment["OMP_NUM_THREADS"] = threads
@@ -57,9 +58,14 @@ def main() -> None:
     parser.add_argument("--capability", default=None, help="ATEN_CPU_CAPABILITY, e.g. avx2")
     parser.add_argument("--split", default="eval", choices=["eval", "tune"])
     parser.add_argument("--target", type=float, default=0.12, help="the gain each run should reach")
+    parser.add_argument(
+        "--cache-dir", default=None, help="keep the SFT and sample stages here, to compare presets on them"
+    )
     parser.add_argument("overrides", nargs="*", help="more train.py overrides (a preset to try)")
     args = parser.parse_args()
     overrides = [f"evaluate.split={args.split}", *args.overrides]
+    if args.cache_dir is not None:  # a stage is reused only where its settings match (its key)
+        overrides.append(f"cache_dir={Path(args.cache_dir).resolve()}")
     print(f"split {args.split}; overrides: {' '.join(args.overrides) or '(the preset)'}")
     print("| SFT seed | threads | SFT step | SFT reward | DPO reward | gain [95% interval] | wall s |")
     print("|---|---|---|---|---|---|---|")
