@@ -71,7 +71,8 @@ OmegaConf.register_new_resolver("launch_id", launch_id_resolver, use_cache=True,
 
 
 class StoppedByUserError(CompactHydraException):
-    """An error the user caused, printed by Hydra as its message alone (HYDRA_FULL_ERROR=1: traceback)."""
+    """A sweep member's error the user caused: Hydra prints it after the member's overrides, and
+    the sweep goes on to its other members."""
 
 
 def user_message(error: BaseException, run_dir: Path | None) -> str | None:
@@ -100,6 +101,11 @@ def terminated_message(run_dir: Path | None) -> str:
 def errors_as_messages(run_dir: Path | None = None) -> Iterator[None]:
     """Errors the user caused leave as one message and a non-zero exit, not a traceback.
 
+    Hydra wraps an exception from the task in "Error executing job with overrides" and a hint about
+    HYDRA_FULL_ERROR, but lets SystemExit through: a single run leaves by SystemExit(message), so
+    the message is all it prints. A sweep member raises an exception Hydra prints compactly, as
+    SystemExit would stop the whole sweep. With HYDRA_FULL_ERROR=1 the error itself goes on up.
+
     A SIGTERM (Lightning stops the loop and raises SystemExit with no status, which would read as
     success) leaves with the status of a terminated process and how to continue the run.
     """
@@ -113,7 +119,9 @@ def errors_as_messages(run_dir: Path | None = None) -> Iterator[None]:
         message = user_message(error, run_dir)
         if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        raise StoppedByUserError(message) from error
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise StoppedByUserError(message) from error
+        raise SystemExit(message) from None
 
 
 def sources_are_local(cfg: DictConfig) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from omegaconf import DictConfig
 from dpo_exp.cli import CONF_DIR
 from dpo_exp.config import validate_config
 from dpo_exp.data.module import PreferenceDataModule
+from dpo_exp.training.metrics_file import METRICS, read_metrics
 from dpo_exp.training.module import PreferenceModule
 from dpo_exp.training.run import assemble_run
 from tests.conftest import PROJECT_ROOT
@@ -104,9 +104,8 @@ def dpo_exp_command(*arguments: str) -> subprocess.CompletedProcess:
 
 
 def train_losses(run_dir: Path) -> list[float]:
-    """The `train/loss` column of a run's metrics.csv."""
-    with (run_dir / "metrics.csv").open() as handle:
-        return [float(row["train/loss"]) for row in csv.DictReader(handle) if row.get("train/loss")]
+    """The `train/loss` column of a run's metrics.csv (without a row cut short, as the reports read it)."""
+    return [float(loss) for loss in read_metrics(run_dir / METRICS)["train/loss"].dropna()]
 
 
 def assemble(cfg: DictConfig) -> tuple[PreferenceModule, PreferenceDataModule]:

@@ -3,13 +3,15 @@
 `run_name` (conf/config.yaml: `${dpo_exp.run_name:}`) is loss, online rounds when there are more
 than one, model, data, β where the loss has one, and seed: `dpo_tiny_arithmetic_beta2.0_seed0`,
 `rft_tiny_gsm8k_seed0`, `dpo_online2_tiny_arithmetic_beta2.0_seed0`. A sweep member's folder is its
-number and the values of the keys its sweep varies: `3_loss=ipo,beta=0.5`.
+number and the values of the keys its sweep varies: `3_loss=ipo,beta=0.5`. A run folder is
+`<time>-<config hash>`, made when Hydra first resolves its name, with `-2`, `-3`, ... when taken.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -20,6 +22,7 @@ from dpo_exp.console import library_level, project_level
 from dpo_exp.data.module import data_label
 from dpo_exp.losses import takes_beta
 from dpo_exp.models.loading import model_label
+from dpo_exp.training.run_files import new_folder
 
 # Set by `SweepNaming` when a multirun starts: the keys its sweep varies, comma-separated. An
 # environment variable, so launchers that run members in other processes (joblib) pass it on.
@@ -71,10 +74,29 @@ class SweepNaming(Callback):
         os.environ[SWEPT_KEYS] = ",".join(keys)
 
 
+# The folders `new_run_folder` made in this process, by the name asked for.
+MADE_FOLDERS: dict[str, str] = {}
+
+
+def new_run_folder(base: str) -> str:
+    """`${dpo_exp.new_folder:<path>}`, the default run folder: `<path>`, or `<path>-2`, ... when a
+    launch in the same second took it, made now; the same answer each time Hydra resolves it here.
+
+    A folder that cannot be made is answered as asked: the output-folder check then names why.
+    """
+    if base not in MADE_FOLDERS:
+        try:
+            MADE_FOLDERS[base] = str(new_folder(Path(base)))
+        except OSError:
+            return base
+    return MADE_FOLDERS[base]
+
+
 def register_resolvers() -> None:
-    """The resolvers conf/ uses: run and member names, and the logging levels of `verbosity`."""
+    """The resolvers conf/ uses: run and member names, the run folder, the levels of `verbosity`."""
     resolvers = {
         "dpo_exp.run_name": lambda *, _root_: run_name(_root_),
+        "dpo_exp.new_folder": new_run_folder,
         "dpo_exp.sweep_member": lambda overrides, fallback: sweep_member(list(overrides), fallback),
         "dpo_exp.log_level": project_level,
         "dpo_exp.library_level": library_level,

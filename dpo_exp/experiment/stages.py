@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from dpo_exp.console import detail, progress, stage
@@ -35,6 +34,7 @@ from dpo_exp.experiment.sft import (
 )
 from dpo_exp.models.loading import freeze, load_policy, load_pretrained, load_tokenizer
 from dpo_exp.tasks import Problem, Reward, load_function
+from dpo_exp.training.metrics_file import MetricsLogger
 from dpo_exp.training.progress import StepProgressBar
 
 # Disjoint problem sets, drawn in this order (a new split goes last, so the others stay the same).
@@ -145,7 +145,7 @@ def build_sft(settings: DictConfig, task: Task, folder: Path, *, progress_bar: b
     stop = competence_stop(settings, task, tokenizer)
     trainer = L.Trainer(
         max_steps=int(sft.steps),
-        logger=CSVLogger(save_dir=folder, name="", version=""),
+        logger=MetricsLogger(folder),
         callbacks=([] if stop is None else [stop]) + ([StepProgressBar("sft")] if progress_bar else []),
         enable_checkpointing=False,
         enable_model_summary=False,

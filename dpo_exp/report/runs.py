@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from dpo_exp.losses import takes_beta
+from dpo_exp.training.metrics_file import METRICS, read_metrics
 from dpo_exp.training.run_files import FAILED, SUMMARY
 
 # Settings that name or place a run, or change what it writes but not what it learns.
@@ -87,8 +88,8 @@ def read_run(path: Path) -> RunRecord:
         record = RunRecord(path, "failed", params, error=(path / FAILED).read_text().strip())
     else:
         record = RunRecord(path, "incomplete", params)
-    if (path / "metrics.csv").exists():
-        record.history = pd.read_csv(path / "metrics.csv")
+    if (path / METRICS).exists():
+        record.history = read_metrics(path / METRICS)
     if any((path.parent / marker).exists() for marker in SWEEP_MARKERS):
         record.sweep = str(path.parent)
     return record

@@ -15,7 +15,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel
 
@@ -25,6 +25,7 @@ from dpo_exp.errors import ConfigError
 from dpo_exp.losses import LossSpec, kto_desirable_weight
 from dpo_exp.models.scoring import shared_prompt_supported
 from dpo_exp.training.invariants import starts_from_reference
+from dpo_exp.training.metrics_file import MetricsLogger
 from dpo_exp.training.module import PreferenceModule
 from dpo_exp.training.progress import StepProgressBar
 
@@ -84,8 +85,8 @@ AUTO_OPTIONS = {"desirable_weight": auto_desirable_weight}
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
-    """A CSV of metrics always; W&B as well with `logger=wandb`."""
-    loggers: list[Logger] = [CSVLogger(save_dir=run_dir, name="", version="")]
+    """A CSV of metrics always (written whole at each save); W&B as well with `logger=wandb`."""
+    loggers: list[Logger] = [MetricsLogger(run_dir)]
     if cfg.logger.name == "wandb":
         if not cfg.logger.online:
             # The mode must be in the environment before wandb starts its service process.

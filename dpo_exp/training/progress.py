@@ -1,4 +1,5 @@
-"""Lightning's progress bar, counted in optimizer steps: `train  45%|####   | 180/400 step`.
+"""Lightning's progress bar, counted in optimizer steps: `train  45%|####   | 180/400 step` (in a
+log file, a line now and then: `train 180/400 steps (45%) in 62 s, loss=0.42`).
 
 Lightning's own bars count batches per epoch (`Epoch 2/-2` when a run is set by steps); a run
 here is set by `trainer.max_steps`, so one bar runs from the first step to the last, with the
@@ -38,10 +39,11 @@ class StepProgressBar(ProgressBar):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self.bar is None:
             return
-        self.bar.update(trainer.global_step - self.bar.n)
         figures = {name.rsplit("/", 1)[-1] if name.startswith("train/") else name: value
                    for name, value in trainer.progress_bar_metrics.items()}  # fmt: skip
+        # The figures first, so the update that draws the bar (or writes a line) shows this step's.
         self.bar.set_postfix({name: f"{value:.3g}" for name, value in figures.items()}, refresh=False)
+        self.bar.update(trainer.global_step - self.bar.n)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.bar is not None:

@@ -147,10 +147,28 @@ def discard_unused_folder(run_dir: Path, root: Path) -> bool:
 # -- the claim on a run folder -----------------------------------------------------------------
 
 
+def new_folder(base: Path) -> Path:
+    """Make a folder that did not exist: `base`, else the first of `base-2`, `base-3`, ... free.
+
+    `mkdir` fails if the name exists, even when two processes make it at the same instant, so two
+    launches that name the same folder (the same config in the same second) each get their own.
+    """
+    base.parent.mkdir(parents=True, exist_ok=True)
+    folder, number = base, 1
+    while True:
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            number += 1
+            folder = base.with_name(f"{base.name}-{number}")
+
+
 def claim_run_dir(run_dir: Path) -> FileLock:
     """Lock `run_dir` for this process (release the returned lock when the run ends).
 
-    Two launches never share a folder: one whose folder another live process holds is refused.
+    Two launches never share a folder: one whose folder another live process holds is refused
+    (only a folder given by `hydra.run.dir` can be named twice; a default one is `new_folder`).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     claim = FileLock(str(run_dir / CLAIM), timeout=0)
@@ -158,8 +176,8 @@ def claim_run_dir(run_dir: Path) -> FileLock:
         claim.acquire()
     except Timeout:
         raise ConfigError(
-            f"run folder {run_dir} is in use by another process (the same config, launched in the same "
-            "second); nothing of this launch was written there: launch it again"
+            f"run folder {run_dir} is in use by another process; nothing of this launch was written "
+            "there: give it another folder (hydra.run.dir), or leave the default, a new folder per launch"
         ) from None
     return claim
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,36 @@ def test_an_output_folder_that_cannot_be_made_is_named_in_one_line(tmp_path: Pat
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("cannot write")]
     assert line.startswith(f"cannot write {root}/runs/")
     assert line.endswith(f"Not a directory; {blocker} is a file, not a folder")
+
+
+# `python train.py` with Hydra's clock stopped at one second, so launches name the same folder.
+SAME_SECOND = """
+import datetime, sys
+import hydra.core.utils
+class Stopped(datetime.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return cls(2026, 1, 1, 12, 0, 0)
+hydra.core.utils.datetime = Stopped  # what Hydra's `${now:}` reads
+sys.argv[0] = "train.py"
+from dpo_exp.cli import main
+main()
+"""
+
+
+def test_the_same_config_launched_twice_in_the_same_second_gets_two_finished_folders(tmp_path: Path):
+    command = [sys.executable, "-c", SAME_SECOND, *FAST, f"output_root={tmp_path}"]
+    environment = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    launches = [
+        subprocess.Popen(command, cwd=PROJECT_ROOT, env={**os.environ, **environment}, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    for launch in launches:
+        _, stderr = launch.communicate(timeout=300)
+        assert launch.returncode == 0, stderr[-3000:]
+    (name,) = (tmp_path / "runs").iterdir()
+    folders = sorted(folder.name for folder in name.iterdir())
+    assert len(folders) == 2 and folders[0].startswith("20260101-120000-")
+    assert folders[1] == folders[0] + "-2"
+    assert all((name / folder / "summary.json").exists() for folder in folders)

@@ -74,3 +74,14 @@ def test_a_data_report_writes_no_run_folder(tmp_path: Path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "train data (synthetic)" in result.stdout
     assert not (tmp_path / "runs").exists()
+
+
+def test_progress_in_a_log_file_is_plain_lines_not_carriage_return_frames(tmp_path: Path):
+    result = train_py(*FAST, "trainer.enable_progress_bar=true", f"output_root={tmp_path}")  # no terminal
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "\r" not in result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    train = [line.split(" in ")[0] for line in lines if line.startswith("train ")]
+    assert train == [f"train {step}/4 steps ({25 * step}%)" for step in range(1, 5)], lines  # a line a tenth
+    assert "loss=" in [line for line in lines if line.startswith("train 4/4")][0]  # the bar's figures
+    assert [line for line in lines if line.startswith("export ")][-1].startswith("export 3/3 parts (100%)")

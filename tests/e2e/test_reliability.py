@@ -121,6 +121,20 @@ def test_a_user_error_is_one_message_and_hydra_full_error_shows_the_traceback(tm
     assert "Traceback (most recent call last)" in full.stderr and "ConfigError" in full.stderr
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data=hh_helpful", "data.train_path=/nonexistent.jsonl"], "data.train_path: data file not found"),
+        (["beta=0"], "beta must be a finite number > 0"),
+    ],
+)
+def test_a_user_error_is_printed_without_hydras_wrapping(tmp_path: Path, overrides, message):
+    result = train_py(*SINGLE_RUN, *FAST_MODEL, *FAST_TRAINER, *overrides, f"output_root={tmp_path}")
+    assert result.returncode == 1
+    assert message in result.stderr, result.stderr
+    assert "Error executing job" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr
+
+
 def test_a_bad_chat_role_is_named_by_file_and_line(tmp_path: Path):
     data = tmp_path / "chat.jsonl"
     answers = '"chosen": [{"role": "assistant", "content": "2"}], '

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from omegaconf import OmegaConf
 
-from dpo_exp.console import library_level, progress, project_level
+from dpo_exp.console import ProgressLines, library_level, progress, project_level
 from dpo_exp.experiment.run import experiment_result
 from dpo_exp.training.progress import StepProgressBar
 from dpo_exp.training.result import run_result
@@ -56,6 +56,37 @@ def test_the_training_bar_counts_optimizer_steps_not_batches(project_logging_at)
     assert bar.bar.n == 5 and bar.bar.postfix == "loss=0.25, val/loss=0.5"
     bar.on_train_end(trainer, None)
     assert bar.bar is None
+
+
+def test_off_a_terminal_progress_is_a_plain_line_each_tenth_or_each_half_minute(capsys):
+    now = [0.0]
+    bar = ProgressLines(total=300, desc="     train", unit="steps", initial=0, clock=lambda: now[0])
+    for step in range(1, 301):
+        now[0] = step * 0.1  # 30 s in all: the tenths come first
+        bar.set_postfix({"loss": f"{1 / step:.3g}"}, refresh=False)
+        bar.update()
+    bar.close()
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert "\r" not in err and len(lines) == 10, lines
+    assert lines[4] == "train 150/300 steps (50%) in 15 s, loss=0.00667"
+    slow = ProgressLines(range(1000), total=None, desc="ref", unit="batches", clock=lambda: now[0])
+    for batch in slow:  # a tenth takes 100 s here: a line every 30 s instead
+        now[0] += 1.0 if batch else 0.0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("ref 31/1000 batches (3%) in 30 s")
+    assert lines[-1].startswith("ref 1000/1000 batches (100%)") and 33 <= len(lines) <= 45
+
+
+def test_progress_off_a_terminal_is_lines_and_says_nothing_when_quiet(project_logging_at, capsys):
+    project_logging_at(logging.WARNING)  # verbosity=quiet
+    with progress(total=4, desc="export", unit="parts") as bar:
+        bar.update(4)
+    project_logging_at(logging.INFO)
+    assert isinstance(bar, ProgressLines) and capsys.readouterr().err == ""  # pytest's stderr: no terminal
+    with progress(total=4, desc="export", unit="parts") as bar:
+        bar.update(4)
+    assert capsys.readouterr().err.startswith("export 4/4 parts (100%) in 0 s\n")
 
 
 CFG = OmegaConf.create({"model": {"name": "tiny"}, "data": {"name": "arithmetic", "source": "task"}})

@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from dpo_exp.config.naming import SWEPT_KEYS, SweepNaming, run_name, sweep_member, swept_keys
+from dpo_exp.config.naming import (
+    SWEPT_KEYS,
+    SweepNaming,
+    new_run_folder,
+    run_name,
+    sweep_member,
+    swept_keys,
+)
+from dpo_exp.training.resume import unfinished_siblings
+from dpo_exp.training.run_files import CONFIG, new_folder
 from tests.helpers import compose_config
 
 
@@ -74,3 +83,27 @@ def test_a_multirun_notes_its_swept_keys_from_the_command_line_and_the_sweep_fil
     )
     SweepNaming().on_multirun_start(config)
     assert os.environ[SWEPT_KEYS] == "seed,loss,beta"
+
+
+def test_a_run_folder_taken_in_the_same_second_is_followed_by_a_numbered_one(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr("dpo_exp.config.naming.MADE_FOLDERS", {})
+    base = tmp_path / "runs" / "dpo_x" / "20260101-120000-abcd1234"
+    first = new_run_folder(str(base))
+    assert first == str(base) and base.is_dir()
+    assert new_run_folder(str(base)) == first  # Hydra resolves the name more than once: one folder
+    monkeypatch.setattr("dpo_exp.config.naming.MADE_FOLDERS", {})  # as another process would ask
+    assert new_run_folder(str(base)) == f"{base}-2"
+    (tmp_path / "runs" / "dpo_x" / f"{base.name}-3").write_text("")  # a file holds the name too
+    assert new_folder(base) == base.with_name(f"{base.name}-4")
+    # resume=auto looks at unfinished runs beside its folder newest first: a numbered one is newer.
+    for folder in (base, base.with_name(f"{base.name}-2")):
+        (folder / CONFIG).write_text("seed: 0\n")
+    assert unfinished_siblings(base.with_name("20260101-120001-abcd1234"))[:2] == [Path(f"{base}-2"), base]
+
+
+def test_a_run_folder_that_cannot_be_made_is_named_as_asked(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr("dpo_exp.config.naming.MADE_FOLDERS", {})
+    (tmp_path / "runs").write_text("")  # a file where the folder's parent should be
+    base = tmp_path / "runs" / "dpo_x" / "20260101-120000-abcd1234"
+    assert new_run_folder(str(base)) == str(base)  # the output-folder check says why, in one line
+    assert not base.exists()
