@@ -298,7 +298,7 @@ def reference_eval_stage(cfg: DictConfig, task: Task, sft: StageResult) -> dict[
 
     def build(folder: Path) -> None:
         tokenizer, model = load_model_folder(sft.path / MODEL_DIR)
-        options = {key: int(settings[key]) for key in eval_options(cfg)}
+        options = {key: int(settings.options[key]) for key in eval_options(cfg)}
         metrics = evaluate_policy(
             model, model, tokenizer, task.problems[settings.split], task.reward, **options
         )
