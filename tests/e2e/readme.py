@@ -1,0 +1,101 @@
+"""The README's shell commands and the real files that stand in for the reader's own: what
+test_readme.py composes and test_readme_runs.py runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from dpo_exp.cli import COMMANDS
+from tests.conftest import GSM8K_CARD, PROJECT_ROOT
+from tests.helpers import dpo_exp_command, train_py
+
+README = (PROJECT_ROOT / "README.md").read_text()
+SWEEPS_DIR = PROJECT_ROOT / "sweeps"
+SUBCOMMANDS = (*COMMANDS, "compare")
+
+
+def readme_commands() -> list[str]:
+    """`python train.py ...` and `dpo-exp ...` lines of the README's bash blocks, comments dropped."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            command = line.split(" #")[0].strip()
+            if command.startswith(("python train.py", "dpo-exp")):
+                commands.append(" ".join(command.split()))
+    return list(dict.fromkeys(commands))
+
+
+def is_hydra_command(command: str) -> bool:
+    """A command that composes the Hydra config (every README command but `dpo-exp compare`)."""
+    return not command.startswith("dpo-exp compare")
+
+
+def reader_stand_ins(folder: Path, model_dir: Path, hh_repo: Path) -> dict[str, str]:
+    """Real files for the README's placeholders: a model folder, an SFT LoRA adapter saved by peft
+    on it, a pairs file, a local copy of a hub dataset repository, and folders in place of the
+    relative output paths the README writes to (`outputs/...` of the reader's clone)."""
+    adapter = folder / "sft-lora"
+    lora = LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules="all-linear")
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), lora)
+    torch.manual_seed(0)
+    with torch.no_grad():  # an adapter that changes the model (peft starts B at 0: no change)
+        for name, weight in model.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(std=0.1)
+    model.save_pretrained(adapter)
+    prefs = folder / "prefs.jsonl"
+    rows = [{"prompt": f"{i}+{i}=", "chosen": str(2 * i), "rejected": str(2 * i + 1)} for i in range(120)]
+    prefs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    model_path = str(model_dir)
+    return {
+        "/path/to/sft": model_path,
+        "/ckpt/my-sft": model_path,
+        "/ckpt/sft-lora": str(adapter),
+        "/ckpt/sft": model_path,
+        "/ckpt/base": model_path,
+        "prefs.jsonl": str(prefs),
+        "/data/hh-rlhf": str(hh_repo),
+        "outputs/my_run": str(folder / "outputs" / "my_run"),
+        "outputs/tune/dpo": str(folder / "outputs" / "tune" / "dpo"),
+    }
+
+
+def gsm8k_stand_in(folder: Path, rows: int = 120) -> Path:
+    """A folder laid out as openai/gsm8k (subset `main`): word problems whose final answers, 1 or 2,
+    a tiny model learns to write within a few dozen SFT steps, and gets right about half the time."""
+    (folder / "main").mkdir(parents=True)
+    problems = [{"question": f"Is {i} odd? 2 for yes, 1 for no.", "answer": f"#### {1 + i % 2}"}
+                for i in range(rows)]  # fmt: skip
+    (folder / "main" / "train.jsonl").write_text("".join(json.dumps(p) + "\n" for p in problems))
+    (folder / "main" / "test.jsonl").write_text(json.dumps(problems[0]) + "\n")
+    (folder / "README.md").write_text(GSM8K_CARD)
+    return folder
+
+
+def arguments(command: str, stand_ins: dict[str, str]) -> list[str]:
+    """The command's arguments as the shell passes them, placeholders (a `key=` value or a whole
+    word) replaced by their stand-ins."""
+    words = shlex.split(command)[2:]  # drop `python train.py` / `dpo-exp <command>`
+    if command.startswith("dpo-exp") and words and words[0] in SUBCOMMANDS:
+        words = words[1:]
+    for placeholder, real in stand_ins.items():
+        words = [real if word == placeholder else word for word in words]
+        words = [re.sub(rf"=({re.escape(placeholder)})$", f"={real}", word) for word in words]
+    return words
+
+
+def launch(command: str, stand_ins: dict[str, str], *appended: str) -> subprocess.CompletedProcess:
+    """The README command in a subprocess from the project root, offline, `appended` after its own
+    arguments (later values win)."""
+    words = arguments(command, stand_ins)
+    if command.startswith("python train.py"):
+        return train_py(*words, *appended)
+    return dpo_exp_command(shlex.split(command)[1], *words, *appended)
