@@ -250,7 +250,11 @@ def describe_run(cfg: DictConfig, parts: RunParts, run_dir: Path) -> str:
     elif parts.cache is not None:
         reference = "cached log-probs"
     else:
-        reference = "frozen model" if parts.reference is not None else "the policy's base, adapter off"
+        adapter = (
+            cfg.model.get("adapter_path") is not None and cfg.model.get("adapter_reference") == "adapter"
+        )
+        own = "the saved adapter, frozen" if adapter else "the policy's base, adapter off"
+        reference = "frozen model" if parts.reference is not None else own
     steps = int(cfg.trainer.get("max_steps") or -1)
     length = f"{steps} steps" if steps > 0 else f"{cfg.trainer.get('max_epochs')} epochs"
     return (
