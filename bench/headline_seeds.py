@@ -67,8 +67,8 @@ def main() -> None:
     if args.cache_dir is not None:  # a stage is reused only where its settings match (its key)
         overrides.append(f"cache_dir={Path(args.cache_dir).resolve()}")
     print(f"split {args.split}; overrides: {' '.join(args.overrides) or '(the preset)'}")
-    print("| SFT seed | threads | SFT step | SFT reward | DPO reward | gain [95% interval] | wall s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| SFT seed | threads | SFT step | SFT reward | DPO reward | gain [95% interval] | KL | wall s |")
+    print("|---|---|---|---|---|---|---|---|")
     gains, held = [], 0
     for threads in args.threads:
         for seed in args.seeds:
@@ -84,7 +84,14 @@ def main() -> None:
                 f"{summary['reference']['eval/true_reward']:.3f}",
                 f"{metrics['eval/true_reward']:.3f}",
             ]
-            cells = [seed, threads, step, *rewards, f"{gain:+.3f} [{low:+.3f}, {high:+.3f}]"]
+            cells = [
+                seed,
+                threads,
+                step,
+                *rewards,
+                f"{gain:+.3f} [{low:+.3f}, {high:+.3f}]",
+                f"{metrics['eval/kl']:.2f}",
+            ]
             print("| " + " | ".join(map(str, [*cells, f"{outcome['seconds']:.0f}"])) + " |", flush=True)
     spread = statistics.stdev(gains) if len(gains) > 1 else 0.0
     print(
