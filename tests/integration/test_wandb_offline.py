@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,21 @@ def wandb_records(path: Path) -> Iterator[Record]:
             yield record
 
 
+def finished_records(path: Path, wait_s: float = 30.0) -> list[Record]:
+    """The file's records once they end with the run's exit record. wandb-core writes the file from
+    its own process; once, in a loaded full test run, it was read here before any record was on
+    disk. Waits at most `wait_s`: a file that never gets its exit record still fails the test."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        records = list(wandb_records(path))
+        if (
+            any(record.WhichOneof("record_type") == "exit" for record in records)
+            or time.monotonic() > deadline
+        ):
+            return records
+        time.sleep(0.5)
+
+
 def items(entries) -> dict[str, object]:
     """Config, history or summary entries as {"a/b": value}: `key`, or `nested_key` joined by '.'."""
     return {item.key or ".".join(item.nested_key): json.loads(item.value_json) for item in entries}
@@ -62,7 +78,7 @@ def test_an_offline_wandb_run_holds_the_config_history_summary_and_sample_table(
 
     (run_file,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
     assert summary["wandb_run_dir"] == str(run_file.parent)
-    records = list(wandb_records(run_file))
+    records = finished_records(run_file)
     kinds = [record.WhichOneof("record_type") for record in records]
     assert kinds[0] == "header" and "exit" in kinds
 
