@@ -68,6 +68,8 @@ def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
     check_counts(cfg)
     check_model_config(cfg)
     check_positive_number(cfg.optim.lr, "optim.lr")
+    if cfg.speed.logits_chunk is not None:
+        check_positive_integer(cfg.speed.logits_chunk, "speed.logits_chunk", " (or null: no chunks)")
     check_trainer(cfg.trainer)
     check_dependent_keys(cfg, overrides)
     check_resume(cfg.resume)
@@ -294,6 +296,11 @@ def check_trainer(trainer_cfg: DictConfig) -> None:
 # run uses it, why not). Checked for the keys a command sets.
 DEPENDENT_KEYS: tuple[tuple[str, Callable[[DictConfig], bool], str], ...] = (
     ("reference.cache_dir", lambda cfg: bool(cfg.reference.cache), "the reference cache is off"),
+    (
+        "speed.logits_chunk",
+        lambda cfg: bool(cfg.speed.head_on_completions),
+        "speed.head_on_completions=false computes the full logits",
+    ),
     ("checkpoint.", lambda cfg: bool(cfg.trainer.enable_checkpointing), "trainer.enable_checkpointing=false"),
     ("export.lora", lambda cfg: bool(cfg.export.save), "nothing is exported (export.save=false)"),
     ("online.reference", lambda cfg: int(cfg.online.rounds) > 1, "one round's reference is the SFT model"),

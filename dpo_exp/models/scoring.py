@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from dpo_exp.data.collate import CHOSEN, PAD, REJECTED
-from dpo_exp.losses.logprobs import completion_logps, sequence_logps, token_log_softmax
+from dpo_exp.losses.logprobs import completion_logps, head_token_logps, sequence_logps, token_log_softmax
 
 # Config attributes that make logits more than `lm_head(hidden)`: such models take the plain path.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier")
@@ -29,16 +29,17 @@ def score_sequences(
     labels: torch.Tensor,
     *,
     head_on_completions: bool = True,
+    logits_chunk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed completion log-probs and token counts of every row, (B,) each, in one forward pass.
 
     With `head_on_completions` (and a model whose logits are a plain LM head), the decoder runs
-    alone and the LM head only on completion positions; otherwise the full logits are computed.
-    The two give the same numbers.
+    alone and the LM head only on completion positions, `logits_chunk` positions at a time;
+    otherwise the full logits are computed. The two give the same numbers.
     """
     if head_on_completions and head_on_completions_supported(model):
         hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return completion_logps(hidden, labels, model.get_output_embeddings())
+        return completion_logps(hidden, labels, model.get_output_embeddings(), chunk_size=logits_chunk)
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
     return sequence_logps(logits, labels)
 
@@ -77,7 +78,11 @@ def shared_prompt_mask(token_parts: torch.Tensor, *, dtype: torch.dtype, additiv
 
 
 def score_shared_prompt(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], *, head_on_completions: bool = True
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    *,
+    head_on_completions: bool = True,
+    logits_chunk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probs and token counts of the 2B chosen‖rejected sequences of shared-prompt rows."""
     additive = model.config._attn_implementation == "eager"
@@ -86,12 +91,15 @@ def score_shared_prompt(
     index = batch["score_index"]
     if head_on_completions and head_on_completions_supported(model):
         hidden = model.get_decoder()(**inputs).last_hidden_state
-        logits = model.get_output_embeddings()(hidden.flatten(0, 1)[index])  # (N, V)
+        head = model.get_output_embeddings()
+        token_logps = head_token_logps(
+            hidden.flatten(0, 1)[index], batch["score_targets"], head, chunk_size=logits_chunk
+        )
     else:
         logits = model(**inputs).logits.flatten(0, 1)[index]
-    token_logps = token_log_softmax(logits, batch["score_targets"])
+        token_logps = token_log_softmax(logits, batch["score_targets"])
     sequences = batch["sequence_lengths"].shape[0]
-    logps = torch.zeros(sequences, dtype=torch.float32, device=logits.device)
+    logps = torch.zeros(sequences, dtype=torch.float32, device=token_logps.device)
     logps = logps.index_add(0, batch["score_sequence"], token_logps)
     ntokens = torch.bincount(batch["score_sequence"], minlength=sequences).to(torch.float32)
     return logps, ntokens
@@ -103,19 +111,24 @@ def score_batch(
     prefix: str = "",
     *,
     head_on_completions: bool = True,
+    logits_chunk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed completion log-probs and token counts of a batch's sequences, whatever its layout.
 
-    `prefix` selects a second set of rows in the batch (KTO's mismatched `kl_` rows).
+    `prefix` selects a second set of rows in the batch (KTO's mismatched `kl_` rows);
+    `logits_chunk` bounds the LM-head logits held at once to that many positions.
     """
     if prefix:
         batch = {name.removeprefix(prefix): value for name, value in batch.items() if name.startswith(prefix)}
     if "token_parts" in batch:
-        return score_shared_prompt(model, batch, head_on_completions=head_on_completions)
+        return score_shared_prompt(
+            model, batch, head_on_completions=head_on_completions, logits_chunk=logits_chunk
+        )
     return score_sequences(
         model,
         batch["input_ids"],
         batch["attention_mask"],
         batch["labels"],
         head_on_completions=head_on_completions,
+        logits_chunk=logits_chunk,
     )

@@ -183,6 +183,7 @@ def build_module(
         loss_options=options,
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         head_on_completions=bool(cfg.speed.head_on_completions),
+        logits_chunk=cfg.speed.logits_chunk,
         check_step_zero=starts_from_reference(cfg.model, needs_reference=spec.needs_reference),
     )
 

@@ -39,6 +39,7 @@ class PreferenceModule(L.LightningModule):
         loss_options: dict[str, Any],
         optim: dict[str, Any],
         head_on_completions: bool = True,
+        logits_chunk: int | None = None,
         check_step_zero: bool = False,
     ) -> None:
         super().__init__()
@@ -52,6 +53,7 @@ class PreferenceModule(L.LightningModule):
         self.loss_options = loss_options
         self.optim = optim
         self.head_on_completions = head_on_completions
+        self.logits_chunk = logits_chunk  # LM-head positions scored at once (`head_token_logps`)
         # Whether the first training batch checks the step-0 invariant (`invariants.py`); its figures.
         self.check_step_zero = check_step_zero
         self.step_zero: dict[str, float] | None = None
@@ -87,7 +89,9 @@ class PreferenceModule(L.LightningModule):
         self, model: PreTrainedModel, batch: dict[str, torch.Tensor], prefix: str = ""
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed completion log-probs and token counts of every sequence, in one forward pass."""
-        return score_batch(model, batch, prefix, head_on_completions=self.head_on_completions)
+        return score_batch(
+            model, batch, prefix, head_on_completions=self.head_on_completions, logits_chunk=self.logits_chunk
+        )
 
     def reference_logps(self, batch: dict[str, torch.Tensor], prefix: str = "") -> torch.Tensor:
         if f"{prefix}ref_logps" in batch:

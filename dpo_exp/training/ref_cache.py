@@ -156,6 +156,7 @@ def compute_split(
     batch_size: int,
     paired: bool = True,
     share_prompt: bool = False,
+    logits_chunk: int | None = None,
 ) -> SplitLogps | UnpairedLogps:
     """Score every example of a split with the reference; NaN marks anything left unscored."""
     first = torch.full((len(items),), float("nan"))
@@ -166,11 +167,12 @@ def compute_split(
     batches = DataLoader(items, batch_size=batch_size, collate_fn=collate)
     for batch in progress(batches, desc="ref", unit="batches"):
         batch = {name: value.to(device) for name, value in batch.items()}
-        logps = score_batch(reference, batch)[0].float().cpu()
+        logps = score_batch(reference, batch, logits_chunk=logits_chunk)[0].float().cpu()
         if paired:
             first_logps, second_logps = split_pairs(logps)
         else:
-            first_logps, second_logps = logps, score_batch(reference, batch, "kl_")[0].float().cpu()
+            kl_logps = score_batch(reference, batch, "kl_", logits_chunk=logits_chunk)[0]
+            first_logps, second_logps = logps, kl_logps.float().cpu()
         index = batch["index"].cpu()
         first[index], second[index] = first_logps, second_logps
     return split_logps_type(paired)(first, second)
@@ -291,6 +293,7 @@ def compute_cache(
         "batch_size": int(cfg.data.eval_batch_size),
         "paired": paired,
         "share_prompt": bool(cfg.speed.share_prompt),
+        "logits_chunk": cfg.speed.logits_chunk,
     }
     # A LoRA policy without a separate reference is its own reference, adapter off.
     scorer = policy if reference is None and is_lora(policy) else reference

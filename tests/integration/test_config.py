@@ -232,6 +232,10 @@ def test_the_built_in_experiment_refuses_what_its_data_replaces(overrides, messa
             "online.reference: has no effect: one round's reference is the SFT model",
         ),
         (["sft.target_reward=null", "sft.check_every=5"], "sft.check_every: has no effect"),
+        (
+            [*FIXED, "speed.head_on_completions=false", "speed.logits_chunk=256"],
+            "speed.logits_chunk: has no effect: speed.head_on_completions=false computes the full logits",
+        ),
         ([*FIXED, "+trainer.max_epoch=3"], "trainer.max_epoch: not an argument of lightning.Trainer"),
     ],
 )
@@ -248,6 +252,10 @@ def test_a_key_that_another_setting_switches_off_is_refused(overrides, message):
     ("overrides", "message"),
     [
         (["trainer.max_steps=0"], "trainer.max_steps must be a positive integer, got 0"),
+        (
+            ["speed.logits_chunk=0"],
+            "speed.logits_chunk must be a positive integer, got 0 (or null: no chunks)",
+        ),
         (["trainer.max_steps=-1"], "trainer.max_steps must be a positive integer, got -1"),
         (["trainer.val_check_interval=0"], "trainer.val_check_interval must be a positive integer, got 0"),
         (

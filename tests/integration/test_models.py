@@ -145,7 +145,9 @@ def test_activation_checkpointing_gives_the_same_gradients(family_dirs, share_pr
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2", "pythia"])
-def test_shared_prompt_rows_give_the_padded_rows_logps_and_gradients(family, attention, family_dirs):
+def test_shared_prompt_rows_and_logit_chunks_give_the_padded_logps_and_gradients(
+    family, attention, family_dirs
+):
     cfg = compose(family_dirs[family], family, f"model.attn_implementation={attention}")
     module, _ = assemble_first_batch(cfg)
     assert shared_prompt_supported(module.policy)
@@ -155,13 +157,16 @@ def test_shared_prompt_rows_give_the_padded_rows_logps_and_gradients(family, att
     results = {}
     for collate in (PairCollator(pad_id), SharedPromptCollator(pad_id)):
         batch = collate(items)
-        for head_on_completions in (True, False):
+        # (head on completions, logits chunk): full logits; head on all scored positions; 5 at a time
+        for head_on_completions, chunk in ((False, None), (True, None), (True, 5)):
             module.policy.zero_grad()
-            logps, ntokens = score_batch(module.policy, batch, head_on_completions=head_on_completions)
-            logps.sum().backward()
+            logps, ntokens = score_batch(
+                module.policy, batch, head_on_completions=head_on_completions, logits_chunk=chunk
+            )
+            (logps * torch.linspace(-1, 1, logps.shape[0])).sum().backward()
             gradients = torch.cat([p.grad.flatten() for p in module.policy.parameters()])
-            results[type(collate).__name__, head_on_completions] = (logps.detach(), ntokens, gradients)
-    padded = results["PairCollator", False]
+            results[type(collate).__name__, head_on_completions, chunk] = (logps.detach(), ntokens, gradients)
+    padded = results["PairCollator", False, None]
     for key, (logps, ntokens, gradients) in results.items():
         assert_close(logps, padded[0], rtol=1e-5, atol=1e-5, msg=str(key))
         assert_close(ntokens, padded[1], msg=str(key))
