@@ -33,7 +33,6 @@ OMP_WAIT = os.environ.get("BENCH_OMP_WAIT", "PASSIVE")
 VOCAB = 2000
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 ROOT = Path(__file__).resolve().parent.parent
-PEAK_FLOPS = 150e9
 
 
 # -- shared set-up -----------------------------------------------------------------------------
@@ -111,12 +110,13 @@ def trl_worker(directory: Path, *, steps: int, precompute: bool, beta: float, ou
     from trl import DPOConfig, DPOTrainer
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-    from dpo_exp.training.telemetry import model_flops_shape, peak_memory_gb
+    from dpo_exp.training.flops import ModelCosts
+    from dpo_exp.training.telemetry import measure_matmul_peak, peak_memory_gb
 
     torch.set_num_threads(int(THREADS))
     tokenizer = AutoTokenizer.from_pretrained(directory)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
-    shape = model_flops_shape(model)
+    costs = ModelCosts.of(model)
     data = load_dataset(
         "json",
         data_files=str(directory / "train.jsonl"),
@@ -129,10 +129,8 @@ def trl_worker(directory: Path, *, steps: int, precompute: bool, beta: float, ou
     def counting_collate(examples: list) -> dict:
         batch = collate(examples)
         if counts["on"]:
-            lengths = batch["attention_mask"].sum(-1)
-            counts["tokens"] += int(lengths.sum())
-            forward = shape.forward_flops(lengths)
-            counts["flops"] += 3 * forward + (0.0 if precompute else forward)
+            counts["tokens"] += int(batch["attention_mask"].sum())
+            counts["flops"] += trl_step_flops(costs, batch["attention_mask"], precompute=precompute)
         return batch
 
     class StepTimer(TrainerCallback):
@@ -180,7 +178,17 @@ def trl_worker(directory: Path, *, steps: int, precompute: bool, beta: float, ou
         "flops": counts["flops"],
         "wall_s": time.perf_counter() - start,
         "peak_gb": peak_memory_gb(),
+        "peak_flops": measure_matmul_peak(),
     }
+
+
+def trl_step_flops(costs, attention_mask, *, precompute: bool) -> float:
+    """dpo_exp's counter (`ModelCosts`) on TRL's step: chosen and rejected rows padded to one
+    width, full logits, the reference forward unless precomputed."""
+    rows, width = attention_mask.shape
+    shape = (rows * width, rows * width**2, rows * width)
+    forward = costs.forward(*shape)
+    return forward + costs.backward(*shape) + (0.0 if precompute else forward)
 
 
 def dpo_exp_overrides(directory: Path, *, steps: int) -> list[str]:
@@ -218,7 +226,8 @@ def dpo_exp_worker(overrides: list[str], out: Path) -> dict:
     return {
         "tokens": summary["tokens_per_s"] * summary["train_time_s"],
         "train_s": summary["train_time_s"],
-        "flops": summary["mfu"] * PEAK_FLOPS * summary["train_time_s"],
+        "flops": summary["mfu"] * summary["peak_flops"] * summary["train_time_s"],
+        "peak_flops": summary["peak_flops"],
         "wall_s": time.perf_counter() - start,
         "peak_gb": summary["peak_memory_gb"],
     }
@@ -289,7 +298,7 @@ def _medians(runs: list[dict]) -> dict:
         "tokens_per_s": statistics.median(speeds),
         "range": f"[{min(speeds):.0f}-{max(speeds):.0f}]",
         "peak_gb": statistics.median(r["peak_gb"] for r in runs),
-        "mfu": statistics.median(r["flops"] / r["train_s"] / PEAK_FLOPS for r in runs),
+        "mfu": statistics.median(r["flops"] / r["train_s"] / r["peak_flops"] for r in runs),
         "wall_s": statistics.median(r["wall_s"] for r in runs),
     }
 

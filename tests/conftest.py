@@ -21,7 +21,13 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, LlamaConfig  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForCausalLM,
+    GPT2Config,
+    GPTNeoXConfig,
+    LlamaConfig,
+    Qwen2Config,
+)
 
 from dpo_exp.models.tokenizer import build_char_tokenizer  # noqa: E402
 
@@ -131,3 +137,52 @@ def tiny_model_dir(tmp_path_factory, char_tokenizer) -> Path:
     model.save_pretrained(directory)
     char_tokenizer.save_pretrained(directory)
     return directory
+
+
+# -- one tiny model of each supported family ---------------------------------------------------
+
+
+def family_config(family: str, tokenizer):
+    special = dict(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    if family == "llama":
+        return tiny_llama_config(tokenizer)
+    if family == "qwen2":
+        return Qwen2Config(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            **special,
+        )
+    if family == "gpt2":  # dropout 0.1 everywhere, as in the released GPT-2
+        return GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, **special)
+    if family == "pythia":
+        return GPTNeoXConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+            **special,
+        )
+    raise ValueError(family)
+
+
+@pytest.fixture(scope="session")
+def family_dirs(tmp_path_factory, char_tokenizer) -> dict[str, Path]:
+    """A tiny model of each family and the character tokenizer, saved with save_pretrained."""
+    directories = {}
+    for family in ("llama", "qwen2", "gpt2", "pythia"):
+        directory = tmp_path_factory.mktemp(f"tiny_{family}")
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(family_config(family, char_tokenizer)).save_pretrained(directory)
+        char_tokenizer.save_pretrained(directory)
+        directories[family] = directory
+    return directories

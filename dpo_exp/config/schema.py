@@ -139,7 +139,7 @@ class SpeedSchema:
     head_on_completions: bool = MISSING
     share_prompt: bool = MISSING
     logits_chunk: int | None = MISSING
-    peak_flops: float = MISSING
+    peak_flops: float | None = MISSING
 
 
 @dataclass

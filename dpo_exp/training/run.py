@@ -37,6 +37,7 @@ from dpo_exp.training.build import (
 from dpo_exp.training.checkpoints import checkpoint_callback
 from dpo_exp.training.eval_logps import EvalLogpsWriter
 from dpo_exp.training.export import EXPORT_DIR, export_policy
+from dpo_exp.training.flops import StepFlops
 from dpo_exp.training.guards import NonFiniteGuard
 from dpo_exp.training.ranks import RankWatch
 from dpo_exp.training.ref_cache import ReferenceCache, cache_wanted, load_or_compute
@@ -51,7 +52,7 @@ from dpo_exp.training.run_files import (
     write_failure,
     write_resolved_config,
 )
-from dpo_exp.training.telemetry import TokenThroughput, model_flops_shape
+from dpo_exp.training.telemetry import TokenThroughput, measure_matmul_peak
 
 # Set by Lightning's launcher in the launching process; left behind, the next sweep member in
 # this process would take itself for a worker started by someone else and wait for its peers.
@@ -171,13 +172,14 @@ def assemble_run(cfg: DictConfig) -> RunParts:
 
 
 def run_callbacks(
-    cfg: DictConfig, run_dir: Path, policy: PreTrainedModel, config: dict[str, Any]
+    cfg: DictConfig, run_dir: Path, parts: RunParts, config: dict[str, Any]
 ) -> list[L.Callback]:
     """Throughput, the non-finite guard, the displacement alarm, checkpoints (recording `config`) and
     the eval log-prob writer."""
-    throughput = TokenThroughput(
-        cfg.trainer.log_every_n_steps, model=model_flops_shape(policy), peak_flops=float(cfg.speed.peak_flops)
+    flops = StepFlops.of(
+        parts.policy, parts.reference, needs_reference=parts.spec.needs_reference, paired=parts.spec.paired
     )
+    throughput = TokenThroughput(cfg.trainer.log_every_n_steps, flops=flops, peak_flops=peak_flops(cfg))
     callbacks: list[L.Callback] = [throughput, NonFiniteGuard(cfg.nonfinite), LikelihoodDisplacementAlarm()]
     if cfg.trainer.enable_checkpointing:
         every, keep = cfg.checkpoint.every_n_steps, cfg.checkpoint.keep_last
@@ -185,6 +187,16 @@ def run_callbacks(
     if cfg.save_eval_logps:
         callbacks.append(EvalLogpsWriter(run_dir))
     return callbacks
+
+
+def peak_flops(cfg: DictConfig) -> float:
+    """The FLOP/s MFU divides by: `speed.peak_flops`, or null: a matrix product's, measured now
+    on the device and in the precision the run trains in."""
+    if cfg.speed.peak_flops is not None:
+        return float(cfg.speed.peak_flops)
+    on_gpu = torch.cuda.is_available() and str(cfg.strategy.accelerator) in ("auto", "gpu", "cuda")
+    dtype = torch.bfloat16 if str(cfg.trainer.precision).startswith("bf16") else torch.float32
+    return measure_matmul_peak(dtype=dtype, device="cuda" if on_gpu else "cpu")
 
 
 def _train(
@@ -203,7 +215,7 @@ def _train(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = assemble_run(cfg)
     stage("train", describe_run(cfg, parts, run_dir))
-    own_callbacks = run_callbacks(cfg, run_dir, parts.policy, config)
+    own_callbacks = run_callbacks(cfg, run_dir, parts, config)
     trainer = build_trainer(cfg, run_dir, callbacks=[*own_callbacks, *callbacks])
     trainer.fit(parts.module, parts.datamodule, ckpt_path=resume_from, weights_only=True)
     if trainer.global_step % int(cfg.trainer.val_check_interval) != 0:

@@ -1,13 +1,9 @@
-"""Training telemetry: tokens/s, padding fraction, peak memory and an MFU estimate.
+"""Training telemetry: tokens/s, padding fraction, peak memory and MFU.
 
-Logged every N steps under `perf/` and kept for the summary.
-
-Model FLOPs, counted per batch from its rows' lengths n (causal attention, fwd = 1, bwd = 2 units):
-- a forward over a row costs 2·P·n + 2·L·d·n², P the weights of every linear layer (LM head
-  included), L layers, d the hidden width; training the policy costs three times that;
-- the reference forward counts when it runs (not with cached reference log-probs), as do KTO's
-  no-grad passes over its mismatched rows.
-MFU is those FLOPs over the measured step time, divided by a configurable peak FLOP/s.
+Logged every N steps under `perf/` and kept for the summary. FLOPs are counted per step by
+`flops.StepFlops` (as the step's matrix products run); MFU is those FLOPs over the measured step
+time, divided by the peak FLOP/s of a matrix product measured on the machine when the run starts
+(`measure_matmul_peak`), or a configured figure.
 """
 
 from __future__ import annotations
@@ -15,35 +11,38 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 import torch
 
 from dpo_exp.data.collate import PAD
+from dpo_exp.training.flops import StepFlops
 
 
-@dataclass(frozen=True)
-class ModelShape:
-    """What model FLOPs depend on."""
+def measure_matmul_peak(
+    *, size: int = 1024, dtype: torch.dtype = torch.float32, device: str = "cpu", seconds: float = 0.5
+) -> float:
+    """FLOP/s of square matrix products of `size` on this machine with torch's current threads:
+    the best of repeated timings over about `seconds` (the best, as a peak is: a busy moment
+    lowers a timing, nothing raises it)."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, generator=generator, device=device).to(dtype)
+    b = torch.randn(size, size, generator=generator, device=device).to(dtype)
 
-    linear_params: int  # weights of every nn.Linear, LM head included (tied or not)
-    layers: int
-    hidden: int
+    def synchronize() -> None:
+        if device != "cpu":
+            torch.cuda.synchronize()
 
-    def forward_flops(self, lengths: torch.Tensor) -> float:
-        """FLOPs of one forward over rows of these lengths."""
-        lengths = lengths.to(torch.float64)
-        return float(
-            2 * self.linear_params * lengths.sum() + 2 * self.layers * self.hidden * (lengths**2).sum()
-        )
-
-
-def model_flops_shape(model: torch.nn.Module) -> ModelShape:
-    config = model.config
-    linear_params = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    return ModelShape(linear_params, int(config.num_hidden_layers), int(config.hidden_size))
+    torch.mm(a, b)  # warm-up: threads started, kernels chosen
+    synchronize()
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline or best == float("inf"):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
 
 
 def peak_memory_gb() -> float:
@@ -78,10 +77,10 @@ class TokenThroughput(L.Callback):
     """
 
     def __init__(
-        self, log_every_n_steps: int = 10, *, model: ModelShape | None = None, peak_flops: float = 150e9
+        self, log_every_n_steps: int = 10, *, flops: StepFlops | None = None, peak_flops: float = 150e9
     ) -> None:
         self.log_every_n_steps = log_every_n_steps
-        self.model = model
+        self.step_flops = flops
         self.peak_flops = peak_flops
         self.tokens = 0  # of the chosen and rejected sequences, however they are laid out in rows
         self.real_positions = 0  # input positions that are not padding
@@ -104,10 +103,8 @@ class TokenThroughput(L.Callback):
                 self.tokens += int(sequence_tokens(batch, prefix))
                 self.real_positions += int(row_lengths(batch, prefix).sum())
                 self.positions += batch[f"{prefix}input_ids"].numel()
-        if self.model is not None:
-            self.flops += self.batch_flops(
-                batch, reference_runs=getattr(module, "reference", None) is not None
-            )
+        if self.step_flops is not None:
+            self.flops += self.step_flops(batch, head_on_completions=module.head_on_completions)
         if trainer.global_step % self.log_every_n_steps == 0:
             module.log_dict(
                 {
@@ -117,16 +114,6 @@ class TokenThroughput(L.Callback):
                     "perf/mfu": self.mfu,
                 }
             )
-
-    def batch_flops(self, batch: dict[str, torch.Tensor], *, reference_runs: bool) -> float:
-        """Model FLOPs of one training step on `batch` (see the module docstring)."""
-        forward = self.model.forward_flops(row_lengths(batch))
-        reference_forward = reference_runs and "ref_logps" not in batch
-        flops = 3 * forward + (forward if reference_forward else 0.0)
-        if "kl_attention_mask" in batch:
-            kl_forward = self.model.forward_flops(row_lengths(batch, "kl_"))
-            flops += kl_forward * (2 if reference_runs else 1)
-        return flops
 
     @property
     def tokens_per_s(self) -> float:
@@ -154,4 +141,5 @@ class TokenThroughput(L.Callback):
             "padding_fraction": self.padding_fraction,
             "peak_memory_gb": self.peak_memory_gb,
             "mfu": self.mfu,
+            "peak_flops": self.peak_flops,
         }

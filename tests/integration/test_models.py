@@ -10,12 +10,7 @@ import torch
 from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file
 from torch.testing import assert_close
-from transformers import (
-    AutoModelForCausalLM,
-    GPT2Config,
-    GPTNeoXConfig,
-    Qwen2Config,
-)
+from transformers import AutoModelForCausalLM
 
 from dpo_exp.cli import run
 from dpo_exp.config import validate_config
@@ -26,57 +21,10 @@ from dpo_exp.models.lora import REFERENCE_ADAPTER, TRAINED_ADAPTER, lora_config
 from dpo_exp.models.scoring import score_batch, shared_prompt_supported
 from dpo_exp.training.export import export_policy
 from dpo_exp.training.module import PreferenceModule
-from tests.conftest import tiny_llama_config
 from tests.helpers import FAST_DATA, FAST_TRAINER, assemble, compose_config
 
 LORA = "model.lora={r:4,alpha:8,dropout:0.0,target_modules:all-linear}"
 TWO_STEPS = ["trainer.max_steps=2", "trainer.val_check_interval=1"]
-
-
-def family_config(family: str, tokenizer):
-    special = dict(
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    if family == "llama":
-        return tiny_llama_config(tokenizer)
-    if family == "qwen2":
-        return Qwen2Config(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-            **special,
-        )
-    if family == "gpt2":  # dropout 0.1 everywhere, as in the released GPT-2
-        return GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, **special)
-    if family == "pythia":
-        return GPTNeoXConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=256,
-            **special,
-        )
-    raise ValueError(family)
-
-
-@pytest.fixture(scope="session")
-def family_dirs(tmp_path_factory, char_tokenizer) -> dict[str, Path]:
-    """A tiny model of each family and the character tokenizer, saved with save_pretrained."""
-    directories = {}
-    for family in ("llama", "qwen2", "gpt2", "pythia"):
-        directory = tmp_path_factory.mktemp(f"tiny_{family}")
-        torch.manual_seed(0)
-        AutoModelForCausalLM.from_config(family_config(family, char_tokenizer)).save_pretrained(directory)
-        char_tokenizer.save_pretrained(directory)
-        directories[family] = directory
-    return directories
 
 
 def compose(family_dir: Path, family: str, *overrides: str):
