@@ -37,6 +37,7 @@ from dpo_exp.experiment.stages import Task, sample_stage, sft_stage
 from dpo_exp.losses import get_loss
 from dpo_exp.models.loading import load_tokenizer
 from dpo_exp.rows import is_local_dataset
+from dpo_exp.runtime import keep_freed_memory
 from dpo_exp.training import train
 from dpo_exp.training.result import run_result
 from dpo_exp.training.resume import is_worker
@@ -203,6 +204,7 @@ def run(cfg: DictConfig, run_dir: Path, *, overrides: Sequence[str] = ()) -> dic
     The run holds `run_dir` while it runs, offline when every model source is local.
     """
     validate_config(cfg, overrides=overrides)
+    keep_freed_memory()
     start = time.perf_counter()
     with offline_when_local(cfg), claimed(run_dir):
         if is_experiment(cfg):

@@ -256,6 +256,10 @@ class PreferenceModule(L.LightningModule):
             weight_decay=optim["weight_decay"],
             betas=tuple(optim["betas"]),
             eps=optim["eps"],
+            # One pass over each parameter instead of a dozen elementwise ops with their temporaries:
+            # at 0.5B parameters on CPU, 0.32 s a step against 1.3-2.2 s, and 1.1 GB less peak
+            # memory (README "Real size"). Sharded parameters (FSDP2's DTensors) take the default.
+            fused=self.device_mesh is None,
         )
         scheduler = get_scheduler(
             optim["scheduler"],

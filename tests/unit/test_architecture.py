@@ -20,6 +20,7 @@ LAYERS = [
             "dpo_exp.errors",
             "dpo_exp.console",
             "dpo_exp.storage",
+            "dpo_exp.runtime",
             "dpo_exp.rows",
             "dpo_exp.tasks",
             "dpo_exp.losses",
