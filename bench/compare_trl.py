@@ -2,10 +2,12 @@
 
     python bench/compare_trl.py                 # single runs: tokens/s, peak memory, MFU; ratios last
     python bench/compare_trl.py --mode sweep    # a 4-point β sweep, total wall time each way
+    python bench/compare_trl.py --lengths hh    # HH-like lengths: long prompts, short answers
 
 Both train a 4.2M-parameter Llama (hidden 256, intermediate 688, 4 layers, 4 heads, vocab 2000)
 saved once with a word-level tokenizer, in fp32 with activation checkpointing off, 8 pairs per
-step, prompts of 32-64 tokens and completions of 32-96 (+ EOS), 2 torch threads. Every run is its
+step, prompts of 32-64 tokens and completions of 32-96 (+ EOS; `--lengths short`, the default) or
+prompts of 96-192 and completions of 16-48 (`--lengths hh`), 2 torch threads. Every run is its
 own process (so peak RSS is its own), and the variants alternate within each repeat so that
 machine noise falls on all of them alike. Tokens are non-padding tokens of chosen and rejected
 rows; time is the sum of training-step times (start-up, reference precomputation and validation
@@ -38,7 +40,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # -- shared set-up -----------------------------------------------------------------------------
 
 
-def build_model_and_data(directory: Path, *, train_pairs: int, seed: int = 0) -> None:
+# (prompt words, completion words, data.max_prompt_length) of each `--lengths`; rows stay under
+# max_length=256 on both sides, so nothing is truncated.
+LENGTHS = {"short": ((32, 64), (32, 96), 128), "hh": ((96, 192), (16, 48), 200)}
+
+
+def build_model_and_data(directory: Path, *, train_pairs: int, lengths: str = "short", seed: int = 0) -> None:
     """The tiny Llama, its word-level tokenizer, and train/validation JSONL of random token words."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -71,10 +78,16 @@ def build_model_and_data(directory: Path, *, train_pairs: int, seed: int = 0) ->
     def text(low: int, high: int) -> str:
         return " ".join(f"t{rng.randrange(VOCAB - len(SPECIALS))}" for _ in range(rng.randint(low, high)))
 
+    prompt, answer, _ = LENGTHS[lengths]
     for name, count in (("train", train_pairs), ("validation", 16)):
         with (directory / f"{name}.jsonl").open("w") as handle:
             for _ in range(count):
-                row = {"prompt": text(32, 64), "chosen": " " + text(32, 96), "rejected": " " + text(32, 96)}
+                prompt, answer, _ = LENGTHS[lengths]
+                row = {
+                    "prompt": text(*prompt),
+                    "chosen": " " + text(*answer),
+                    "rejected": " " + text(*answer),
+                }
                 handle.write(json.dumps(row) + "\n")
 
 
@@ -191,7 +204,7 @@ def trl_step_flops(costs, attention_mask, *, precompute: bool) -> float:
     return forward + costs.backward(*shape) + (0.0 if precompute else forward)
 
 
-def dpo_exp_overrides(directory: Path, *, steps: int) -> list[str]:
+def dpo_exp_overrides(directory: Path, *, steps: int, lengths: str = "short") -> list[str]:
     return [
         "model=hf",
         f"model.path={directory}",
@@ -201,7 +214,7 @@ def dpo_exp_overrides(directory: Path, *, steps: int) -> list[str]:
         "data.batch_size=8",
         "data.eval_batch_size=16",
         "data.max_length=256",
-        "data.max_prompt_length=128",
+        f"data.max_prompt_length={LENGTHS[lengths][2]}",
         f"trainer.max_steps={steps}",
         f"trainer.val_check_interval={steps * 100}",
         f"trainer.log_every_n_steps={steps}",
@@ -236,9 +249,9 @@ def dpo_exp_worker(overrides: list[str], out: Path) -> dict:
 # -- modes -------------------------------------------------------------------------------------
 
 
-def single_mode(directory: Path, *, steps: int, repeats: int) -> None:
+def single_mode(directory: Path, *, steps: int, repeats: int, lengths: str) -> None:
     cache_dir = directory / "ref_cache"
-    base = [*dpo_exp_overrides(directory, steps=steps), "beta=0.1"]  # TRL's default β
+    base = [*dpo_exp_overrides(directory, steps=steps, lengths=lengths), "beta=0.1"]  # TRL's default β
     variants = {
         "trl default": ["trl", "--precompute", "0"],
         "trl precomputed": ["trl", "--precompute", "1"],
@@ -368,6 +381,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=["single", "sweep"], default="single")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--lengths", choices=sorted(LENGTHS), default="short")
     parser.add_argument("--dir", type=Path, default=None, help="work folder (default: a new temporary one)")
     parser.add_argument("--worker", choices=["trl", "dpo_exp"], help=argparse.SUPPRESS)
     parser.add_argument("--precompute", type=int, default=0, help=argparse.SUPPRESS)
@@ -386,10 +400,10 @@ def main() -> None:
         return
     directory = args.dir or Path(tempfile.mkdtemp(prefix="dpo_exp_bench_"))
     directory.mkdir(parents=True, exist_ok=True)
-    build_model_and_data(directory, train_pairs=max(8 * args.steps, 64))
+    build_model_and_data(directory, train_pairs=max(8 * args.steps, 64), lengths=args.lengths)
     print(f"work folder: {directory}", flush=True)
     if args.mode == "single":
-        single_mode(directory, steps=args.steps, repeats=args.repeats)
+        single_mode(directory, steps=args.steps, repeats=args.repeats, lengths=args.lengths)
     else:
         sweep_mode(directory, steps=args.steps, repeats=args.repeats, betas=[0.01, 0.1, 0.3, 1.0])
 

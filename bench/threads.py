@@ -12,7 +12,8 @@ process (the OpenMP runtime reads its settings when it starts):
   parallel sweep, or two users): the time printed is the slower one's.
 Policies are libgomp's (torch's CPU wheels ship it): `OMP_WAIT_POLICY=PASSIVE` (sleep at once),
 `ACTIVE` (spin until work comes), and the default with a bounded spin, `GOMP_SPINCOUNT=N`
-iterations (libgomp's default 300,000, cut to 1,000 when threads outnumber CPUs), then sleep.
+iterations (libgomp's default 300,000, cut to 1,000 when threads outnumber CPUs), then sleep;
+and dpo_exp's own choice, made when the package is imported (`dpo_exp/threads.py`).
 """
 
 from __future__ import annotations
@@ -31,11 +32,15 @@ POLICIES = {
     "spin 10k": {"GOMP_SPINCOUNT": "10000"},
     "spin 100k": {"GOMP_SPINCOUNT": "100000"},
     "libgomp default (spin 300k)": {},
+    "dpo_exp's choice": {},  # the worker imports dpo_exp before torch, with no setting in the environment
 }
+PACKAGE_CHOICE = "dpo_exp's choice"
 
 
-def worker(steps: int) -> float:
+def worker(steps: int, *, package_choice: bool) -> float:
     """Seconds of `steps` training steps after 3 warm-up ones."""
+    if package_choice:
+        import dpo_exp  # noqa: F401  (sets the wait policy, then loads torch)
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
@@ -73,18 +78,20 @@ def child_env(policy: dict[str, str], threads: int) -> dict[str, str]:
     return env
 
 
-def timed(policy: dict[str, str], *, threads: int, steps: int, copies: int) -> float:
+def timed(name: str, *, threads: int, steps: int, copies: int) -> float:
     """Seconds of the slowest of `copies` workers started together."""
     command = [sys.executable, __file__, "--worker", "--steps", str(steps)]
+    if name == PACKAGE_CHOICE:
+        command.append("--package-choice")
     workers = [
-        subprocess.Popen(command, env=child_env(policy, threads), stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(command, env=child_env(POLICIES[name], threads), stdout=subprocess.PIPE, text=True)
         for _ in range(copies)
     ]
     results = []
     for process in workers:
         out, _ = process.communicate()
         if process.returncode != 0:
-            raise SystemExit(f"worker failed under {policy}")
+            raise SystemExit(f"worker failed under {name}")
         results.append(json.loads(out.strip().splitlines()[-1])["seconds"])
     return max(results)
 
@@ -98,15 +105,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--policies", nargs="+", choices=sorted(POLICIES), default=list(POLICIES))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--package-choice", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps({"seconds": worker(args.steps)}))
+        print(json.dumps({"seconds": worker(args.steps, package_choice=args.package_choice)}))
         return
     times: dict[tuple[str, str], list[float]] = {}
     for repeat in range(args.repeats):  # alternating, so machine noise falls on every policy alike
         for name in args.policies:
             for condition, copies in (("quiet", 1), ("beside a copy", 2)):
-                seconds = timed(POLICIES[name], threads=args.threads, steps=args.steps, copies=copies)
+                seconds = timed(name, threads=args.threads, steps=args.steps, copies=copies)
                 times.setdefault((name, condition), []).append(seconds)
                 print(f"repeat {repeat} {name:<28} {condition:<14} {seconds:6.1f} s", flush=True)
     print(f"\n{args.steps} steps, {args.threads} threads, medians of {args.repeats} [range]:")

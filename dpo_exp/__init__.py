@@ -1,13 +1,8 @@
 """dpo_exp: config-driven preference fine-tuning experiments (DPO, IPO, KTO, ORPO, ...)."""
 
-import os
+from dpo_exp.threads import set_wait_policy
 
-# torch's OpenMP threads wait passively between parallel regions instead of spinning. On a CPU
-# that another process also uses, spinning threads hold cores the others need and every region
-# waits for a descheduled thread: a small training loop on 2 threads beside another job ran ~9x
-# slower spinning than passive, and slower than 1 thread (README "Speed"). Read when torch's
-# OpenMP runtime starts, so it is set here, before any module imports torch; a value in the
-# environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before any module imports torch: its OpenMP runtime reads the wait policy when it loads.
+set_wait_policy()
 
 __version__ = "0.1.0"

@@ -21,6 +21,7 @@ LAYERS = [
             "dpo_exp.console",
             "dpo_exp.storage",
             "dpo_exp.runtime",
+            "dpo_exp.threads",
             "dpo_exp.rows",
             "dpo_exp.tasks",
             "dpo_exp.losses",
