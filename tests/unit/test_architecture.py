@@ -64,6 +64,8 @@ GRAPH = {name: imports_of(path) - {name} for name, path in MODULES.items()}
 
 
 def layer_of(module: str) -> int:
+    if module == "dpo_exp":
+        return 0  # the package's __init__: the thread policy, set before anything imports torch
     for rank, (_, prefixes) in enumerate(LAYERS):
         if any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes):
             return rank
