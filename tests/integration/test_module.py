@@ -50,7 +50,8 @@ def test_reference_is_frozen_in_eval_mode_and_outside_the_optimizer():
     module.train()
     assert module.policy.training and not module.reference.training
     assert not any(p.requires_grad for p in module.reference.parameters())
-    module.trainer = type("T", (), {"estimated_stepping_batches": 10})()  # what configure_optimizers reads
+    # What configure_optimizers reads of the trainer.
+    module.trainer = type("T", (), {"estimated_stepping_batches": 10, "precision": "32-true"})()
     optimizer = module.configure_optimizers()["optimizer"]
     optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert optimised == {id(p) for p in module.policy.parameters()}
