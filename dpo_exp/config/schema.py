@@ -138,6 +138,7 @@ class SpeedSchema:
     group_by_length: bool = MISSING
     head_on_completions: bool = MISSING
     share_prompt: bool = MISSING
+    pack: bool = MISSING
     logits_chunk: int | None = MISSING
     peak_flops: float | None = MISSING
 

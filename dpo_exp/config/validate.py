@@ -296,6 +296,7 @@ def check_trainer(trainer_cfg: DictConfig) -> None:
 # run uses it, why not). Checked for the keys a command sets.
 DEPENDENT_KEYS: tuple[tuple[str, Callable[[DictConfig], bool], str], ...] = (
     ("reference.cache_dir", lambda cfg: bool(cfg.reference.cache), "the reference cache is off"),
+    ("speed.pack", lambda cfg: bool(cfg.speed.share_prompt), "speed.share_prompt=false: rows are not shared"),
     (
         "speed.logits_chunk",
         lambda cfg: bool(cfg.speed.head_on_completions),

@@ -60,49 +60,82 @@ class SharedPromptCollator:
     """One row per pair, prompt ‖ chosen ‖ rejected: the prompt is computed once for both.
 
     The rejected completion restarts its positions where the prompt ends and, through the mask
-    built from `token_parts` (see `scoring.shared_prompt_mask`), sees the prompt but not the
-    chosen completion, so each completion gets exactly the log-probs of its own padded row.
+    built from `token_parts` and `segments` (see `scoring.shared_prompt_mask`), sees the prompt
+    but not the chosen completion, so each completion gets exactly the log-probs of its own padded
+    row. With `pack`, a row holds as many pairs as fit in the batch's longest pair (`pack_rows`),
+    each pair a segment of its own (`segments`: its slot in the row, -1 on padding) that sees no
+    other, its positions restarting at 0: fewer rows and less padding, the same log-probs.
     Scored tokens are listed flat: `score_index` (the position predicting the token, in the
-    flattened (B·T) batch), `score_targets` (the token) and `score_sequence` (which of the 2B
+    flattened (rows·T) batch), `score_targets` (the token) and `score_sequence` (which of the 2B
     chosen‖rejected sequences it belongs to, the order of `PairCollator`'s rows).
     `sequence_lengths` (2B,) are prompt + completion lengths, as the padded rows would have.
     """
 
     pad_id: int
+    pack: bool = False
 
     def __call__(self, items: list[IndexedItem]) -> dict[str, torch.Tensor]:
         pairs = [item.record for item in items]
-        width = max(len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
-        input_ids = torch.full((len(pairs), width), self.pad_id, dtype=torch.long)
-        position_ids = torch.zeros((len(pairs), width), dtype=torch.long)
-        token_parts = torch.full((len(pairs), width), PAD, dtype=torch.int8)
+        sizes = [len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs]
+        width = max(sizes)
+        rows = pack_rows(sizes, width) if self.pack else [[number] for number in range(len(pairs))]
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        token_parts = torch.full((len(rows), width), PAD, dtype=torch.int8)
+        segments = torch.full((len(rows), width), -1, dtype=torch.long)
         score_index, score_targets, score_sequence = [], [], []
-        for row, pair in enumerate(pairs):
-            prompt, chosen, rejected = pair.prompt_ids, pair.chosen_ids, pair.rejected_ids
-            start = len(prompt)  # first chosen token
-            split = start + len(chosen)  # first rejected token
-            end = split + len(rejected)
-            input_ids[row, :end] = torch.tensor(prompt + chosen + rejected, dtype=torch.long)
-            position_ids[row, :split] = torch.arange(split)
-            position_ids[row, split:end] = torch.arange(start, start + len(rejected))
-            token_parts[row, :start], token_parts[row, start:split] = PROMPT, CHOSEN
-            token_parts[row, split:end] = REJECTED
-            for side, (predictors, targets) in enumerate(scored_tokens(pair)):  # chosen, rejected
-                score_index.append(row * width + predictors)
-                score_targets.append(targets)
-                score_sequence.append(torch.full_like(targets, row + side * len(pairs)))
+        for row, numbers in enumerate(rows):
+            offset = 0
+            for slot, number in enumerate(numbers):
+                pair = pairs[number]
+                prompt, chosen, rejected = pair.prompt_ids, pair.chosen_ids, pair.rejected_ids
+                start = len(prompt)  # first chosen token, from the pair's first position
+                split = start + len(chosen)  # first rejected token
+                end = split + len(rejected)
+                span = slice(offset, offset + end)
+                input_ids[row, span] = torch.tensor(prompt + chosen + rejected, dtype=torch.long)
+                position_ids[row, offset : offset + split] = torch.arange(split)
+                position_ids[row, offset + split : offset + end] = torch.arange(start, start + len(rejected))
+                token_parts[row, offset : offset + start] = PROMPT
+                token_parts[row, offset + start : offset + split] = CHOSEN
+                token_parts[row, offset + split : offset + end] = REJECTED
+                segments[row, span] = slot
+                for side, (predictors, targets) in enumerate(scored_tokens(pair)):  # chosen, rejected
+                    score_index.append(row * width + offset + predictors)
+                    score_targets.append(targets)
+                    score_sequence.append(torch.full_like(targets, number + side * len(pairs)))
+                offset += end
         lengths = [len(p.prompt_ids) + len(p.chosen_ids) for p in pairs]
         lengths += [len(p.prompt_ids) + len(p.rejected_ids) for p in pairs]
         return {
             "input_ids": input_ids,
             "position_ids": position_ids,
             "token_parts": token_parts,
+            "segments": segments,
             "score_index": torch.cat(score_index),
             "score_targets": torch.cat(score_targets),
             "score_sequence": torch.cat(score_sequence),
             "sequence_lengths": torch.tensor(lengths, dtype=torch.long),
             "index": torch.tensor([item.index for item in items]),
         }
+
+
+def pack_rows(sizes: list[int], capacity: int) -> list[list[int]]:
+    """Item numbers grouped into rows of at most `capacity` positions: first fit, longest first.
+
+    Deterministic (ties keep batch order), and each row lists its items in batch order.
+    """
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for number in sorted(range(len(sizes)), key=lambda n: -sizes[n]):
+        row = next((r for r, room in enumerate(free) if room >= sizes[number]), None)
+        if row is None:
+            rows.append([])
+            free.append(capacity)
+            row = len(rows) - 1
+        rows[row].append(number)
+        free[row] -= sizes[number]
+    return [sorted(row) for row in rows]
 
 
 def scored_tokens(pair: TokenizedPair) -> list[tuple[torch.Tensor, torch.Tensor]]:

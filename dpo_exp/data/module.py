@@ -121,13 +121,14 @@ def split_collator(
     *,
     paired: bool,
     share_prompt: bool = False,
+    pack: bool = False,
     mismatched_rows: bool = True,
 ) -> PairCollator | SharedPromptCollator | UnpairedCollator:
     """The collator of one split: pairs (one or two rows each) or unpaired examples (with their
     mismatched rows where the loss estimates a reference point from them)."""
     if not paired:
         return UnpairedCollator.for_split(pad_id, items, mismatched_rows=mismatched_rows)
-    return SharedPromptCollator(pad_id) if share_prompt else PairCollator(pad_id)
+    return SharedPromptCollator(pad_id, pack=pack) if share_prompt else PairCollator(pad_id)
 
 
 class PreferenceDataModule(L.LightningDataModule):
@@ -137,7 +138,8 @@ class PreferenceDataModule(L.LightningDataModule):
     of processes, shuffled from the seed, of similar lengths with `group_by_length`. Validation is
     split across processes without repeats. `ref_logps` ({"train": ..., "validation": ...}) adds
     cached reference log-probs. With `share_prompt`, pairs are collated as prompt ‖ chosen ‖
-    rejected rows (`SharedPromptCollator`); the examples and their order do not change.
+    rejected rows (`SharedPromptCollator`), with `pack` several to a row; the examples and their
+    order do not change.
     `mismatched_rows=False` leaves out unpaired batches' KL rows (`UnpairedCollator`).
     """
 
@@ -154,13 +156,19 @@ class PreferenceDataModule(L.LightningDataModule):
         group_by_length: bool = False,
         ref_logps: dict[str, SplitLogps | UnpairedLogps] | None = None,
         share_prompt: bool = False,
+        pack: bool = False,
         mismatched_rows: bool = True,
     ) -> None:
         super().__init__()
         self.data = data
         self.pad_id = pad_id
         self.share_prompt = share_prompt and paired
-        options = {"paired": paired, "share_prompt": share_prompt, "mismatched_rows": mismatched_rows}
+        options = {
+            "paired": paired,
+            "share_prompt": share_prompt,
+            "pack": pack,
+            "mismatched_rows": mismatched_rows,
+        }
         self.train_collate = split_collator(data.train.items, pad_id, **options)
         self.val_collate = split_collator(data.validation.items, pad_id, **options)
         if ref_logps is not None:

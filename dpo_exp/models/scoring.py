@@ -59,17 +59,27 @@ def shared_prompt_supported(model: torch.nn.Module) -> bool:
     return not any("sliding" in str(kind) for kind in layer_types)
 
 
-def shared_prompt_mask(token_parts: torch.Tensor, *, dtype: torch.dtype, additive: bool) -> torch.Tensor:
-    """(B, 1, T, T) mask: causal within a row, padding unseen, rejected tokens blind to chosen ones.
+def shared_prompt_mask(
+    token_parts: torch.Tensor,
+    *,
+    dtype: torch.dtype,
+    additive: bool,
+    segments: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B, 1, T, T) mask: causal within a pair, padding unseen, rejected tokens blind to chosen ones.
 
-    Padding queries see themselves, so no softmax row is empty (their outputs are never scored).
-    `additive` gives 0 / -inf-like floats of `dtype` (eager attention) instead of booleans (SDPA).
+    `segments` (B, T), where a row holds several pairs (packed rows), keeps each pair blind to
+    the others. Padding queries see themselves, so no softmax row is empty (their outputs are
+    never scored). `additive` gives 0 / -inf-like floats of `dtype` (eager attention) instead of
+    booleans (SDPA).
     """
     width = token_parts.shape[1]
     causal = torch.ones(width, width, dtype=torch.bool, device=token_parts.device).tril()
     real_keys = (token_parts != PAD)[:, None, :]
     rejected_sees_chosen = (token_parts == REJECTED)[:, :, None] & (token_parts == CHOSEN)[:, None, :]
     mask = causal & real_keys & ~rejected_sees_chosen
+    if segments is not None:
+        mask &= segments[:, :, None] == segments[:, None, :]
     mask |= torch.eye(width, dtype=torch.bool, device=token_parts.device)
     mask = mask[:, None]
     if not additive:
@@ -86,7 +96,9 @@ def score_shared_prompt(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probs and token counts of the 2B chosen‖rejected sequences of shared-prompt rows."""
     additive = model.config._attn_implementation == "eager"
-    mask = shared_prompt_mask(batch["token_parts"], dtype=model.dtype, additive=additive)
+    mask = shared_prompt_mask(
+        batch["token_parts"], dtype=model.dtype, additive=additive, segments=batch.get("segments")
+    )
     inputs = {"input_ids": batch["input_ids"], "attention_mask": mask, "position_ids": batch["position_ids"]}
     index = batch["score_index"]
     if head_on_completions and head_on_completions_supported(model):

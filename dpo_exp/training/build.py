@@ -218,4 +218,5 @@ def build_datamodule(
         ref_logps=ref_logps,
         mismatched_rows=spec.needs_reference,  # KTO's reference point; RFT runs no such rows
         share_prompt=share_prompt,
+        pack=share_prompt and bool(cfg.speed.pack),
     )

@@ -233,6 +233,10 @@ def test_the_built_in_experiment_refuses_what_its_data_replaces(overrides, messa
         ),
         (["sft.target_reward=null", "sft.check_every=5"], "sft.check_every: has no effect"),
         (
+            [*FIXED, "speed.share_prompt=false", "speed.pack=true"],
+            "speed.pack: has no effect: speed.share_prompt=false: rows are not shared",
+        ),
+        (
             [*FIXED, "speed.head_on_completions=false", "speed.logits_chunk=256"],
             "speed.logits_chunk: has no effect: speed.head_on_completions=false computes the full logits",
         ),

@@ -21,6 +21,7 @@ PLAIN = ["speed.logits_chunk=null", "model.activation_checkpointing=false"]
 CASES = {
     "dpo, shared-prompt rows": [],
     "dpo, padded rows": ["speed.share_prompt=false"],
+    "dpo, packed rows": ["speed.pack=true", "data.options.num_examples=64", "data.batch_size=16"],
     "dpo, full logits": ["speed.share_prompt=false", "speed.head_on_completions=false"],
     "dpo, cached reference": ["reference.cache=true"],
     "simpo, no reference": ["loss=simpo"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from transformers import AutoModelForCausalLM
 
 from dpo_exp.cli import run
 from dpo_exp.config import validate_config
-from dpo_exp.data.collate import PairCollator, SharedPromptCollator
+from dpo_exp.data.collate import IndexedItem, PairCollator, SharedPromptCollator
 from dpo_exp.data.module import prepare_data
 from dpo_exp.models.loading import load_tokenizer
 from dpo_exp.models.lora import REFERENCE_ADAPTER, TRAINED_ADAPTER, lora_config
@@ -46,6 +47,18 @@ def randomise_lora(model: PeftModel, seed: int = 1) -> None:
         for name, parameter in model.named_parameters():
             if "lora_B" in name:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+
+
+def shortened(item: IndexedItem, *, keep: int) -> IndexedItem:
+    """The item with at most `keep` tokens of its prompt and of each completion."""
+    pair = item.record
+    short = dataclasses.replace(
+        pair,
+        prompt_ids=pair.prompt_ids[:keep],
+        chosen_ids=pair.chosen_ids[:keep],
+        rejected_ids=pair.rejected_ids[:keep],
+    )
+    return IndexedItem(item.index, short)
 
 
 def logps_of(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -93,7 +106,7 @@ def test_activation_checkpointing_gives_the_same_gradients(family_dirs, share_pr
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2", "pythia"])
-def test_shared_prompt_rows_and_logit_chunks_give_the_padded_logps_and_gradients(
+def test_shared_prompt_packed_rows_and_logit_chunks_give_the_padded_logps_and_gradients(
     family, attention, family_dirs
 ):
     cfg = compose(family_dirs[family], family, f"model.attn_implementation={attention}")
@@ -103,8 +116,15 @@ def test_shared_prompt_rows_and_logit_chunks_give_the_padded_logps_and_gradients
     pad_id = module.policy.config.pad_token_id
     module.eval()  # GPT-2's dropout off: both layouts see the same function
     results = {}
-    for collate in (PairCollator(pad_id), SharedPromptCollator(pad_id)):
+    # Half the pairs cut short, so that two fit in the longest one's row when packed.
+    items = [
+        item if number % 2 else shortened(item, keep=2 + number // 4) for number, item in enumerate(items)
+    ]
+    collators = (PairCollator(pad_id), SharedPromptCollator(pad_id), SharedPromptCollator(pad_id, pack=True))
+    for collate in collators:
         batch = collate(items)
+        if getattr(collate, "pack", False):
+            assert batch["input_ids"].shape[0] < len(items)  # pairs did share rows
         # (head on completions, logits chunk): full logits; head on all scored positions; 5 at a time
         for head_on_completions, chunk in ((False, None), (True, None), (True, 5)):
             module.policy.zero_grad()
@@ -113,8 +133,8 @@ def test_shared_prompt_rows_and_logit_chunks_give_the_padded_logps_and_gradients
             )
             (logps * torch.linspace(-1, 1, logps.shape[0])).sum().backward()
             gradients = torch.cat([p.grad.flatten() for p in module.policy.parameters()])
-            results[type(collate).__name__, head_on_completions, chunk] = (logps.detach(), ntokens, gradients)
-    padded = results["PairCollator", False, None]
+            results[repr(collate), head_on_completions, chunk] = (logps.detach(), ntokens, gradients)
+    padded = results[repr(PairCollator(pad_id)), False, None]
     for key, (logps, ntokens, gradients) in results.items():
         assert_close(logps, padded[0], rtol=1e-5, atol=1e-5, msg=str(key))
         assert_close(ntokens, padded[1], msg=str(key))
@@ -163,7 +183,8 @@ def test_adapter_off_reference_equals_a_separately_loaded_base(family_dirs):
 
 def test_lora_optimises_only_the_adapter(family_dirs):
     module, _ = assemble(compose(family_dirs["llama"], "llama", LORA))
-    module.trainer = type("T", (), {"estimated_stepping_batches": 10})()  # what configure_optimizers reads
+    # What configure_optimizers reads of the trainer.
+    module.trainer = type("T", (), {"estimated_stepping_batches": 10, "precision": "32-true"})()
     optimizer = module.configure_optimizers()["optimizer"]
     names = {id(p): n for n, p in module.policy.named_parameters()}
     optimised = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]

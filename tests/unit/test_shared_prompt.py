@@ -61,3 +61,12 @@ def test_the_mask_is_causal_hides_chosen_from_rejected_and_padding_from_everyone
     assert additive.dtype == torch.bfloat16
     assert torch.equal(additive[0, 0] == 0, expected)
     assert (additive[0, 0][~expected] == torch.finfo(torch.bfloat16).min).all()
+
+
+def test_pack_rows_fits_longest_first_and_keeps_batch_order_within_a_row():
+    from dpo_exp.data.collate import pack_rows
+
+    # capacity 10: 9 alone; 6 + 4; 5 + 3 + 2
+    assert pack_rows([3, 9, 6, 2, 5, 4], 10) == [[1], [2, 5], [0, 3, 4]]
+    assert pack_rows([4, 4], 4) == [[0], [1]]
+    assert sorted(n for row in pack_rows([1, 7, 3, 3, 2, 8], 8) for n in row) == list(range(6))
