@@ -29,9 +29,11 @@ import time
 from pathlib import Path
 
 THREADS = os.environ.get("BENCH_THREADS", "2")  # torch threads of every worker
-# The OpenMP wait policy of every worker, TRL's included: dpo_exp sets PASSIVE when imported, so
-# both sides get the same one here (BENCH_OMP_WAIT=ACTIVE compares them spinning).
-OMP_WAIT = os.environ.get("BENCH_OMP_WAIT", "PASSIVE")
+# How every worker's OpenMP threads wait, TRL's included, set in the environment (which dpo_exp's
+# own choice defers to): by default a 10,000-iteration spin, what dpo_exp picks on a quiet CPU
+# (dpo_exp/threads.py); BENCH_OMP_WAIT=PASSIVE or ACTIVE compares both sides under that policy.
+OMP_WAIT = os.environ.get("BENCH_OMP_WAIT", "")
+WAIT_ENV = {"OMP_WAIT_POLICY": OMP_WAIT} if OMP_WAIT else {"GOMP_SPINCOUNT": "10000"}
 VOCAB = 2000
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +95,7 @@ def build_model_and_data(directory: Path, *, train_pairs: int, lengths: str = "s
 
 def child_env() -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS=THREADS, MKL_NUM_THREADS=THREADS, TOKENIZERS_PARALLELISM="false")
-    env["OMP_WAIT_POLICY"] = OMP_WAIT
+    env.update(WAIT_ENV)
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="disabled", TQDM_DISABLE="1")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
@@ -243,6 +245,7 @@ def dpo_exp_worker(overrides: list[str], out: Path) -> dict:
         "peak_flops": summary["peak_flops"],
         "wall_s": time.perf_counter() - start,
         "peak_gb": summary["peak_memory_gb"],
+        "padding": summary["padding_fraction"],
     }
 
 
@@ -263,6 +266,8 @@ def single_mode(directory: Path, *, steps: int, repeats: int, lengths: str) -> N
             "reference.cache=true",
             f"reference.cache_dir={cache_dir}",
         ],
+        # Several shared-prompt rows to a row, up to the batch's longest (padding-free).
+        "dpo_exp packed": ["dpo_exp", "--", *base, "speed.pack=true"],
         # Ablation: one padded row per sequence, the prompt computed twice (as TRL does).
         "dpo_exp 2 rows": ["dpo_exp", "--", *base, "speed.share_prompt=false"],
     }
@@ -291,11 +296,13 @@ def single_mode(directory: Path, *, steps: int, repeats: int, lengths: str) -> N
             )
     summary = {name: _medians(runs) for name, runs in results.items()}
     print(f"\nmedians of {repeats} repeats, {steps} steps each (noise: min-max of tokens/s in brackets)")
-    print(f"{'variant':<16} {'tokens/s':>9} {'range':>15} {'peak GB':>8} {'MFU':>6} {'wall s':>7}")
+    header = f"{'variant':<16} {'tokens/s':>9} {'range':>15} {'peak GB':>8} {'MFU':>6} {'padding':>8}"
+    print(f"{header} {'wall s':>7}")
     for name, row in summary.items():
+        padding = "-" if row["padding"] is None else f"{row['padding']:.1%}"
         print(
             f"{name:<16} {row['tokens_per_s']:9.0f} {row['range']:>15} {row['peak_gb']:8.2f} "
-            f"{row['mfu']:6.1%} {row['wall_s']:7.1f}"
+            f"{row['mfu']:6.1%} {padding:>8} {row['wall_s']:7.1f}"
         )
     print("\nratios (tokens/s; peak memory)")
     for ours in ("dpo_exp", "dpo_exp cached"):
@@ -313,6 +320,8 @@ def _medians(runs: list[dict]) -> dict:
         "peak_gb": statistics.median(r["peak_gb"] for r in runs),
         "mfu": statistics.median(r["flops"] / r["train_s"] / r["peak_flops"] for r in runs),
         "wall_s": statistics.median(r["wall_s"] for r in runs),
+        # Of the rows dpo_exp runs; TRL's workers do not count theirs.
+        "padding": statistics.median(r["padding"] for r in runs) if "padding" in runs[0] else None,
     }
 
 

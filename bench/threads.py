@@ -9,7 +9,9 @@ where parallel regions are short and waits between them frequent. Each policy ru
 process (the OpenMP runtime reads its settings when it starts):
 - quiet: alone on the machine;
 - beside a copy: two processes at once with the same policy and thread count (two members of a
-  parallel sweep, or two users): the time printed is the slower one's.
+  parallel sweep, or two users): the time printed is the slower one's;
+- beside a later copy: the same, the second started 3 s after the first, while the first trains
+  (a job started on a machine already busy; dpo_exp's choice then differs between the two).
 Policies are libgomp's (torch's CPU wheels ship it): `OMP_WAIT_POLICY=PASSIVE` (sleep at once),
 `ACTIVE` (spin until work comes), and the default with a bounded spin, `GOMP_SPINCOUNT=N`
 iterations (libgomp's default 300,000, cut to 1,000 when threads outnumber CPUs), then sleep;
@@ -78,15 +80,20 @@ def child_env(policy: dict[str, str], threads: int) -> dict[str, str]:
     return env
 
 
-def timed(name: str, *, threads: int, steps: int, copies: int) -> float:
-    """Seconds of the slowest of `copies` workers started together."""
+CONDITIONS = {"quiet": (1, 0.0), "beside a copy": (2, 0.0), "beside a later copy": (2, 3.0)}
+
+
+def timed(name: str, *, threads: int, steps: int, copies: int, stagger_s: float) -> float:
+    """Seconds of the slowest of `copies` workers, each started `stagger_s` after the previous."""
     command = [sys.executable, __file__, "--worker", "--steps", str(steps)]
     if name == PACKAGE_CHOICE:
         command.append("--package-choice")
-    workers = [
-        subprocess.Popen(command, env=child_env(POLICIES[name], threads), stdout=subprocess.PIPE, text=True)
-        for _ in range(copies)
-    ]
+    workers = []
+    for copy in range(copies):
+        if copy:
+            time.sleep(stagger_s)
+        env = child_env(POLICIES[name], threads)
+        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True))
     results = []
     for process in workers:
         out, _ = process.communicate()
@@ -104,6 +111,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--policies", nargs="+", choices=sorted(POLICIES), default=list(POLICIES))
+    parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--package-choice", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -113,16 +121,19 @@ def main() -> None:
     times: dict[tuple[str, str], list[float]] = {}
     for repeat in range(args.repeats):  # alternating, so machine noise falls on every policy alike
         for name in args.policies:
-            for condition, copies in (("quiet", 1), ("beside a copy", 2)):
-                seconds = timed(name, threads=args.threads, steps=args.steps, copies=copies)
+            for condition in args.conditions:
+                copies, stagger_s = CONDITIONS[condition]
+                seconds = timed(
+                    name, threads=args.threads, steps=args.steps, copies=copies, stagger_s=stagger_s
+                )
                 times.setdefault((name, condition), []).append(seconds)
-                print(f"repeat {repeat} {name:<28} {condition:<14} {seconds:6.1f} s", flush=True)
+                print(f"repeat {repeat} {name:<28} {condition:<20} {seconds:6.1f} s", flush=True)
     print(f"\n{args.steps} steps, {args.threads} threads, medians of {args.repeats} [range]:")
-    print("| policy | quiet | beside a copy (slower of the two) |")
-    print("|---|---|---|")
+    print(f"| policy | {' | '.join(args.conditions)} |")
+    print(f"|---|{'---|' * len(args.conditions)}")
     for name in args.policies:
         cells = []
-        for condition in ("quiet", "beside a copy"):
+        for condition in args.conditions:
             values = times[name, condition]
             cells.append(f"{statistics.median(values):.1f} s [{min(values):.1f}-{max(values):.1f}]")
         print(f"| {name} | {' | '.join(cells)} |")

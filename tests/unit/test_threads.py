@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -29,8 +30,29 @@ def test_threads_spin_only_when_no_other_task_is_running(monkeypatch, others, cp
 
 
 def test_the_kernels_count_of_runnable_tasks_is_read():
-    others = threads.other_runnable_tasks(samples=2, interval_s=0.0)
+    others = threads.other_runnable_tasks(window_s=0.0)
     assert others is None or others >= 0
+
+
+def test_two_processes_that_check_at_once_each_count_the_other():
+    # Both wait for the same moment, then check: each must see the other running its check.
+    code = (
+        "import sys, time\n"
+        "from dpo_exp.threads import other_runnable_tasks\n"
+        "time.sleep(max(0.0, float(sys.argv[1]) - time.time()))\n"
+        "print(other_runnable_tasks())"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env["OMP_WAIT_POLICY"] = "PASSIVE"  # the package's own check at import stays out of the way
+    moment = str(time.time() + 3.0)
+    checks = [
+        subprocess.Popen([sys.executable, "-c", code, moment], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    seen = [check.communicate()[0].strip() for check in checks]
+    if "None" in seen:
+        pytest.skip("/proc/loadavg cannot be read here")
+    assert all(float(others) >= 0.5 for others in seen), seen
 
 
 @pytest.mark.parametrize("setting", [None, "OMP_WAIT_POLICY=ACTIVE", "GOMP_SPINCOUNT=5"])
