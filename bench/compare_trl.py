@@ -3,6 +3,7 @@
     python bench/compare_trl.py                 # single runs: tokens/s, peak memory, MFU; ratios last
     python bench/compare_trl.py --mode sweep    # a 4-point β sweep, total wall time each way
     python bench/compare_trl.py --lengths hh    # HH-like lengths: long prompts, short answers
+    python bench/compare_trl.py --mode packing --lengths hh   # dpo_exp alone: packed rows, grouping
 
 Both train a 4.2M-parameter Llama (hidden 256, intermediate 688, 4 layers, 4 heads, vocab 2000)
 saved once with a word-level tokenizer, in fp32 with activation checkpointing off, 8 pairs per
@@ -252,10 +253,10 @@ def dpo_exp_worker(overrides: list[str], out: Path) -> dict:
 # -- modes -------------------------------------------------------------------------------------
 
 
-def single_mode(directory: Path, *, steps: int, repeats: int, lengths: str) -> None:
+def versus_trl(directory: Path, base: list[str]) -> dict[str, list[str]]:
+    """`--mode single`: TRL's two ways against dpo_exp's."""
     cache_dir = directory / "ref_cache"
-    base = [*dpo_exp_overrides(directory, steps=steps, lengths=lengths), "beta=0.1"]  # TRL's default β
-    variants = {
+    return {
         "trl default": ["trl", "--precompute", "0"],
         "trl precomputed": ["trl", "--precompute", "1"],
         "dpo_exp": ["dpo_exp", "--", *base],
@@ -271,6 +272,21 @@ def single_mode(directory: Path, *, steps: int, repeats: int, lengths: str) -> N
         # Ablation: one padded row per sequence, the prompt computed twice (as TRL does).
         "dpo_exp 2 rows": ["dpo_exp", "--", *base, "speed.share_prompt=false"],
     }
+
+
+def packing_against_grouping(directory: Path, base: list[str]) -> dict[str, list[str]]:
+    """`--mode packing`: packed rows against length-grouped batches, with and without each."""
+    return {
+        "grouped": ["dpo_exp", "--", *base],
+        "grouped packed": ["dpo_exp", "--", *base, "speed.pack=true"],
+        "random": ["dpo_exp", "--", *base, "speed.group_by_length=false"],
+        "random packed": ["dpo_exp", "--", *base, "speed.group_by_length=false", "speed.pack=true"],
+    }
+
+
+def single_mode(directory: Path, *, steps: int, repeats: int, lengths: str, packing: bool = False) -> None:
+    base = [*dpo_exp_overrides(directory, steps=steps, lengths=lengths), "beta=0.1"]  # TRL's default β
+    variants = (packing_against_grouping if packing else versus_trl)(directory, base)
     results: dict[str, list[dict]] = {name: [] for name in variants}
     for repeat in range(repeats):
         for name, args in variants.items():
@@ -304,6 +320,8 @@ def single_mode(directory: Path, *, steps: int, repeats: int, lengths: str) -> N
             f"{name:<16} {row['tokens_per_s']:9.0f} {row['range']:>15} {row['peak_gb']:8.2f} "
             f"{row['mfu']:6.1%} {padding:>8} {row['wall_s']:7.1f}"
         )
+    if packing:
+        return
     print("\nratios (tokens/s; peak memory)")
     for ours in ("dpo_exp", "dpo_exp cached"):
         for theirs in ("trl default", "trl precomputed"):
@@ -387,7 +405,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--mode", choices=["single", "sweep"], default="single")
+    parser.add_argument("--mode", choices=["single", "sweep", "packing"], default="single")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--lengths", choices=sorted(LENGTHS), default="short")
@@ -411,8 +429,9 @@ def main() -> None:
     directory.mkdir(parents=True, exist_ok=True)
     build_model_and_data(directory, train_pairs=max(8 * args.steps, 64), lengths=args.lengths)
     print(f"work folder: {directory}", flush=True)
-    if args.mode == "single":
-        single_mode(directory, steps=args.steps, repeats=args.repeats, lengths=args.lengths)
+    if args.mode in ("single", "packing"):
+        packing = args.mode == "packing"
+        single_mode(directory, steps=args.steps, repeats=args.repeats, lengths=args.lengths, packing=packing)
     else:
         sweep_mode(directory, steps=args.steps, repeats=args.repeats, betas=[0.01, 0.1, 0.3, 1.0])
 
