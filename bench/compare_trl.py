@@ -267,8 +267,6 @@ def versus_trl(directory: Path, base: list[str]) -> dict[str, list[str]]:
             "reference.cache=true",
             f"reference.cache_dir={cache_dir}",
         ],
-        # Several shared-prompt rows to a row, up to the batch's longest (padding-free).
-        "dpo_exp packed": ["dpo_exp", "--", *base, "speed.pack=true"],
         # Ablation: one padded row per sequence, the prompt computed twice (as TRL does).
         "dpo_exp 2 rows": ["dpo_exp", "--", *base, "speed.share_prompt=false"],
     }

@@ -2,13 +2,15 @@
 
 Spinning threads pick up the next region at once; sleeping ones take a wake-up each time, but
 leave the cores to other work. `python bench/threads.py` measured, for a small model's training
-step on 2 threads (this project's 2-core CPU, medians of 2): alone, 3.3 s spinning up to 10,000
-iterations before sleeping against 5.7 s sleeping at once (passive); beside a copy of itself,
-13.4 s spinning against 7.4 s passive. So threads spin briefly when no other task is running on
-the CPUs this process may use, and sleep at once when the CPUs are shared. Processes this one
-starts (DDP ranks, parallel sweep members, workers) run beside it, so they inherit passive
-waiting. libgomp reads its settings when torch loads it: `set_wait_policy` runs before any module
-of the package imports torch.
+step on 2 threads (this project's 2-core CPU, 40 steps, medians of 2): alone, 4.7 s spinning up
+to 10,000 iterations before sleeping against 7.7 s sleeping at once (passive); beside a copy of
+itself, 17.7 s spinning against 11.2 s passive. So threads spin briefly when no other task is
+running on the CPUs this process may use, and sleep at once when the CPUs are shared (this
+choice: 5.3 s alone, 9.6 s beside a copy started together). The choice is not revisited: a
+process that spins keeps spinning when another starts beside it later (14.5 s for the pair).
+Processes this one starts (DDP ranks, parallel sweep members, workers) run beside it, so they
+inherit passive waiting. libgomp reads its settings when torch loads it: `set_wait_policy` runs
+before any module of the package imports torch.
 """
 
 from __future__ import annotations
