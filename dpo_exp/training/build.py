@@ -28,6 +28,7 @@ from dpo_exp.training.invariants import starts_from_reference
 from dpo_exp.training.metrics_file import MetricsLogger
 from dpo_exp.training.module import PreferenceModule
 from dpo_exp.training.progress import StepProgressBar
+from dpo_exp.training.ranks import launch_patiently
 
 
 def loss_options(loss_cfg: DictConfig) -> dict[str, Any]:
@@ -157,13 +158,15 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -
     strategy_args = instantiate(cfg.strategy, _convert_="all")  # `strategy` may be a Lightning object
     if cfg.trainer.enable_progress_bar:
         callbacks = [*callbacks, StepProgressBar("train")]
-    return L.Trainer(
+    trainer = L.Trainer(
         **trainer_args,
         **strategy_args,
         default_root_dir=str(run_dir),
         logger=build_loggers(cfg, run_dir),
         callbacks=callbacks,
     )
+    launch_patiently(trainer)
+    return trainer
 
 
 def build_module(

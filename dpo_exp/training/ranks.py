@@ -7,6 +7,11 @@ starts (one all-gather, nothing written to the run folder), and on an error look
 host up in the process table: a death is a fact there, with no timing to guess, where a heartbeat
 file would need a staleness threshold. Ranks on other hosts cannot be looked up from here; a run
 that loses one of those keeps its traceback.
+
+Lightning's launching rank also watches the ranks it started, and SIGKILLs itself a moment (its
+5 s poll) after one of them dies, to never hang on it: that races this report and usually wins on
+a loaded machine, leaving neither the message nor failed.txt. `PatientLauncher` keeps that watch
+but gives the launching rank `REPORT_S` to fail on its own first.
 """
 
 from __future__ import annotations
@@ -16,9 +21,15 @@ import re
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
+from lightning.pytorch.strategies.launchers.subprocess_script import (
+    _set_num_threads_if_needed,
+    _SubprocessScriptLauncher,
+)
 
 from dpo_exp.errors import UserError
 
@@ -27,6 +38,9 @@ from dpo_exp.errors import UserError
 # before its process ends.
 GRACE_S = 5.0
 COMMUNICATION = re.compile(r"gloo|nccl|connection|peer", re.IGNORECASE)
+# How long the launching rank has, after a rank it started died, to stop on its own error before
+# Lightning's watch kills it: the lookup above (up to GRACE_S), failed.txt, closing W&B.
+REPORT_S = 20.0
 
 
 class LostRankError(UserError):
@@ -88,3 +102,32 @@ def process_alive(pid: int) -> bool:
         return True  # no /proc (not Linux): the signal reached a process
     state = stat.rpartition(")")[2].split()[0]  # the field after the command name, which may hold spaces
     return state not in ("Z", "X")
+
+
+class PatientObserver(_ChildProcessObserver):
+    """Lightning's watch on the launched ranks, killing the launching one only after `REPORT_S`."""
+
+    def _terminate_all(self) -> None:
+        time.sleep(REPORT_S)  # a daemon thread: a launching rank that exits meanwhile ends it
+        super()._terminate_all()
+
+
+class PatientLauncher(_SubprocessScriptLauncher):
+    """Lightning's launcher of ranks by re-running the command line, with `PatientObserver`."""
+
+    def launch(self, function: Any, *args: Any, trainer: L.Trainer | None = None, **kwargs: Any) -> Any:
+        self.cluster_environment.validate_settings(num_devices=self.num_processes, num_nodes=self.num_nodes)
+        if not self.cluster_environment.creates_processes_externally:
+            self._call_children_scripts()
+            PatientObserver(child_processes=self.procs, main_pid=os.getpid()).start()
+        _set_num_threads_if_needed(num_processes=self.num_processes)
+        return function(*args, **kwargs)
+
+
+def launch_patiently(trainer: L.Trainer) -> None:
+    """Swap Lightning's launcher of ranks for `PatientLauncher`, where the strategy uses it."""
+    launcher = trainer.strategy.launcher
+    if type(launcher) is _SubprocessScriptLauncher:  # Lightning offers no setter for its launcher
+        trainer.strategy._launcher = PatientLauncher(  # noqa: SLF001
+            launcher.cluster_environment, launcher.num_processes, launcher.num_nodes
+        )
