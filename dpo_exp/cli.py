@@ -250,7 +250,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
         with errors_as_messages(run_dir):
             summary = run(cfg, run_dir, overrides=list(HydraConfig.get().overrides.task))
     except BaseException:
-        if not multirun:  # refused by the checks: no folder is left for a run that never started
+        # Refused by the checks: no folder is left for a run that never started (rank 0's to remove).
+        if not multirun and not is_worker():
             discard_unused_folder(run_dir, Path(cfg.output_root))
         raise
     metrics = summary["metrics"]

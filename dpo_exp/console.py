@@ -53,7 +53,8 @@ def library_level(verbosity: str) -> str:
 
 def is_main_process() -> bool:
     """False in the worker processes of a distributed run, which stay silent."""
-    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    ranks = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+    return all(os.environ.get(name, "0") == "0" for name in ranks)
 
 
 def stage(name: str, message: str) -> None:

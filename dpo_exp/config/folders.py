@@ -14,16 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from dpo_exp.errors import ConfigError, WriteError
 from dpo_exp.training.resume import refuse_finished_folder
+from dpo_exp.world import cluster_environment, is_rank_zero
 
 
 class OutputFolder(Callback):
     """Refuse, as one line, a run folder that holds a finished run or that cannot be written."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if cluster_environment() is not None and not is_rank_zero():  # Lightning's ranks: set by it
+            keep_out_of_the_record(config)
         folder = selected_folder(config, "hydra.run.dir")
         if folder is None:
             return
@@ -37,6 +40,13 @@ class OutputFolder(Callback):
         folder = selected_folder(config, "hydra.sweep.dir")
         if folder is not None:
             check_writable(folder)
+
+
+def keep_out_of_the_record(config: DictConfig) -> None:
+    """A rank > 0 of a cluster launch shares rank 0's folder, and Hydra's record of the command
+    there (`.hydra/`) is rank 0's, as with the ranks Lightning starts itself."""
+    with read_write(config.hydra):
+        config.hydra.output_subdir = None
 
 
 def selected_folder(config: DictConfig, key: str) -> Path | None:

@@ -23,6 +23,7 @@ from dpo_exp.data.module import data_label
 from dpo_exp.losses import takes_beta
 from dpo_exp.models.loading import model_label
 from dpo_exp.training.run_files import new_folder
+from dpo_exp.world import agreed
 
 # Set by `SweepNaming` when a multirun starts: the keys its sweep varies, comma-separated. An
 # environment variable, so launchers that run members in other processes (joblib) pass it on.
@@ -81,15 +82,20 @@ MADE_FOLDERS: dict[str, str] = {}
 def new_run_folder(base: str) -> str:
     """`${dpo_exp.new_folder:<path>}`, the default run folder: `<path>`, or `<path>-2`, ... when a
     launch in the same second took it, made now; the same answer each time Hydra resolves it here.
+    Under a cluster launcher, rank 0's folder on every rank (each rank's `<path>` has its own time).
 
     A folder that cannot be made is answered as asked: the output-folder check then names why.
     """
     if base not in MADE_FOLDERS:
-        try:
-            MADE_FOLDERS[base] = str(new_folder(Path(base)))
-        except OSError:
-            return base
+        MADE_FOLDERS[base] = agreed("run_folder", lambda: make_folder(base))
     return MADE_FOLDERS[base]
+
+
+def make_folder(base: str) -> str:
+    try:
+        return str(new_folder(Path(base)))
+    except OSError:
+        return base
 
 
 def register_resolvers() -> None:

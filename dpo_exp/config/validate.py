@@ -29,6 +29,7 @@ from dpo_exp.tasks import load_function
 from dpo_exp.training.build import loss_options
 from dpo_exp.training.guards import ACTIONS as NONFINITE_ACTIONS
 from dpo_exp.training.resume import locate_checkpoint
+from dpo_exp.world import check_world
 
 __all__ = ["ConfigError", "is_experiment", "validate_config"]
 
@@ -71,6 +72,7 @@ def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
     if cfg.speed.logits_chunk is not None:
         check_positive_integer(cfg.speed.logits_chunk, "speed.logits_chunk", " (or null: no chunks)")
     check_trainer(cfg.trainer)
+    check_world(cfg.strategy.num_nodes, cfg.strategy.devices)
     check_dependent_keys(cfg, overrides)
     check_resume(cfg.resume)
     return spec

@@ -143,6 +143,9 @@ class PreferenceModule(L.LightningModule):
                 batch_size=int(weights[name]),  # weights the validation epoch's mean by examples
                 on_step=stage == "train",
                 on_epoch=stage != "train",
+                # Already global (every rank logs the same means and weights): the epoch's mean
+                # across ranks is that mean again; reducing it says so to Lightning.
+                sync_dist=stage != "train",
                 prog_bar=name == "loss",
             )
 

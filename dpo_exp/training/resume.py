@@ -32,6 +32,7 @@ from dpo_exp.training.run_files import (
     is_live,
     read_resolved_config,
 )
+from dpo_exp.world import agreed, is_rank_zero, started_by_lightning
 
 # The checkpoint the launching process chose, for the processes it starts (DDP, FSDP): by then its
 # own folder holds the run's config and the folder it continues may be marked, so they cannot choose again.
@@ -39,8 +40,9 @@ RESUME_ENV = "DPO_EXP_RESUME_FROM"
 
 
 def is_worker() -> bool:
-    """Whether this process was started by Lightning for a rank > 0 of a run launched elsewhere."""
-    return int(os.environ.get("LOCAL_RANK") or 0) > 0
+    """Whether this process is a rank > 0: started by Lightning for a run launched elsewhere, or
+    by a cluster launcher (torchrun, srun) beside rank 0."""
+    return not is_rank_zero()
 
 
 def step_of(checkpoint: Path) -> int:
@@ -53,9 +55,16 @@ def resume_checkpoint(resume: str | None, run_dir: Path, config: dict[str, Any])
 
     Refuses (ConfigError) what it cannot continue honestly; prints what it decided and why.
     """
-    if is_worker():
+    if started_by_lightning():
         chosen = os.environ.get(RESUME_ENV)
         return Path(chosen) if chosen else None
+    chosen = agreed("resume", lambda: decide_resume(resume, run_dir, config))
+    os.environ[RESUME_ENV] = chosen or ""  # for the ranks Lightning starts from this process
+    return Path(chosen) if chosen else None
+
+
+def decide_resume(resume: str | None, run_dir: Path, config: dict[str, Any]) -> str | None:
+    """`resume_checkpoint`'s decision, taken once per run (on rank 0), as a path or None."""
     wanted = identity(config)
     own = check_own_folder(run_dir, resume, wanted)
     if resume is None:
@@ -65,8 +74,7 @@ def resume_checkpoint(resume: str | None, run_dir: Path, config: dict[str, Any])
         checkpoint = own if own is not None else auto_checkpoint(run_dir, wanted)
     else:
         checkpoint = explicit_checkpoint(Path(resume), wanted)
-    os.environ[RESUME_ENV] = "" if checkpoint is None else str(checkpoint)
-    return checkpoint
+    return None if checkpoint is None else str(checkpoint)
 
 
 def refuse_finished_folder(run_dir: Path) -> None:

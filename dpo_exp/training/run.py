@@ -231,6 +231,8 @@ def _train(
         "seed": int(cfg.seed),
         "config_hash": config_hash(cfg),
         "global_step": trainer.global_step,
+        "world_size": trainer.world_size,
+        "num_nodes": trainer.num_nodes,
         "skipped_steps": guard.skipped_steps,
         "resumed_from": None if resume_from is None else str(resume_from),
         "metrics": {name: float(value) for name, value in sorted(trainer.callback_metrics.items())},

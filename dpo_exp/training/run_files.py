@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dpo_exp.errors import ConfigError
 from dpo_exp.storage import write_text_atomically
+from dpo_exp.world import is_rank_zero
 
 SUMMARY = "summary.json"  # present only in a finished run
 FAILED = "failed.txt"  # present only in a run that stopped on an error
@@ -29,9 +30,10 @@ LIBRARIES = ("dpo_exp", "torch", "lightning", "transformers", "datasets", "hydra
 
 # Keys that may differ between a run and its continuation, as they change nothing it computes:
 # the resume switch itself, the step budget, where run folders and caches live (caches are keyed
-# by their content), the run's label, and what the console shows.
+# by their content), the run's label, what the console shows, and how long a collective waits.
 RESUMABLE_KEYS = (
     "resume",
+    "strategy.strategy.timeout",
     "trainer.max_steps",
     "output_root",
     "cache_dir",
@@ -81,7 +83,9 @@ def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def write_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
-    write_text_atomically(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    """config.yaml, written by rank 0 only (every rank has the same config)."""
+    if is_rank_zero():
+        write_text_atomically(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def read_resolved_config(run_dir: Path) -> dict[str, Any] | None:

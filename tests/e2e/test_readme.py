@@ -61,6 +61,7 @@ EXPECTED = {
     "python train.py data=synthetic strategy=ddp strategy.devices=2": ("synthetic", False),
     "python train.py -m data=synthetic strategy=ddp beta=0.1,0.5": ("synthetic", False),
     "python train.py hydra.run.dir=outputs/my_run resume=auto": ("arithmetic", True),
+    "python train.py -m hydra/launcher=submitit_local data=synthetic beta=0.1,0.5": ("synthetic", False),
     "python train.py model=qwen2 data=hh_helpful": ("hh_helpful", False),
     "python train.py model=llama model.path=/ckpt/my-sft data=hh_helpful": ("hh_helpful", False),
     "python train.py model=pythia model.revision=step143000 model.activation_checkpointing=true data=hh_helpful": (

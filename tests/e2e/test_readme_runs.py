@@ -580,6 +580,21 @@ def test_ddp_inside_a_sweep_runs_each_member_once_on_two_processes(tmp_path, rea
     assert all(result.stderr.count(line) == 2 for line in RANK_LINES)
 
 
+@runs("python train.py -m hydra/launcher=submitit_local data=synthetic beta=0.1,0.5")
+def test_a_sweep_through_submitit_runs_each_member_as_a_job(tmp_path, reader_files):
+    command = "python train.py -m hydra/launcher=submitit_local data=synthetic beta=0.1,0.5"
+    launch_sweep(command, reader_files, *FAST_MODEL, *FAST_TRAINER, f"output_root={tmp_path}")
+    found = members(tmp_path)
+    assert list(found) == ["0_beta=0.1", "1_beta=0.5"]
+    assert [summary_of(member)["beta"] for member in found.values()] == [0.1, 0.5]
+    (sweep_dir,) = (tmp_path / "sweeps").iterdir()
+    jobs = list((sweep_dir / ".submitit").glob("*/*_result.pkl"))
+    assert len(jobs) == 2  # each member ran as its own submitit job, in its own process
+    sweep_summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert (sweep_summary["finished"], sweep_summary["failed"]) == (2, 0)
+    assert sorted(run["member"] for run in sweep_summary["runs"]) == ["0_beta=0.1", "1_beta=0.5"]
+
+
 @runs("python train.py hydra.run.dir=outputs/my_run resume=auto")
 def test_a_killed_run_continues_where_it_stopped(tmp_path, reader_files):
     command = "python train.py hydra.run.dir=outputs/my_run resume=auto"

@@ -22,6 +22,7 @@ LAYERS = [
             "dpo_exp.storage",
             "dpo_exp.runtime",
             "dpo_exp.threads",
+            "dpo_exp.world",
             "dpo_exp.rows",
             "dpo_exp.tasks",
             "dpo_exp.losses",

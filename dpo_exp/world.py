@@ -1,0 +1,133 @@
+"""The world a process belongs to: one process, Lightning's own ranks, or a cluster launcher's.
+
+A launcher outside Lightning (torchrun, SLURM's srun) starts every rank itself, each composing
+its own config: left alone, each would stamp its own run folder with its own start time and take
+its own resume decision. Here rank 0 decides what all must agree on and hands it to the others
+through the launch's key-value store, the one the process group is later built on: torchrun's
+agent hosts it; under SLURM rank 0 hosts it at the main address and port Lightning's
+SLURMEnvironment chooses, and torch's rendezvous reuses that server (a multi-tenant TCPStore)
+when the process group starts. Lightning reads the same environment through the same classes, so
+the world checked at the entry is the one it builds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.environments import (
+    ClusterEnvironment,
+    SLURMEnvironment,
+    TorchElasticEnvironment,
+)
+
+from dpo_exp.errors import ConfigError, UserError
+
+# How long a rank waits for rank 0's decision (its config composed, its folder made, the resume
+# choice read from disk): ranks of one launch start within seconds of each other.
+AGREE_TIMEOUT = timedelta(minutes=5)
+_STORES: dict[tuple[str, int], torch.distributed.Store] = {}  # kept: rank 0's may host the server
+
+
+def cluster_environment() -> ClusterEnvironment | None:
+    """The launcher that started this process and its peers, as Lightning detects it (the same
+    order), or None when Lightning itself starts the ranks (or there is one process)."""
+    for kind in (SLURMEnvironment, TorchElasticEnvironment):
+        if kind.detect():
+            return kind()
+    return None
+
+
+def launcher_name(environment: ClusterEnvironment) -> str:
+    return "SLURM" if isinstance(environment, SLURMEnvironment) else "torchrun"
+
+
+def world_source(environment: ClusterEnvironment) -> str:
+    """Where the world size was read: `torchrun (WORLD_SIZE=2)`, `SLURM (SLURM_NTASKS=2, SLURM_NNODES=2)`."""
+    if isinstance(environment, SLURMEnvironment):
+        nodes = os.environ.get("SLURM_NNODES")
+        nodes = f", SLURM_NNODES={nodes}" if nodes else ""
+        return f"SLURM (SLURM_NTASKS={environment.world_size()}{nodes})"
+    return f"torchrun (WORLD_SIZE={environment.world_size()})"
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is global rank 0 (the one that writes a run's folder)."""
+    environment = cluster_environment()
+    if environment is not None:
+        return environment.global_rank() == 0
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def started_by_lightning() -> bool:
+    """Whether Lightning's launcher started this process for a rank > 0 of a run launched here."""
+    return cluster_environment() is None and int(os.environ.get("LOCAL_RANK") or 0) > 0
+
+
+def check_world(num_nodes: int, devices: Any) -> None:
+    """Refuse a config whose world (`num_nodes` × `devices`) is not the launcher's (ConfigError)."""
+    environment = cluster_environment()
+    if environment is None:
+        return
+    if not isinstance(devices, int):
+        raise ConfigError(
+            f"strategy.devices={devices}: under {launcher_name(environment)} it must be the number of "
+            f"processes per node, as {world_source(environment)} counts them"
+        )
+    nodes = os.environ.get("SLURM_NNODES") if isinstance(environment, SLURMEnvironment) else None
+    if num_nodes * devices != environment.world_size() or (nodes is not None and int(nodes) != num_nodes):
+        raise ConfigError(
+            f"strategy.num_nodes={num_nodes} × strategy.devices={devices} is a world of "
+            f"{num_nodes * devices}, but {world_source(environment)} started "
+            f"{environment.world_size()} processes: set them to the launcher's nodes and processes per node"
+        )
+
+
+def agreed(key: str, decide: Callable[[], str | None]) -> str | None:
+    """`decide()` on rank 0 and its answer on every other rank of a cluster-launched world; in one
+    process, or under Lightning's own launcher (which hands its ranks the answer itself), `decide()`.
+
+    A UserError rank 0 raises is raised on every rank, so all stop with its message.
+    """
+    environment = cluster_environment()
+    if environment is None or environment.world_size() == 1:
+        return decide()
+    store = launch_store(environment)
+    key = f"dpo_exp/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{key}"  # each restart decides anew
+    if environment.global_rank() == 0:
+        try:
+            value = decide()
+        except UserError as error:
+            store.set(key, json.dumps({"error": str(error)}))
+            raise
+        store.set(key, json.dumps({"value": value}))
+        return value
+    try:
+        answer = json.loads(store.get(key))
+    except torch.distributed.DistStoreError:
+        raise UserError(
+            f"rank 0 did not say {key.rpartition('/')[2]} within {AGREE_TIMEOUT.seconds} s "
+            f"(main address {environment.main_address}:{environment.main_port}): is it running?"
+        ) from None
+    if "error" in answer:
+        raise ConfigError(answer["error"])
+    return answer["value"]
+
+
+def launch_store(environment: ClusterEnvironment) -> torch.distributed.Store:
+    """The launch's key-value store: torchrun's agent's, else one rank 0 hosts at the main port."""
+    address = (environment.main_address, environment.main_port)
+    if address not in _STORES:
+        agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        _STORES[address] = torch.distributed.TCPStore(
+            *address,
+            is_master=not agent and environment.global_rank() == 0,
+            timeout=AGREE_TIMEOUT,
+            wait_for_workers=False,
+            multi_tenant=True,  # the process group's rendezvous on rank 0 reuses this server
+        )
+    return _STORES[address]

@@ -1,0 +1,127 @@
+"""The world a cluster launcher states, checked against the config; rank 0's decisions shared."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from dpo_exp.errors import ConfigError
+from dpo_exp.world import agreed, check_world, cluster_environment, is_rank_zero, started_by_lightning
+
+LAUNCHERS = (
+    "TORCHELASTIC_RUN_ID",
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "NODE_RANK",
+    *(
+        f"SLURM_{name}"
+        for name in ("NTASKS", "NTASKS_PER_NODE", "NNODES", "PROCID", "LOCALID", "NODEID", "JOB_NAME")
+    ),
+)
+
+
+@pytest.fixture
+def no_launcher(monkeypatch):
+    for name in LAUNCHERS:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def torchrun(monkeypatch, world: int, rank: int) -> None:
+    for name, value in {
+        "TORCHELASTIC_RUN_ID": "none",
+        "WORLD_SIZE": world,
+        "RANK": rank,
+        "LOCAL_RANK": 0,
+    }.items():
+        monkeypatch.setenv(name, str(value))
+
+
+def slurm(monkeypatch, tasks: int, nodes: int, rank: int) -> None:
+    variables = {"NTASKS": tasks, "NTASKS_PER_NODE": tasks // nodes, "NNODES": nodes, "PROCID": rank}
+    variables.update(LOCALID=0, NODEID=rank, JOB_NAME="dpo")
+    for name, value in variables.items():
+        monkeypatch.setenv(f"SLURM_{name}", str(value))
+
+
+def test_without_a_launcher_any_world_is_lightnings_to_start(no_launcher):
+    assert cluster_environment() is None and is_rank_zero() and not started_by_lightning()
+    check_world(4, 8)  # Lightning starts 8 processes here; other nodes are the user's to start
+    no_launcher.setenv("LOCAL_RANK", "1")
+    assert started_by_lightning() and not is_rank_zero()
+
+
+def test_torchrun_world_must_be_nodes_times_devices(no_launcher):
+    torchrun(no_launcher, world=2, rank=1)
+    check_world(2, 1)
+    check_world(1, 2)
+    assert not is_rank_zero() and not started_by_lightning()
+    with pytest.raises(ConfigError) as refused:
+        check_world(1, 1)
+    world = "strategy.num_nodes=1 × strategy.devices=1 is a world of 1"
+    assert str(refused.value).startswith(f"{world}, but torchrun (WORLD_SIZE=2) started 2 processes")
+
+
+def test_slurm_world_is_its_tasks_on_its_nodes(no_launcher):
+    slurm(no_launcher, tasks=2, nodes=2, rank=0)
+    assert is_rank_zero()
+    check_world(2, 1)
+    with pytest.raises(ConfigError, match=r"SLURM \(SLURM_NTASKS=2, SLURM_NNODES=2\) started 2 processes"):
+        check_world(1, 2)  # 2 processes, but on one node where SLURM has 2
+    with pytest.raises(ConfigError, match="strategy.devices=auto: under SLURM it must be the number"):
+        check_world(2, "auto")
+
+
+def test_in_one_process_the_decision_is_its_own(no_launcher):
+    assert agreed("run_folder", lambda: "here") == "here"
+
+
+# Two ranks of a torchrun-like launch with no agent store: rank 0 hosts it, rank 1 asks it.
+RANK = textwrap.dedent(
+    """
+    import sys
+    from dpo_exp.errors import ConfigError
+    from dpo_exp.world import agreed
+    rank, refuse = sys.argv[1], sys.argv[2] == "refuse"
+    def decide():
+        if refuse:
+            raise ConfigError("resume=auto: refused on rank " + rank)
+        return "decided by rank " + rank
+    try:
+        print(agreed("resume", decide))
+    except ConfigError as error:
+        print("ConfigError:", error)
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def two_ranks(refuse: bool) -> list[str]:
+    port = free_port()
+    ranks = []
+    for rank in (1, 0):  # the asking rank first: it waits for the store and its key
+        env = {name: value for name, value in os.environ.items() if name not in LAUNCHERS}
+        env.update(TORCHELASTIC_RUN_ID="none", WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK="0")
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        command = [sys.executable, "-c", RANK, str(rank), "refuse" if refuse else "decide"]
+        ranks.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True))
+    return [process.communicate(timeout=120)[0].strip() for process in reversed(ranks)]
+
+
+def test_every_rank_takes_rank_0s_decision():
+    assert two_ranks(refuse=False) == ["decided by rank 0", "decided by rank 0"]
+
+
+def test_every_rank_stops_with_rank_0s_refusal():
+    assert two_ranks(refuse=True) == ["ConfigError: resume=auto: refused on rank 0"] * 2
