@@ -47,6 +47,30 @@ def test_ddp_on_two_processes_matches_one_process_with_the_same_global_batch(tmp
     assert ddp_summary["metrics"]["val/rewards/accuracy"] <= 1.0
 
 
+def test_batch_size_accumulation_and_ranks_at_one_effective_batch_make_the_same_updates(tmp_path: Path):
+    # 8 pairs a step as 8 × 1 micro-batch × 1 process, 4 × 2 × 1, and 2 × 2 × 2 processes.
+    whole = run(compose_config([*IN_ORDER, "data.batch_size=8"]), tmp_path / "whole")
+    accumulated = run(
+        compose_config([*IN_ORDER, "data.batch_size=4", "trainer.accumulate_grad_batches=2"]),
+        tmp_path / "accumulated",
+    )
+    result = launch(
+        *IN_ORDER,
+        "data.batch_size=2",
+        "trainer.accumulate_grad_batches=2",
+        "strategy=ddp",
+        f"output_root={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (ddp_dir,) = (tmp_path / "runs").glob("*/*")
+    distributed = json.loads((ddp_dir / "summary.json").read_text())
+    assert whole["global_step"] == accumulated["global_step"] == distributed["global_step"] == 4
+    for name in ("val/loss", "val/rewards/margin", "val/logps/chosen", "val/logratio/rejected"):
+        expected = whole["metrics"][name]
+        assert accumulated["metrics"][name] == pytest.approx(expected, abs=1e-5), name
+        assert distributed["metrics"][name] == pytest.approx(expected, abs=1e-5), name
+
+
 def test_ddp_inside_a_multirun_runs_each_member_once(tmp_path: Path):
     result = launch(
         "strategy=ddp", "trainer.max_steps=2", "beta=0.1,0.5", f"output_root={tmp_path}", multirun=True

@@ -8,9 +8,11 @@ import json
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -172,3 +174,45 @@ def test_a_checkpoint_resumes_only_in_the_world_that_wrote_it(tmp_path):
         f"resume: run folder {run_dir} holds a run of another config (differs in strategy.devices: 1 -> 2;"
         in again.stderr
     )
+
+
+def torchrun_node(rank: int, port: str, *train_arguments: str) -> subprocess.Popen:
+    nodes = ["--nnodes=2", "--nproc-per-node=1", f"--node-rank={rank}", "--master-addr=127.0.0.1"]
+    command = [sys.executable, "-m", "torch.distributed.run", *nodes, f"--master-port={port}", "train.py"]
+    return launch([*command, *train_arguments], clean_environment())
+
+
+def test_a_node_rank_killed_mid_run_is_named_and_both_resume_from_its_checkpoint(tmp_path):
+    world = ["strategy=ddp", "strategy.devices=1", "strategy.num_nodes=2", f"output_root={tmp_path}"]
+    arguments = [*FAST, *world, "trainer.max_steps=2000", "checkpoint.every_n_steps=5"]
+    port = str(free_port())
+    nodes = [torchrun_node(rank, port, *arguments) for rank in (0, 1)]
+    deadline = time.monotonic() + 240
+    while not (written := list(tmp_path.glob("runs/*/*/checkpoints/*.digests.json"))):
+        assert all(node.poll() is None for node in nodes), nodes[0].communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    agent = nodes[1].pid  # node 1's torchrun agent; its one child is rank 1
+    (worker,) = Path(f"/proc/{agent}/task/{agent}/children").read_text().split()
+    os.kill(int(worker), signal.SIGKILL)
+    killed = time.monotonic()
+    stderr = nodes[0].communicate(timeout=120)[1]
+    nodes[1].communicate(timeout=120)
+    assert time.monotonic() - killed < 60  # rank 0 does not hang on its lost peer
+    assert nodes[0].returncode != 0 and nodes[1].returncode != 0
+    message = (
+        "rank 1 of 2 stopped (its process died or was killed); this run failed: resume it with resume=auto"
+    )
+    assert message in stderr
+    (run_dir,) = tmp_path.glob("runs/*/*")
+    assert (run_dir / "failed.txt").read_text().startswith(f"LostRankError: {message}")
+
+    # Both node ranks take rank 0's choice of checkpoint, and run the few steps left.
+    step = max(int(re.search(r"step(\d+)", path.name).group(1)) for path in written)
+    resumed = [*FAST, *world, f"trainer.max_steps={step + 2}", "checkpoint.every_n_steps=5", "resume=auto"]
+    port = str(free_port())
+    finish([torchrun_node(rank, port, *resumed) for rank in (0, 1)])
+    (summary_path,) = tmp_path.glob("runs/*/*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["global_step"] == step + 2 and summary["world_size"] == 2
+    assert Path(summary["resumed_from"]).parent.parent == run_dir
