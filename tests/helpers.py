@@ -114,3 +114,21 @@ def assemble(cfg: DictConfig) -> tuple[PreferenceModule, PreferenceDataModule]:
     L.seed_everything(cfg.seed, verbose=False)
     parts = assemble_run(cfg)
     return parts.module, parts.datamodule
+
+
+def without_launchers(environment: dict[str, str]) -> dict[str, str]:
+    """`environment` less what a cluster launcher (torchrun, srun) tells a process of its world."""
+    told = (
+        "TORCHELASTIC_RUN_ID",
+        "WORLD_SIZE",
+        "RANK",
+        "LOCAL_RANK",
+        "NODE_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+    )
+    return {
+        name: value
+        for name, value in environment.items()
+        if name not in told and not name.startswith("SLURM_")
+    }

@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import PROJECT_ROOT
 from tests.e2e.readme import README, arguments
-from tests.helpers import FAST, FAST_TRAINER, train_losses, train_py
+from tests.helpers import FAST, FAST_TRAINER, train_losses, train_py, without_launchers
 
 pytestmark = pytest.mark.slow
 
@@ -32,15 +32,6 @@ IN_ORDER = [
     "optim.eps=1e-3",  # as in test_distributed.py: summation order cannot flip Adam's first updates
     "data.eval_batch_size=10",
 ]
-LAUNCHERS = (
-    "TORCHELASTIC_RUN_ID",
-    "WORLD_SIZE",
-    "RANK",
-    "LOCAL_RANK",
-    "NODE_RANK",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-)
 
 
 def readme_line(launcher: str) -> str:
@@ -63,11 +54,7 @@ def free_port() -> int:
 
 
 def clean_environment(**variables: str) -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in LAUNCHERS and not name.startswith("SLURM_")
-    }
+    env = without_launchers(dict(os.environ))
     env.update(HF_HUB_OFFLINE="1", WANDB_MODE="offline", OMP_NUM_THREADS="1", **variables)
     return env
 

@@ -12,24 +12,13 @@ import pytest
 
 from dpo_exp.errors import ConfigError
 from dpo_exp.world import agreed, check_world, cluster_environment, is_rank_zero, started_by_lightning
-
-LAUNCHERS = (
-    "TORCHELASTIC_RUN_ID",
-    "WORLD_SIZE",
-    "RANK",
-    "LOCAL_RANK",
-    "NODE_RANK",
-    *(
-        f"SLURM_{name}"
-        for name in ("NTASKS", "NTASKS_PER_NODE", "NNODES", "PROCID", "LOCALID", "NODEID", "JOB_NAME")
-    ),
-)
+from tests.helpers import without_launchers
 
 
 @pytest.fixture
 def no_launcher(monkeypatch):
-    for name in LAUNCHERS:
-        monkeypatch.delenv(name, raising=False)
+    for name in set(os.environ) - set(without_launchers(dict(os.environ))):
+        monkeypatch.delenv(name)
     return monkeypatch
 
 
@@ -111,7 +100,7 @@ def two_ranks(refuse: bool) -> list[str]:
     port = free_port()
     ranks = []
     for rank in (1, 0):  # the asking rank first: it waits for the store and its key
-        env = {name: value for name, value in os.environ.items() if name not in LAUNCHERS}
+        env = without_launchers(dict(os.environ))
         env.update(TORCHELASTIC_RUN_ID="none", WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK="0")
         env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         command = [sys.executable, "-c", RANK, str(rank), "refuse" if refuse else "decide"]
