@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 
 from dpo_exp.errors import ConfigError, WriteError
 from dpo_exp.training.resume import refuse_finished_folder
-from dpo_exp.world import cluster_environment, is_rank_zero
+from dpo_exp.world import cluster_environment, is_rank_zero, launcher_name
 
 
 class OutputFolder(Callback):
@@ -37,9 +37,22 @@ class OutputFolder(Callback):
         check_writable(folder)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        refuse_sweep_per_rank()
         folder = selected_folder(config, "hydra.sweep.dir")
         if folder is not None:
             check_writable(folder)
+
+
+def refuse_sweep_per_rank() -> None:
+    """A multirun started by torchrun or srun on several ranks would be run whole by every rank,
+    each in a sweep folder of its own: refused, pointing to the launcher that runs members as jobs."""
+    environment = cluster_environment()
+    if environment is not None and environment.world_size() > 1:
+        raise SystemExit(
+            f"-m under {launcher_name(environment)} ({environment.world_size()} processes): every rank "
+            "would run the whole sweep; start a sweep from one process, and give its members their own "
+            "launch (hydra/launcher=slurm with --config-dir sweeps submits each member as a SLURM job)"
+        )
 
 
 def keep_out_of_the_record(config: DictConfig) -> None:

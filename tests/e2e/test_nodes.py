@@ -203,3 +203,23 @@ def test_a_node_rank_killed_mid_run_is_named_and_both_resume_from_its_checkpoint
     summary = json.loads(summary_path.read_text())
     assert summary["global_step"] == step + 2 and summary["world_size"] == 2
     assert Path(summary["resumed_from"]).parent.parent == run_dir
+
+
+def test_a_sweep_started_on_every_rank_of_a_launch_is_refused(tmp_path):
+    env = clean_environment(TORCHELASTIC_RUN_ID="none", WORLD_SIZE="2", RANK="0", LOCAL_RANK="0")
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    result = subprocess.run(
+        [sys.executable, "train.py", "-m", "data=synthetic", "beta=0.1,0.5", f"output_root={tmp_path}"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("-m under torchrun (2 processes): every rank would run the whole sweep;")
+    )
+    assert not (tmp_path / "sweeps").exists()
