@@ -28,7 +28,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dpo_exp.config import is_experiment, validate_config
 from dpo_exp.config.validate import override_keys
-from dpo_exp.console import quiet_libraries, result, warn
+from dpo_exp.console import is_main_process, quiet_libraries, result, warn
 from dpo_exp.data.module import prepare_data
 from dpo_exp.data.report import format_report
 from dpo_exp.errors import UserError, storage_error
@@ -40,7 +40,6 @@ from dpo_exp.rows import is_local_dataset
 from dpo_exp.runtime import keep_freed_memory
 from dpo_exp.training import train
 from dpo_exp.training.result import run_result
-from dpo_exp.training.resume import is_worker
 from dpo_exp.training.run_files import claim_run_dir, digest_of, discard_unused_folder
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -113,7 +112,7 @@ def errors_as_messages(run_dir: Path | None = None) -> Iterator[None]:
     try:
         yield
     except SIGTERMException:
-        if not is_worker():  # the launching process speaks for the ranks it started
+        if is_main_process():  # the launching process speaks for the ranks it started
             print(terminated_message(run_dir), file=sys.stderr)
         raise SystemExit(TERMINATED_STATUS) from None
     except Exception as error:
@@ -167,7 +166,7 @@ def offline_when_local(cfg: DictConfig) -> Iterator[None]:
 @contextlib.contextmanager
 def claimed(run_dir: Path) -> Iterator[None]:
     """Hold the run folder for this process (processes it starts for other ranks share it)."""
-    if is_worker():
+    if not is_main_process():
         yield
         return
     claim = claim_run_dir(run_dir)
@@ -251,7 +250,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
             summary = run(cfg, run_dir, overrides=list(HydraConfig.get().overrides.task))
     except BaseException:
         # Refused by the checks: no folder is left for a run that never started (rank 0's to remove).
-        if not multirun and not is_worker():
+        if not multirun and is_main_process():
             discard_unused_folder(run_dir, Path(cfg.output_root))
         raise
     metrics = summary["metrics"]

@@ -52,7 +52,8 @@ def library_level(verbosity: str) -> str:
 
 
 def is_main_process() -> bool:
-    """False in the worker processes of a distributed run, which stay silent."""
+    """Whether this process is global rank 0: the one that speaks and writes the run folder. Other
+    ranks, started by Lightning, torchrun or srun, each have one of these variables above 0."""
     ranks = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
     return all(os.environ.get(name, "0") == "0" for name in ranks)
 

@@ -55,14 +55,6 @@ def world_source(environment: ClusterEnvironment) -> str:
     return f"torchrun (WORLD_SIZE={environment.world_size()})"
 
 
-def is_rank_zero() -> bool:
-    """Whether this process is global rank 0 (the one that writes a run's folder)."""
-    environment = cluster_environment()
-    if environment is not None:
-        return environment.global_rank() == 0
-    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
-
-
 def started_by_lightning() -> bool:
     """Whether Lightning's launcher started this process for a rank > 0 of a run launched here."""
     return cluster_environment() is None and int(os.environ.get("LOCAL_RANK") or 0) > 0

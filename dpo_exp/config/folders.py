@@ -16,16 +16,17 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 
+from dpo_exp.console import is_main_process
 from dpo_exp.errors import ConfigError, WriteError
 from dpo_exp.training.resume import refuse_finished_folder
-from dpo_exp.world import cluster_environment, is_rank_zero, launcher_name
+from dpo_exp.world import cluster_environment, launcher_name
 
 
 class OutputFolder(Callback):
     """Refuse, as one line, a run folder that holds a finished run or that cannot be written."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if cluster_environment() is not None and not is_rank_zero():  # Lightning's ranks: set by it
+        if cluster_environment() is not None and not is_main_process():  # Lightning's ranks: set by it
             keep_out_of_the_record(config)
         folder = selected_folder(config, "hydra.run.dir")
         if folder is None:

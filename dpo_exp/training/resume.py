@@ -32,17 +32,11 @@ from dpo_exp.training.run_files import (
     is_live,
     read_resolved_config,
 )
-from dpo_exp.world import agreed, is_rank_zero, started_by_lightning
+from dpo_exp.world import agreed, started_by_lightning
 
 # The checkpoint the launching process chose, for the processes it starts (DDP, FSDP): by then its
 # own folder holds the run's config and the folder it continues may be marked, so they cannot choose again.
 RESUME_ENV = "DPO_EXP_RESUME_FROM"
-
-
-def is_worker() -> bool:
-    """Whether this process is a rank > 0: started by Lightning for a run launched elsewhere, or
-    by a cluster launcher (torchrun, srun) beside rank 0."""
-    return not is_rank_zero()
 
 
 def step_of(checkpoint: Path) -> int:

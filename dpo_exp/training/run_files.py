@@ -17,9 +17,9 @@ from typing import Any
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
+from dpo_exp.console import is_main_process
 from dpo_exp.errors import ConfigError
 from dpo_exp.storage import write_text_atomically
-from dpo_exp.world import is_rank_zero
 
 SUMMARY = "summary.json"  # present only in a finished run
 FAILED = "failed.txt"  # present only in a run that stopped on an error
@@ -84,7 +84,7 @@ def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 def write_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
     """config.yaml, written by rank 0 only (every rank has the same config)."""
-    if is_rank_zero():
+    if is_main_process():
         write_text_atomically(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
 
 

@@ -130,17 +130,16 @@ def test_the_readme_srun_command_reads_its_world_from_slurms_variables(tmp_path,
     check_two_nodes_equal_one_process(tmp_path / "nodes", one_process(tmp_path, train_arguments))
 
 
-def test_a_world_the_config_does_not_state_is_refused_before_anything_loads(tmp_path):
+def rank_zero_of_two(*train_arguments: str) -> subprocess.CompletedProcess:
+    """`python train.py` as rank 0 of a torchrun world of 2 whose other rank never comes."""
     env = clean_environment(TORCHELASTIC_RUN_ID="none", WORLD_SIZE="2", RANK="0", LOCAL_RANK="0")
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
-    result = subprocess.run(
-        [sys.executable, "train.py", "data=synthetic", f"output_root={tmp_path}"],  # strategy=single
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    command = [sys.executable, "train.py", *train_arguments]
+    return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_a_world_the_config_does_not_state_is_refused_before_anything_loads(tmp_path):
+    result = rank_zero_of_two("data=synthetic", f"output_root={tmp_path}")  # strategy=single
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "strategy.num_nodes=1 × strategy.devices=1 is a world of 1, but torchrun (WORLD_SIZE=2) started "
@@ -206,16 +205,7 @@ def test_a_node_rank_killed_mid_run_is_named_and_both_resume_from_its_checkpoint
 
 
 def test_a_sweep_started_on_every_rank_of_a_launch_is_refused(tmp_path):
-    env = clean_environment(TORCHELASTIC_RUN_ID="none", WORLD_SIZE="2", RANK="0", LOCAL_RANK="0")
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
-    result = subprocess.run(
-        [sys.executable, "train.py", "-m", "data=synthetic", "beta=0.1,0.5", f"output_root={tmp_path}"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = rank_zero_of_two("-m", "data=synthetic", "beta=0.1,0.5", f"output_root={tmp_path}")
     assert result.returncode == 1
     assert (
         result.stderr.strip()

@@ -10,8 +10,9 @@ import textwrap
 
 import pytest
 
+from dpo_exp.console import is_main_process
 from dpo_exp.errors import ConfigError
-from dpo_exp.world import agreed, check_world, cluster_environment, is_rank_zero, started_by_lightning
+from dpo_exp.world import agreed, check_world, cluster_environment, started_by_lightning
 from tests.helpers import without_launchers
 
 
@@ -40,17 +41,17 @@ def slurm(monkeypatch, tasks: int, nodes: int, rank: int) -> None:
 
 
 def test_without_a_launcher_any_world_is_lightnings_to_start(no_launcher):
-    assert cluster_environment() is None and is_rank_zero() and not started_by_lightning()
+    assert cluster_environment() is None and is_main_process() and not started_by_lightning()
     check_world(4, 8)  # Lightning starts 8 processes here; other nodes are the user's to start
     no_launcher.setenv("LOCAL_RANK", "1")
-    assert started_by_lightning() and not is_rank_zero()
+    assert started_by_lightning() and not is_main_process()
 
 
 def test_torchrun_world_must_be_nodes_times_devices(no_launcher):
     torchrun(no_launcher, world=2, rank=1)
     check_world(2, 1)
     check_world(1, 2)
-    assert not is_rank_zero() and not started_by_lightning()
+    assert not is_main_process() and not started_by_lightning()
     with pytest.raises(ConfigError) as refused:
         check_world(1, 1)
     world = "strategy.num_nodes=1 × strategy.devices=1 is a world of 1"
@@ -59,7 +60,7 @@ def test_torchrun_world_must_be_nodes_times_devices(no_launcher):
 
 def test_slurm_world_is_its_tasks_on_its_nodes(no_launcher):
     slurm(no_launcher, tasks=2, nodes=2, rank=0)
-    assert is_rank_zero()
+    assert is_main_process()
     check_world(2, 1)
     with pytest.raises(ConfigError, match=r"SLURM \(SLURM_NTASKS=2, SLURM_NNODES=2\) started 2 processes"):
         check_world(1, 2)  # 2 processes, but on one node where SLURM has 2
