@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -95,11 +96,14 @@ def agreed(key: str, decide: Callable[[], str | None]) -> str | None:
             value = decide()
         except UserError as error:
             store.set(key, json.dumps({"error": str(error)}))
+            wait_until_read(store, key, environment)
             raise
         store.set(key, json.dumps({"value": value}))
+        wait_until_read(store, key, environment)
         return value
     try:
         answer = json.loads(store.get(key))
+        store.add(f"{key}/read", 1)
     except torch.distributed.DistStoreError:
         raise UserError(
             f"rank 0 did not say {key.rpartition('/')[2]} within {AGREE_TIMEOUT.seconds} s "
@@ -108,6 +112,18 @@ def agreed(key: str, decide: Callable[[], str | None]) -> str | None:
     if "error" in answer:
         raise ConfigError(answer["error"])
     return answer["value"]
+
+
+def wait_until_read(store: torch.distributed.Store, key: str, environment: ClusterEnvironment) -> None:
+    """Where rank 0 hosts the store, keep it up until every other rank has read `key`: a rank 0
+    that stops (a refusal) or finishes first would take the server, and the answer, with it, and a
+    rank started later (SLURM starts them in any order) would wait for it in vain. A rank that
+    never comes is waited for AGREE_TIMEOUT; torchrun's agent hosts its store itself."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        return
+    deadline = time.monotonic() + AGREE_TIMEOUT.total_seconds()
+    while store.add(f"{key}/read", 0) < environment.world_size() - 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def launch_store(environment: ClusterEnvironment) -> torch.distributed.Store:

@@ -59,7 +59,24 @@ configs:
 """
 
 
+E2E = PROJECT_ROOT / "tests" / "e2e"
+
+
+def pytest_configure(config):
+    """The fast tier by default: a bare `pytest` leaves out the tests marked `slow` (the
+    end-to-end tier, `pytest -m slow`). A `-m` of the caller's, or a folder, file or test named
+    on the command line, runs what was asked for."""
+    marked = any(arg.startswith(("-m", "--markexpr")) for arg in config.invocation_params.args)
+    named = config.args_source == pytest.Config.ArgsSource.ARGS
+    if not marked and not named:
+        config.option.markexpr = "not slow"
+
+
+@pytest.hookimpl(tryfirst=True)  # the marks are added before `-m` deselects by them
 def pytest_collection_modifyitems(config, items):
+    for item in items:  # the end-to-end tier is its folder: no module of it can miss the mark
+        if E2E in Path(item.path).parents:
+            item.add_marker(pytest.mark.slow)
     if SHARED_DATA.is_dir():
         return
     skip = pytest.mark.skip(reason=NO_MIRROR)

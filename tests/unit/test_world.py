@@ -7,8 +7,10 @@ import socket
 import subprocess
 import sys
 import textwrap
+from datetime import timedelta
 
 import pytest
+from torch.distributed import TCPStore
 
 from dpo_exp.console import is_main_process
 from dpo_exp.errors import ConfigError
@@ -97,21 +99,29 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def two_ranks(refuse: bool) -> list[str]:
+def two_ranks(refuse: bool, late_asker: bool = False) -> list[str]:
+    """What ranks 0 and 1 print. The asking rank starts first, waiting for the store and its key;
+    or, `late_asker`, only once rank 0 has put its answer in the store, as SLURM may order them."""
     port = free_port()
-    ranks = []
-    for rank in (1, 0):  # the asking rank first: it waits for the store and its key
+    ranks = {}
+    for rank in (0, 1) if late_asker else (1, 0):
         env = without_launchers(dict(os.environ))
         env.update(TORCHELASTIC_RUN_ID="none", WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK="0")
         env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         command = [sys.executable, "-c", RANK, str(rank), "refuse" if refuse else "decide"]
-        ranks.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True))
-    return [process.communicate(timeout=120)[0].strip() for process in reversed(ranks)]
+        ranks[rank] = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+        if late_asker and rank == 0:
+            store = TCPStore("127.0.0.1", port, is_master=False, timeout=timedelta(seconds=60))
+            store.wait(["dpo_exp/0/resume"])
+    return [ranks[rank].communicate(timeout=120)[0].strip() for rank in (0, 1)]
 
 
-def test_every_rank_takes_rank_0s_decision():
-    assert two_ranks(refuse=False) == ["decided by rank 0", "decided by rank 0"]
+@pytest.mark.parametrize("late_asker", [False, True], ids=["asker first", "asker after the answer"])
+def test_every_rank_takes_rank_0s_decision(late_asker):
+    assert two_ranks(refuse=False, late_asker=late_asker) == ["decided by rank 0", "decided by rank 0"]
 
 
-def test_every_rank_stops_with_rank_0s_refusal():
-    assert two_ranks(refuse=True) == ["ConfigError: resume=auto: refused on rank 0"] * 2
+@pytest.mark.parametrize("late_asker", [False, True], ids=["asker first", "asker after the answer"])
+def test_every_rank_stops_with_rank_0s_refusal(late_asker):
+    refusal = "ConfigError: resume=auto: refused on rank 0"
+    assert two_ranks(refuse=True, late_asker=late_asker) == [refusal, refusal]
