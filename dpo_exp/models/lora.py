@@ -16,6 +16,8 @@ from omegaconf import OmegaConf
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import PreTrainedModel
 
+from dpo_exp.world import cluster_environment
+
 TRAINED_ADAPTER = "default"  # peft's name for the adapter a PeftModel trains
 REFERENCE_ADAPTER = "reference"  # the starting adapter again, frozen, when it is the reference
 
@@ -98,7 +100,10 @@ def quantization_config(model_cfg: Any) -> dict[str, Any]:
         return {}
     from transformers import BitsAndBytesConfig
 
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))  # one GPU per process under DDP
+    # One GPU per process: its rank on this node, as the launcher states it (srun sets
+    # SLURM_LOCALID, not LOCAL_RANK, before Lightning's environment exports it).
+    launcher = cluster_environment()
+    local_rank = launcher.local_rank() if launcher is not None else int(os.environ.get("LOCAL_RANK", 0))
     return {
         "quantization_config": BitsAndBytesConfig(
             load_in_4bit=True,

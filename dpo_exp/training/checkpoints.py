@@ -109,15 +109,20 @@ def digests_file(checkpoint: Path) -> Path:
 def rng_state() -> dict[str, Any]:
     """Generator states as tensors and plain values, so a weights-only load can read them."""
     name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
-    return {
+    state = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
         "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian],
     }
+    if torch.cuda.is_available():  # dropout and sampling on a GPU draw from its own generators
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():  # a GPU run resumed on the CPU has none to set
+        torch.cuda.set_rng_state_all(state["cuda"])
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     name, keys, position, has_gauss, cached_gaussian = state["numpy"]

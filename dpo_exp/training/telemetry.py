@@ -97,6 +97,8 @@ class TokenThroughput(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        if module.device.type == "cuda":  # kernels run asynchronously: the step ends when they do
+            torch.cuda.synchronize(module.device)
         self.train_seconds += time.perf_counter() - self._batch_start
         for prefix in ("", "kl_"):
             if f"{prefix}input_ids" in batch:

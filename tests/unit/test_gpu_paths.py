@@ -1,0 +1,67 @@
+"""What a GPU run needs of code that the CPU never exercises, with CUDA's calls stood in for."""
+
+from __future__ import annotations
+
+import os
+import time
+from types import SimpleNamespace
+
+import torch
+from omegaconf import OmegaConf
+
+from dpo_exp.models.lora import quantization_config
+from dpo_exp.training.checkpoints import restore_rng_state, rng_state
+from dpo_exp.training.telemetry import TokenThroughput
+from tests.helpers import without_launchers
+
+
+def test_checkpoints_keep_and_restore_every_gpus_generator(monkeypatch):
+    states = [torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([3, 4], dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: states)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    state = rng_state()
+    assert state["cuda"] is states
+    restore_rng_state(state)
+    assert restored == [states]
+
+
+def test_a_gpu_checkpoint_resumes_on_a_machine_without_one(monkeypatch):
+    state = {**rng_state(), "cuda": [torch.zeros(2, dtype=torch.uint8)]}
+    restored = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    restore_rng_state(state)  # no GPU here: the CPU generators are restored, CUDA's left alone
+    assert restored == []
+
+
+def test_step_time_on_a_gpu_waits_for_its_kernels(monkeypatch):
+    """A step's time ends when its kernels end: without a sync, tokens/s on a GPU counts only
+    the Python that queued them."""
+    clock = iter([10.0, 10.5])
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    synced = []
+    monkeypatch.setattr(torch.cuda, "synchronize", synced.append)
+    device = torch.device("cuda", 1)
+    module = SimpleNamespace(device=device, head_on_completions=True, log_dict=lambda *a, **k: None)
+    trainer = SimpleNamespace(global_step=1)
+    batch = {"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 3)}
+    throughput = TokenThroughput()
+    throughput.on_train_batch_start(trainer, module, batch, 0)
+    throughput.on_train_batch_end(trainer, module, None, batch, 0)
+    assert synced == [device] and throughput.train_seconds == 0.5
+
+
+def test_qlora_puts_each_srun_task_on_its_own_gpu(monkeypatch):
+    """srun states a task's GPU as SLURM_LOCALID; LOCAL_RANK is not set there."""
+    for name in set(os.environ) - set(without_launchers(dict(os.environ))):
+        monkeypatch.delenv(name)
+    slurm = {"SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "2", "SLURM_PROCID": "3"}
+    for name, value in {**slurm, "SLURM_LOCALID": "1", "SLURM_NODEID": "1", "SLURM_JOB_NAME": "dpo"}.items():
+        monkeypatch.setenv(name, value)
+    model_cfg = OmegaConf.create({"quantization": "4bit"})
+    assert quantization_config(model_cfg)["device_map"] == {"": 1}
+    monkeypatch.delenv("SLURM_NTASKS"), monkeypatch.setenv("LOCAL_RANK", "1")  # torchrun's way
+    for name in ("SLURM_NTASKS_PER_NODE", "SLURM_NNODES", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(name)
+    assert quantization_config(model_cfg)["device_map"] == {"": 1}
