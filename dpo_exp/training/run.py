@@ -52,7 +52,7 @@ from dpo_exp.training.run_files import (
     write_failure,
     write_resolved_config,
 )
-from dpo_exp.training.telemetry import TokenThroughput, measure_matmul_peak
+from dpo_exp.training.telemetry import TokenThroughput, compute_dtype
 
 # Set by Lightning's launcher in the launching process; left behind, the next sweep member in
 # this process would take itself for a worker started by someone else and wait for its peers.
@@ -179,7 +179,12 @@ def run_callbacks(
     flops = StepFlops.of(
         parts.policy, parts.reference, needs_reference=parts.spec.needs_reference, paired=parts.spec.paired
     )
-    throughput = TokenThroughput(cfg.trainer.log_every_n_steps, flops=flops, peak_flops=peak_flops(cfg))
+    throughput = TokenThroughput(
+        cfg.trainer.log_every_n_steps,
+        flops=flops,
+        peak_flops=cfg.speed.peak_flops,
+        compute_dtype=compute_dtype(cfg.trainer.precision, cfg.model.get("dtype")),
+    )
     callbacks: list[L.Callback] = [throughput, NonFiniteGuard(cfg.nonfinite), LikelihoodDisplacementAlarm()]
     if cfg.trainer.enable_checkpointing:
         every, keep = cfg.checkpoint.every_n_steps, cfg.checkpoint.keep_last
@@ -187,16 +192,6 @@ def run_callbacks(
     if cfg.save_eval_logps:
         callbacks.append(EvalLogpsWriter(run_dir))
     return callbacks
-
-
-def peak_flops(cfg: DictConfig) -> float:
-    """The FLOP/s MFU divides by: `speed.peak_flops`, or null: a matrix product's, measured now
-    on the device and in the precision the run trains in."""
-    if cfg.speed.peak_flops is not None:
-        return float(cfg.speed.peak_flops)
-    on_gpu = torch.cuda.is_available() and str(cfg.strategy.accelerator) in ("auto", "gpu", "cuda")
-    dtype = torch.bfloat16 if str(cfg.trainer.precision).startswith("bf16") else torch.float32
-    return measure_matmul_peak(dtype=dtype, device="cuda" if on_gpu else "cpu")
 
 
 def _train(

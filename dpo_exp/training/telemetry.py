@@ -11,6 +11,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -21,28 +22,63 @@ from dpo_exp.training.flops import StepFlops
 
 
 def measure_matmul_peak(
-    *, size: int = 1024, dtype: torch.dtype = torch.float32, device: str = "cpu", seconds: float = 0.5
+    *,
+    size: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    seconds: float = 0.5,
 ) -> float:
-    """FLOP/s of square matrix products of `size` on this machine with torch's current threads:
-    the best of repeated timings over about `seconds` (the best, as a peak is: a busy moment
-    lowers a timing, nothing raises it)."""
+    """FLOP/s of square matrix products of `size` on `device` in `dtype` (with torch's current
+    threads on a CPU): the best of repeated timings over about `seconds` (the best, as a peak is: a
+    busy moment lowers a timing, nothing raises it). A GPU needs a product large enough to fill it
+    (4096² by default) and many products between two syncs, or the launch and the sync are timed."""
+    device = torch.device(device)
+    on_gpu = device.type == "cuda"
+    size = size or (4096 if on_gpu else 1024)
     generator = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(size, size, generator=generator, device=device).to(dtype)
     b = torch.randn(size, size, generator=generator, device=device).to(dtype)
 
     def synchronize() -> None:
-        if device != "cpu":
-            torch.cuda.synchronize()
+        if on_gpu:
+            torch.cuda.synchronize(device)
 
-    torch.mm(a, b)  # warm-up: threads started, kernels chosen
+    seconds_per_call = best_seconds_per_call(
+        lambda: torch.mm(a, b), synchronize, seconds=seconds, calls=20 if on_gpu else 1
+    )
+    return 2 * size**3 / seconds_per_call
+
+
+def best_seconds_per_call(
+    call: Callable[[], Any],
+    synchronize: Callable[[], None],
+    *,
+    seconds: float,
+    calls: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """The best time of `calls` calls in a row (one sync at the end), per call, over about
+    `seconds` of repeats after one warm-up (threads started, kernels chosen)."""
+    call()
     synchronize()
-    best, deadline = float("inf"), time.perf_counter() + seconds
-    while time.perf_counter() < deadline or best == float("inf"):
-        start = time.perf_counter()
-        torch.mm(a, b)
+    best, deadline = float("inf"), clock() + seconds
+    while clock() < deadline or best == float("inf"):
+        start = clock()
+        for _ in range(calls):
+            call()
         synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+        best = min(best, (clock() - start) / calls)
+    return best
+
+
+def compute_dtype(precision: str, model_dtype: str | None) -> torch.dtype:
+    """The dtype a run's matrix products run in: the precision plugin's, or the weights' own."""
+    precision = str(precision)
+    if precision.startswith("bf16"):
+        return torch.bfloat16
+    if precision.startswith("16"):
+        return torch.float16
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(model_dtype), torch.float32)
 
 
 def peak_memory_gb() -> float:
@@ -77,17 +113,28 @@ class TokenThroughput(L.Callback):
     """
 
     def __init__(
-        self, log_every_n_steps: int = 10, *, flops: StepFlops | None = None, peak_flops: float = 150e9
+        self,
+        log_every_n_steps: int = 10,
+        *,
+        flops: StepFlops | None = None,
+        peak_flops: float | None = None,
+        compute_dtype: torch.dtype = torch.float32,
     ) -> None:
         self.log_every_n_steps = log_every_n_steps
         self.step_flops = flops
-        self.peak_flops = peak_flops
+        self.peak_flops = peak_flops  # None: measured when the fit starts
+        self.compute_dtype = compute_dtype
         self.tokens = 0  # of the chosen and rejected sequences, however they are laid out in rows
         self.real_positions = 0  # input positions that are not padding
         self.positions = 0
         self.flops = 0.0
         self.train_seconds = 0.0
         self._batch_start = 0.0
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """The peak of this rank's own device, once the strategy has placed the module there."""
+        if self.peak_flops is None:
+            self.peak_flops = measure_matmul_peak(dtype=self.compute_dtype, device=module.device)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int
@@ -127,8 +174,10 @@ class TokenThroughput(L.Callback):
 
     @property
     def mfu(self) -> float:
-        """Model FLOPs per second over the configured peak."""
-        return self.flops / self.train_seconds / self.peak_flops if self.train_seconds else 0.0
+        """Model FLOPs per second over the peak (measured when the fit started, or configured)."""
+        if not self.train_seconds or not self.peak_flops:
+            return 0.0
+        return self.flops / self.train_seconds / self.peak_flops
 
     @property
     def peak_memory_gb(self) -> float:

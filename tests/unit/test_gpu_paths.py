@@ -6,12 +6,14 @@ import os
 import time
 from types import SimpleNamespace
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
 from dpo_exp.models.lora import quantization_config
+from dpo_exp.training import telemetry
 from dpo_exp.training.checkpoints import restore_rng_state, rng_state
-from dpo_exp.training.telemetry import TokenThroughput
+from dpo_exp.training.telemetry import TokenThroughput, best_seconds_per_call, compute_dtype
 from tests.helpers import without_launchers
 
 
@@ -65,3 +67,47 @@ def test_qlora_puts_each_srun_task_on_its_own_gpu(monkeypatch):
     for name in ("SLURM_NTASKS_PER_NODE", "SLURM_NNODES", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_JOB_NAME"):
         monkeypatch.delenv(name)
     assert quantization_config(model_cfg)["device_map"] == {"": 1}
+
+
+def test_a_peak_is_timed_over_many_products_between_two_syncs():
+    """20 products then one sync: a GPU's launch and sync costs are spread over the products, not
+    timed with each. The fake clock moves 1 s per product and 0.5 s per sync."""
+    now, events = [0.0], []
+
+    def call():
+        events.append("mm")
+        now[0] += 1.0
+
+    def synchronize():
+        events.append("sync")
+        now[0] += 0.5
+
+    per_call = best_seconds_per_call(call, synchronize, seconds=0.0, calls=20, clock=lambda: now[0])
+    assert events == ["mm", "sync", *["mm"] * 20, "sync"]  # the warm-up, then one timing
+    assert per_call == 20.5 / 20
+
+
+@pytest.mark.parametrize(
+    ("precision", "model_dtype", "expected"),
+    [
+        ("32-true", "float32", torch.float32),
+        ("32-true", "bfloat16", torch.bfloat16),
+        ("bf16-mixed", "float32", torch.bfloat16),
+        ("bf16-true", "float32", torch.bfloat16),
+        ("16-mixed", "float32", torch.float16),
+    ],
+)
+def test_the_peak_is_measured_in_the_dtype_the_run_computes_in(precision, model_dtype, expected):
+    assert compute_dtype(precision, model_dtype) == expected
+
+
+def test_the_peak_is_measured_on_the_ranks_own_device_once_the_module_is_placed(monkeypatch):
+    asked = []
+    monkeypatch.setattr(telemetry, "measure_matmul_peak", lambda **how: asked.append(how) or 1e12)
+    throughput = TokenThroughput(compute_dtype=torch.bfloat16)
+    throughput.on_fit_start(SimpleNamespace(), SimpleNamespace(device=torch.device("cuda", 3)))
+    assert asked == [{"dtype": torch.bfloat16, "device": torch.device("cuda", 3)}]
+    assert throughput.peak_flops == 1e12
+    given = TokenThroughput(peak_flops=989e12)
+    given.on_fit_start(SimpleNamespace(), SimpleNamespace(device=torch.device("cuda", 3)))
+    assert len(asked) == 1 and given.peak_flops == 989e12  # `speed.peak_flops` set: nothing measured
