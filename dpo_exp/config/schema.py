@@ -141,6 +141,7 @@ class SpeedSchema:
     pack: bool = MISSING
     logits_chunk: int | None = MISSING
     peak_flops: float | None = MISSING
+    tf32: bool = MISSING
 
 
 @dataclass

@@ -144,6 +144,9 @@ def build_sft(settings: DictConfig, task: Task, folder: Path, *, progress_bar: b
     module = SupervisedModule(policy, optim=optim_settings(sft))
     stop = competence_stop(settings, task, tokenizer)
     trainer = L.Trainer(
+        # One device: Lightning's `auto` takes every visible GPU with DDP, whose started ranks would
+        # wait on the stage lock this process holds. The demonstrations' model is small.
+        devices=1,
         max_steps=int(sft.steps),
         logger=MetricsLogger(folder),
         callbacks=([] if stop is None else [stop]) + ([StepProgressBar("sft")] if progress_bar else []),

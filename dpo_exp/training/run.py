@@ -22,6 +22,7 @@ from transformers import PreTrainedModel
 from dpo_exp.console import detail, stage, warn
 from dpo_exp.data.module import PreparedData, prepare_data
 from dpo_exp.data.report import format_report, truncation_warning
+from dpo_exp.devices import allow_tf32, describe_device, run_precision
 from dpo_exp.losses import LossSpec, get_loss, loss_hyperparameters
 from dpo_exp.models.loading import load_policy, load_reference, load_tokenizer
 from dpo_exp.storage import write_json_atomically, write_text_atomically
@@ -73,6 +74,9 @@ def train(
     merged into the summary (the experiment's reference figures and stage folders).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
+    # `auto` becomes what fits the device before anything records the config (resume, cache keys).
+    cfg.trainer.precision = run_precision(cfg.trainer.precision, cfg.strategy.accelerator)
+    allow_tf32(cfg.strategy.accelerator, cfg.speed.tf32)
     launch_environment = {key: os.environ.get(key) for key in DISTRIBUTED_ENVIRONMENT}
     try:
         # Before anything is recorded: a folder refused here (finished, another config's) is left as it was.
@@ -268,7 +272,9 @@ def describe_run(cfg: DictConfig, parts: RunParts, run_dir: Path) -> str:
     length = f"{steps} steps" if steps > 0 else f"{cfg.trainer.get('max_epochs')} epochs"
     return (
         f"{what} on {report.rows_kept} {unit}{dropped}, {length}; "
-        f"{trainable / 1e6:.3g}M trainable parameters, reference: {reference} -> {run_dir}"
+        f"{trainable / 1e6:.3g}M trainable parameters, reference: {reference}; "
+        f"{describe_device(cfg.trainer.precision, cfg.strategy.accelerator, cfg.strategy.get('devices'))} "
+        f"-> {run_dir}"
     )
 
 

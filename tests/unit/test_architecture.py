@@ -23,6 +23,7 @@ LAYERS = [
             "dpo_exp.runtime",
             "dpo_exp.threads",
             "dpo_exp.world",
+            "dpo_exp.devices",
             "dpo_exp.rows",
             "dpo_exp.tasks",
             "dpo_exp.losses",
