@@ -29,7 +29,7 @@ from transformers import PreTrainedModel
 from dpo_exp.console import progress
 from dpo_exp.data.collate import pad_sequences
 from dpo_exp.data.tokenize import TokenizedPair
-from dpo_exp.experiment.generation import decode, encode_prompts, generate_completions
+from dpo_exp.experiment.generation import decode, encode_prompts, generate_completions, in_batches_that_fit
 from dpo_exp.losses.logprobs import sequence_logps
 from dpo_exp.tasks import Problem, Reward
 
@@ -46,14 +46,14 @@ def completion_logps(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    values = []
-    for start in range(0, len(prompt_ids), batch_size):
-        batch = pad_sequences(
-            prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size], pad_id
-        )
+
+    def score(rows: list[tuple[list[int], list[int]]]) -> list[torch.Tensor]:
+        batch = pad_sequences([prompt for prompt, _ in rows], [completion for _, completion in rows], pad_id)
         batch = {name: tensor.to(device) for name, tensor in batch.items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        values.append(sequence_logps(logits, batch["labels"])[0].cpu())
+        return [sequence_logps(logits, batch["labels"])[0].cpu()]
+
+    values = in_batches_that_fit(list(zip(prompt_ids, completion_ids, strict=True)), batch_size, score)
     model.train(was_training)
     return torch.cat(values)
 

@@ -5,6 +5,8 @@ A completion that reached `max_new_tokens` without EOS has none: `ended` tells t
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -84,16 +86,59 @@ def generate_completions(
             "num_return_sequences": num_samples,
         }
     options.update(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
-    completions: list[list[list[int]]] = []
-    for start in range(0, len(prompt_ids), batch_size):
-        rows = prompt_ids[start : start + batch_size]
+    per_prompt = options["num_return_sequences"]
+
+    def complete(rows: list[list[int]]) -> list[list[list[int]]]:
         new_tokens = generate_batch(model, rows, tokenizer.eos_token_id, options, bar)
-        per_prompt = options["num_return_sequences"]
-        for row in range(len(rows)):
-            samples = new_tokens[row * per_prompt : (row + 1) * per_prompt]
-            completions.append([cut_at_eos(sample, tokenizer.eos_token_id) for sample in samples])
+        return [
+            [
+                cut_at_eos(sample, tokenizer.eos_token_id)
+                for sample in new_tokens[row * per_prompt : (row + 1) * per_prompt]
+            ]
+            for row in range(len(rows))
+        ]
+
+    with sampling_under_determinism():
+        completions = in_batches_that_fit(prompt_ids, batch_size, complete)
     model.train(was_training)
     return completions
+
+
+def in_batches_that_fit(rows: list[Any], batch_size: int, run: Callable[[list[Any]], list[Any]]) -> list[Any]:
+    """`run` over consecutive batches of at most `batch_size` rows, results concatenated. A batch
+    the accelerator has no memory for is halved and run again (down to one row), and the batches
+    after it keep the smaller size: the configured size is an upper bound, sized for no one model."""
+    results: list[Any] = []
+    start = 0
+    while start < len(rows):
+        batch = rows[start : start + batch_size]
+        try:
+            results.extend(run(batch))
+        except torch.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            batch_size = max(1, len(batch) // 2)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        start += len(batch)
+    return results
+
+
+@contextlib.contextmanager
+def sampling_under_determinism() -> Iterator[None]:
+    """Sampling where Lightning's `deterministic: true` is in force: torch then refuses CUDA
+    kernels that have no deterministic implementation, and top-p's cumulative sum is one; here they
+    warn instead of stopping the run. CPU kernels are deterministic either way."""
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        if enabled:
+            torch.use_deterministic_algorithms(True, warn_only=warn_only)
 
 
 def generate_batch(

@@ -22,6 +22,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from dpo_exp.console import detail, progress, stage
+from dpo_exp.devices import device_type
 from dpo_exp.experiment.cache import StageResult, cached_stage
 from dpo_exp.experiment.evaluate import evaluate_policy
 from dpo_exp.experiment.sample import STATS, format_stats, sample_and_label, short_stats, write_split
@@ -79,9 +80,11 @@ class Task:
 
 
 def load_model_folder(model_dir: Path) -> tuple[Any, Any]:
-    """(tokenizer, frozen model) from a folder written by `save_pretrained`."""
+    """(tokenizer, frozen model) from a folder written by `save_pretrained`, on the accelerator
+    where there is one: sampling and evaluation are most of a stage's work."""
     model_cfg = OmegaConf.create({"path": str(model_dir)})
-    return load_tokenizer(model_cfg), freeze(load_pretrained(str(model_dir), model_cfg, dtype=None))
+    model = freeze(load_pretrained(str(model_dir), model_cfg, dtype=None))
+    return load_tokenizer(model_cfg), model.to(device_type("auto"))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -10,6 +10,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from dpo_exp.experiment import stages
+from dpo_exp.experiment.generation import in_batches_that_fit, sampling_under_determinism
+from dpo_exp.experiment.stages import load_model_folder
 from dpo_exp.models.lora import quantization_config
 from dpo_exp.training import telemetry
 from dpo_exp.training.checkpoints import restore_rng_state, rng_state
@@ -111,3 +114,45 @@ def test_the_peak_is_measured_on_the_ranks_own_device_once_the_module_is_placed(
     given = TokenThroughput(peak_flops=989e12)
     given.on_fit_start(SimpleNamespace(), SimpleNamespace(device=torch.device("cuda", 3)))
     assert len(asked) == 1 and given.peak_flops == 989e12  # `speed.peak_flops` set: nothing measured
+
+
+def test_a_batch_the_accelerator_has_no_memory_for_is_halved_and_the_rest_keep_the_size():
+    sizes = []
+
+    def run(batch):
+        sizes.append(len(batch))
+        if len(batch) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return [row * 10 for row in batch]
+
+    assert in_batches_that_fit(list(range(10)), 8, run) == [row * 10 for row in range(10)]
+    assert sizes == [8, 4, 2, 2, 2, 2, 2]  # every row once, in order, at the size that fits
+
+
+def test_one_row_that_does_not_fit_is_the_error():
+    def run(batch):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        in_batches_that_fit([1, 2], 2, run)
+
+
+def test_sampling_under_lightnings_determinism_warns_where_cuda_would_refuse():
+    """top-p's cumsum has no deterministic CUDA kernel: with deterministic algorithms on, torch
+    raises there; sampling switches that to a warning and puts the setting back."""
+    torch.use_deterministic_algorithms(True)
+    try:
+        with sampling_under_determinism():
+            assert torch.are_deterministic_algorithms_enabled()
+            assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    with sampling_under_determinism():
+        assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_the_experiments_sampling_model_goes_to_the_accelerator(monkeypatch, tiny_model_dir):
+    monkeypatch.setattr(stages, "device_type", lambda accelerator: "meta")  # a device that is not the CPU
+    _, model = load_model_folder(tiny_model_dir)
+    assert {parameter.device.type for parameter in model.parameters()} == {"meta"}
