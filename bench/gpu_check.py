@@ -1,6 +1,6 @@
 """One prepared check of what dpo_exp has not run without a GPU: a row per feature, each its own process.
 
-    python bench/gpu_check.py              # on a machine with a CUDA GPU (about 6 minutes on one)
+    python bench/gpu_check.py              # on a machine with a CUDA GPU (within --budget, 450 s)
     python bench/gpu_check.py --dry-run    # anywhere: the same commands on CPU, a tiny model, 2 steps
 
 Each check is `python train.py` with its Hydra overrides, a few DPO steps on a Llama saved locally
