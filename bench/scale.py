@@ -3,6 +3,7 @@
     python bench/scale.py                          # HH-like lengths, 3 steps, fp32, every variant
     python bench/scale.py --lengths short --steps 3
     python bench/scale.py --variants dpo_exp "trl default"
+    python bench/scale.py --precision bf16-mixed  # on a CUDA GPU where there is one (TRL's bf16)
 
 The model has Qwen2.5-0.5B's shape (24 layers, hidden 896, intermediate 4864, 14 query and 2
 key/value heads, q/k/v biases, vocabulary 151,936, tied embeddings: 494M parameters) as a Llama
@@ -16,6 +17,7 @@ Printed per variant: tokens/s (non-padding chosen and rejected tokens over the s
 the process's peak RSS, and MFU by dpo_exp's tested FLOP counter (`training/flops.py`, TRL's step
 counted as it runs: padded rows, the LM head on every position) over the matmul peak measured in
 the same process; then each dpo_exp variant's ratios to each TRL one. Needs the `bench` extra.
+Both sides train on a CUDA GPU where there is one, in `--precision` (fp32 by default).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ LENGTHS = {"hh": ((128, 384), (16, 64)), "short": ((16, 48), (48, 128))}
 PAIRS_PER_STEP = 2
 MAX_LENGTH = 512  # longer than any row: nothing is truncated on either side
 LR, BETA = 5e-7, 0.1
+PRECISIONS = ("32-true", "bf16-mixed")  # dpo_exp's trainer.precision; TRL's bf16=False / True
 
 # dpo_exp overrides and TRL DPOConfig settings of each variant. TRL's defaults include
 # gradient checkpointing and bf16; this CPU has no bf16 matrix units, so every run is fp32.
@@ -121,10 +124,22 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
+def matmul_peak(precision: str) -> float:
+    """The matmul peak a TRL step is measured against: on the GPU the step runs on, in its precision."""
+    import torch
+
+    from dpo_exp.training.telemetry import measure_matmul_peak
+
+    dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
+    return measure_matmul_peak(dtype=dtype, device="cuda" if torch.cuda.is_available() else "cpu")
+
+
 # -- workers -----------------------------------------------------------------------------------
 
 
-def trl_worker(directory: Path, lengths: str, steps: int, settings: dict, out: Path) -> dict:
+def trl_worker(
+    directory: Path, lengths: str, steps: int, settings: dict, out: Path, precision: str = "32-true"
+) -> dict:
     import torch
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -132,7 +147,6 @@ def trl_worker(directory: Path, lengths: str, steps: int, settings: dict, out: P
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
     from dpo_exp.training.flops import ModelCosts
-    from dpo_exp.training.telemetry import measure_matmul_peak
 
     tokenizer = AutoTokenizer.from_pretrained(directory)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
@@ -171,8 +185,8 @@ def trl_worker(directory: Path, lengths: str, steps: int, settings: dict, out: P
         learning_rate=LR,
         beta=BETA,
         max_length=MAX_LENGTH,
-        use_cpu=True,
-        bf16=False,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=precision == "bf16-mixed",  # autocast over fp32 weights, as dpo_exp's bf16-mixed
         report_to=[],
         save_strategy="no",
         logging_steps=steps,
@@ -194,11 +208,13 @@ def trl_worker(directory: Path, lengths: str, steps: int, settings: dict, out: P
         "tokens": counts["tokens"],
         "train_s": counts["seconds"],
         "flops": counts["flops"],
-        "peak_flops": measure_matmul_peak(),
+        "peak_flops": matmul_peak(precision),
     }
 
 
-def dpo_exp_worker(directory: Path, lengths: str, steps: int, overrides: list[str], out: Path) -> dict:
+def dpo_exp_worker(
+    directory: Path, lengths: str, steps: int, overrides: list[str], out: Path, precision: str = "32-true"
+) -> dict:
     from hydra import compose, initialize_config_dir
 
     from dpo_exp.cli import CONF_DIR, run
@@ -222,6 +238,7 @@ def dpo_exp_worker(directory: Path, lengths: str, steps: int, overrides: list[st
         f"optim.lr={LR}",
         f"beta={BETA}",
         "export.save=false",  # TRL saves nothing either
+        f"trainer.precision={precision}",
         *overrides,
     ]
     if "reference.cache=true" in overrides:
@@ -234,17 +251,30 @@ def dpo_exp_worker(directory: Path, lengths: str, steps: int, overrides: list[st
         "train_s": summary["train_time_s"],
         "flops": summary["mfu"] * summary["peak_flops"] * summary["train_time_s"],
         "peak_flops": summary["peak_flops"],
+        "step_zero": summary["step_zero"],
     }
 
 
-def run_variant(directory: Path, lengths: str, steps: int, name: str) -> dict:
-    """One variant in its own process; its last stdout line is a JSON result."""
+def variant_command(
+    directory: Path, lengths: str, steps: int, name: str, precision: str = "32-true"
+) -> list[str]:
+    """The command line of one variant's worker process, which writes under a new folder of
+    `directory` and prints a JSON result as its last stdout line; its environment is `variant_env`."""
     out = Path(tempfile.mkdtemp(dir=directory))
     arguments = ["--worker", name, "--dir", str(directory), "--lengths", lengths, "--steps", str(steps)]
+    return [sys.executable, __file__, *arguments, "--precision", precision, "--out", str(out)]
+
+
+def variant_env(name: str) -> dict[str, str]:
+    return {**child_env(), **VARIANT_ENV.get(name, {})}
+
+
+def run_variant(directory: Path, lengths: str, steps: int, name: str, precision: str = "32-true") -> dict:
+    """One variant in its own process; its last stdout line is a JSON result."""
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, __file__, *arguments, "--out", str(out)],
-        env={**child_env(), **VARIANT_ENV.get(name, {})},
+        variant_command(directory, lengths, steps, name, precision),
+        env=variant_env(name),
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -293,16 +323,20 @@ def main() -> None:
     parser.add_argument("--lengths", choices=sorted(LENGTHS), default="hh")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--precision", choices=PRECISIONS, default="32-true")
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--dir", type=Path, default=None, help="work folder; the model is built once in it")
     parser.add_argument("--worker", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
+        from dpo_exp.training.telemetry import peak_memory_gb
+
         kind, settings = VARIANTS[args.worker]
         worker = trl_worker if kind == "trl" else dpo_exp_worker
-        result = worker(args.dir, args.lengths, args.steps, settings, args.out)
-        print(json.dumps({**result, "peak_rss_gb": peak_rss_gb()}))
+        result = worker(args.dir, args.lengths, args.steps, settings, args.out, args.precision)
+        # peak_memory_gb: the GPU's peak allocation where the worker ran on one, else the peak RSS
+        print(json.dumps({**result, "peak_rss_gb": peak_rss_gb(), "peak_memory_gb": peak_memory_gb()}))
         return
     directory = args.dir or Path(tempfile.mkdtemp(prefix="dpo_exp_scale_"))
     directory.mkdir(parents=True, exist_ok=True)
@@ -311,7 +345,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {name: [] for name in args.variants}
     for repeat in range(args.repeats):
         for name in args.variants:  # alternating, so machine noise falls on every variant alike
-            result = run_variant(directory, args.lengths, args.steps, name)
+            result = run_variant(directory, args.lengths, args.steps, name, args.precision)
             results[name].append(result)
             print(
                 f"repeat {repeat} {name:<30} {result['tokens'] / result['train_s']:7.0f} tokens/s "
