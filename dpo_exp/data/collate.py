@@ -229,6 +229,25 @@ class UnpairedLogps:
     mismatched: torch.Tensor
 
 
+class CachedLogps:
+    """Cached reference log-probs in a batch: moved to the device with it, never cast.
+
+    Lightning's half-precision plugins (`bf16-true`, `16-true`, FSDP's) cast every floating tensor
+    of a batch before moving it (`convert_input`): a summed log-prob near -962 becomes -964 in bf16,
+    a bias in every step's log-ratio. They cast tensors and whatever collections they recurse into
+    (dicts, sequences, dataclasses); Lightning moves anything with a `.to()`. So this is a plain
+    class, whose `.to()` takes a device only: the cache's fp32 values reach the loss unrounded.
+    """
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: torch.Tensor) -> None:
+        self.values = values  # (rows,) float32
+
+    def to(self, device: torch.device | str | int, *, non_blocking: bool = False) -> CachedLogps:
+        return CachedLogps(self.values.to(device, non_blocking=non_blocking))
+
+
 @dataclass(frozen=True)
 class WithReferenceLogps:
     """Wraps a collator: adds cached `ref_logps` (and `kl_ref_logps`), aligned with its rows."""
@@ -236,12 +255,14 @@ class WithReferenceLogps:
     collate: PairCollator | SharedPromptCollator | UnpairedCollator
     logps: SplitLogps | UnpairedLogps
 
-    def __call__(self, items: list[IndexedItem]) -> dict[str, torch.Tensor]:
+    def __call__(self, items: list[IndexedItem]) -> dict[str, torch.Tensor | CachedLogps]:
         batch = self.collate(items)
         index = batch["index"]
         if isinstance(self.logps, UnpairedLogps):
-            batch["ref_logps"] = self.logps.completion[index]
-            batch["kl_ref_logps"] = self.logps.mismatched[index]
+            batch["ref_logps"] = CachedLogps(self.logps.completion[index])
+            batch["kl_ref_logps"] = CachedLogps(self.logps.mismatched[index])
         else:
-            batch["ref_logps"] = torch.cat([self.logps.chosen[index], self.logps.rejected[index]])
+            batch["ref_logps"] = CachedLogps(
+                torch.cat([self.logps.chosen[index], self.logps.rejected[index]])
+            )
         return batch

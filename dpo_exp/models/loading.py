@@ -106,7 +106,10 @@ def load_reference(model_cfg: Any, policy: PreTrainedModel) -> PreTrainedModel |
     if model_cfg.get("ref_path") is None and uses_lora(model_cfg):
         return None
     if model_cfg.get("ref_path") is not None:
-        reference = load_pretrained(model_cfg.ref_path, model_cfg, dtype=model_cfg.get("ref_dtype"))
+        # `ref_dtype: null` means the policy's dtype; passed on, since without a dtype
+        # `from_pretrained` keeps the checkpoint's (a bf16 checkpoint would give a bf16 reference).
+        dtype = model_cfg.get("ref_dtype") or model_cfg.get("dtype")
+        reference = load_pretrained(model_cfg.ref_path, model_cfg, dtype=dtype)
     else:
         reference = copy.deepcopy(policy)
         if model_cfg.get("ref_dtype") is not None:

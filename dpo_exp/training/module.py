@@ -95,7 +95,7 @@ class PreferenceModule(L.LightningModule):
 
     def reference_logps(self, batch: dict[str, torch.Tensor], prefix: str = "") -> torch.Tensor:
         if f"{prefix}ref_logps" in batch:
-            return batch[f"{prefix}ref_logps"]
+            return batch[f"{prefix}ref_logps"].values  # a `CachedLogps`: fp32 whatever the precision
         if self.reference is None and is_lora(self.policy):
             with reference_mode(self.policy):
                 return self.sequence_logps(self.policy, batch, prefix)[0]

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from filelock import FileLock
+from lightning.pytorch.plugins.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
@@ -44,6 +45,8 @@ from dpo_exp.storage import remove_partials, temporary_name, writing
 LOGPS_VERSION = 1
 SPLITS = ("train", "validation")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+# Lightning's other spellings of `trainer.precision`.
+ALIASES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-true"}
 
 
 class CacheError(ConfigError):
@@ -119,13 +122,17 @@ def data_fingerprint(items: list[IndexedItem]) -> str:
     return _sha256(json.dumps([item.index, *vars(item.record).values()]).encode() for item in items)
 
 
-def cache_key(
-    model_cfg: Any, data_cfg: Any, policy: torch.nn.Module, tokenizer: Any, data: PreparedData
-) -> dict:
-    """Everything the reference log-probs depend on, as strings."""
+def cache_key(cfg: Any, policy: torch.nn.Module, tokenizer: Any, data: PreparedData) -> dict:
+    """Everything the reference log-probs depend on, as strings.
+
+    The reference's dtype is `ref_dtype`, else the policy's (`load_reference`); the precision
+    decides the dtype it computes in (`scoring_precision`).
+    """
+    model_cfg, data_cfg = cfg.model, cfg.data
     return {
         "reference_weights": weights_fingerprint(model_cfg, policy),
         "reference_dtype": str(model_cfg.get("ref_dtype") or model_cfg.get("dtype")),
+        "precision": str(cfg.trainer.precision),
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "data_train": data_fingerprint(data.train.items),
         "data_validation": data_fingerprint(data.validation.items),
@@ -159,8 +166,9 @@ def compute_split(
     logits_chunk: int | None = None,
 ) -> SplitLogps | UnpairedLogps:
     """Score every example of a split with the reference; NaN marks anything left unscored."""
-    first = torch.full((len(items),), float("nan"))
-    second = torch.full((len(items),), float("nan"))
+    # fp32 whatever the default dtype (a half-precision plugin's `forward_context` changes it).
+    first = torch.full((len(items),), float("nan"), dtype=torch.float32)
+    second = torch.full((len(items),), float("nan"), dtype=torch.float32)
     device = next(reference.parameters()).device
     share_prompt = share_prompt and shared_prompt_supported(reference)
     collate = split_collator(items, pad_id, paired=paired, share_prompt=share_prompt)
@@ -256,7 +264,7 @@ def load_or_compute(
     paired: bool = True,
 ) -> ReferenceCache:
     """The verified cache for this run's inputs, computed (with `load_reference()`) if absent."""
-    key = cache_key(cfg.model, cfg.data, policy, tokenizer, data)
+    key = cache_key(cfg, policy, tokenizer, data)
     path = cache_path(cfg.reference.cache_dir, key)
     sizes = {"train": len(data.train.items), "validation": len(data.validation.items)}
     with writing(path):
@@ -297,8 +305,32 @@ def compute_cache(
     }
     # A LoRA policy without a separate reference is its own reference, adapter off.
     scorer = policy if reference is None and is_lora(policy) else reference
-    with reference_mode(scorer) if scorer is policy else contextlib.nullcontext():
+    mode = reference_mode(scorer) if scorer is policy else contextlib.nullcontext()
+    plugin = scoring_precision(cfg.trainer.precision, next(scorer.parameters()).device.type)
+    # Cast as the trainer casts the models it runs (the policy too: the trainer would cast it alike).
+    scorer = plugin.convert_module(scorer)
+    with mode, plugin.forward_context():
         return ReferenceCache(
             train=compute_split(scorer, data.train.items, **options),
             validation=compute_split(scorer, data.validation.items, **options),
         )
+
+
+def scoring_precision(precision: Any, device_type: str) -> Precision:
+    """The plugin a one-device Trainer with `trainer.precision` runs its models under.
+
+    The cache stands in for the reference of the run, so it is scored as that reference would be:
+    under `bf16-true` in bf16 weights (the policy at step 0 is too), under `bf16-mixed` in autocast.
+    Scored in fp32 instead, a policy that starts as its reference differs from it at step 0 by the
+    rounding of its own weights.
+    """
+    name = ALIASES.get(str(precision), str(precision))
+    if name in ("bf16-true", "16-true"):
+        return HalfPrecision(name)
+    if name in ("bf16-mixed", "16-mixed"):
+        return MixedPrecision(name, device_type)
+    if name == "64-true":
+        return DoublePrecision()
+    if name == "32-true":
+        return Precision()
+    raise ConfigError(f"reference.cache: trainer.precision={precision} is not one the cache can score in")

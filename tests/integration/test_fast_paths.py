@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
+from lightning.pytorch.plugins.precision import HalfPrecision
 from torch.testing import assert_close
 
 from dpo_exp.cli import run
@@ -39,7 +42,7 @@ def test_head_on_completions_equals_full_logits_on_a_tiny_llama():
 def _cache_for(overrides: list[str], tmp_path: Path):
     cfg, module, datamodule = build(overrides)
     tokenizer = load_tokenizer(cfg.model)
-    key = cache_key(cfg.model, cfg.data, module.policy, tokenizer, datamodule.data)
+    key = cache_key(cfg, module.policy, tokenizer, datamodule.data)
     return cfg, module, datamodule, key
 
 
@@ -64,7 +67,7 @@ def test_cached_reference_logps_equal_the_on_the_fly_ones(tmp_path: Path):
     )
     batch = _first_batch_with(cached, datamodule, paired=True)
     on_the_fly = module.reference_logps({k: v for k, v in batch.items() if k != "ref_logps"})
-    assert_close(batch["ref_logps"], on_the_fly, rtol=1e-5, atol=1e-5)
+    assert_close(batch["ref_logps"].values, on_the_fly, rtol=1e-5, atol=1e-5)
     module.reference = None  # the module now reads them from the batch
     assert_close(module.reference_logps(batch), on_the_fly, rtol=1e-5, atol=1e-5)
 
@@ -93,6 +96,47 @@ def test_the_key_changes_with_weights_data_and_truncation(tmp_path: Path):
     assert _cache_for(["data.max_length=30"], tmp_path)[3]["truncation"] != key["truncation"]
     assert _cache_for(["data.options.seed=1"], tmp_path)[3]["data_train"] != key["data_train"]
     assert _cache_for([], tmp_path)[3] == key
+
+
+def test_the_key_changes_with_precision_and_the_reference_dtype(tmp_path: Path, tiny_model_dir):
+    _, _, _, key = _cache_for([], tmp_path)
+    assert _cache_for(["trainer.precision=bf16-true"], tmp_path)[3]["precision"] != key["precision"]
+    # A `ref_path` reference's files are the same whatever dtype it is loaded in: the key names it.
+    separate = [f"model.ref_path={tiny_model_dir}"]
+    base = _cache_for(separate, tmp_path)[3]
+    for override in ("model.dtype=bfloat16", "model.ref_dtype=bfloat16"):
+        changed = _cache_for([*separate, override], tmp_path)[3]
+        assert changed["reference_weights"] == base["reference_weights"]
+        assert changed["reference_dtype"] != base["reference_dtype"], override
+
+
+def test_cached_logps_pass_a_half_precision_plugin_unrounded(tmp_path: Path):
+    """bf16-true casts every floating tensor of a batch before moving it (`convert_input`); the
+    cached values, summed log-probs of tens to thousands of nats, must reach the loss as stored."""
+    _, module, datamodule, _ = _cache_for([], tmp_path)
+    cached = compute_split(
+        module.reference, datamodule.data.train.items, pad_id=datamodule.pad_id, batch_size=8
+    )
+    batch = _first_batch_with(cached, datamodule, paired=True)
+    index = batch["index"]
+    stored = torch.cat([cached.chosen[index], cached.rejected[index]])
+    assert not torch.equal(stored.to(torch.bfloat16).float(), stored)  # bf16 would round them
+    moved = move_data_to_device(HalfPrecision("bf16-true").convert_input(batch), "cpu")
+    assert moved["input_ids"].dtype == torch.long
+    module.reference = None  # the module reads them from the batch
+    read = module.reference_logps(moved)
+    assert read.dtype == torch.float32 and torch.equal(read, stored)
+
+
+def test_a_bf16_true_run_from_its_cached_reference_starts_at_ln_2(tmp_path: Path):
+    # The cache is scored in bf16 weights as the policy is: the step-0 log-ratios are exactly 0.
+    overrides = ["trainer.precision=bf16-true", "reference.cache=true", f"reference.cache_dir={tmp_path}"]
+    overrides += ["trainer.max_steps=1", "trainer.val_check_interval=1"]
+    summary = run(compose_config(overrides), tmp_path / "run")
+    assert summary["reference_cached"]
+    assert summary["step_zero"]["max_abs_logratio"] == 0
+    assert summary["step_zero"]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert summary["metrics"]["train/loss"] == pytest.approx(math.log(2), abs=1e-6)  # step 0, as logged
 
 
 def _copy(split: SplitLogps) -> SplitLogps:
@@ -152,8 +196,10 @@ def test_kto_reads_reference_logps_of_its_examples_and_their_mismatched_rows_fro
     cached = compute_split(module.reference, items, pad_id=0, batch_size=7, paired=False)
     batch = _first_batch_with(cached, datamodule, paired=False)
     plain = {name: value for name, value in batch.items() if "ref_logps" not in name}
-    assert_close(batch["ref_logps"], module.reference_logps(plain), rtol=1e-5, atol=1e-5)
-    assert_close(batch["kl_ref_logps"], module.reference_logps(plain, prefix="kl_"), rtol=1e-5, atol=1e-5)
+    assert_close(batch["ref_logps"].values, module.reference_logps(plain), rtol=1e-5, atol=1e-5)
+    assert_close(
+        batch["kl_ref_logps"].values, module.reference_logps(plain, prefix="kl_"), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.slow

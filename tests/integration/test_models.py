@@ -11,17 +11,18 @@ import torch
 from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file
 from torch.testing import assert_close
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from dpo_exp.cli import run
 from dpo_exp.config import validate_config
 from dpo_exp.data.collate import IndexedItem, PairCollator, SharedPromptCollator
 from dpo_exp.data.module import prepare_data
-from dpo_exp.models.loading import load_tokenizer
+from dpo_exp.models.loading import load_policy, load_reference, load_tokenizer
 from dpo_exp.models.lora import REFERENCE_ADAPTER, TRAINED_ADAPTER, lora_config
 from dpo_exp.models.scoring import score_batch, shared_prompt_supported
 from dpo_exp.training.export import export_policy
 from dpo_exp.training.module import PreferenceModule
+from tests.conftest import tiny_llama_config
 from tests.helpers import FAST_DATA, FAST_TRAINER, assemble, compose_config
 
 LORA = "model.lora={r:4,alpha:8,dropout:0.0,target_modules:all-linear}"
@@ -293,6 +294,38 @@ def test_bf16_precision_trains_two_steps_on_cpu(precision, family_dirs, tmp_path
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "model", dtype="auto")
     expected = torch.bfloat16 if precision == "bf16-true" else torch.float32
     assert next(exported.parameters()).dtype == expected
+
+
+# -- the reference's dtype -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bf16_model_dir(tmp_path_factory, char_tokenizer) -> Path:
+    """A tiny Llama saved in bfloat16: its config.json names that dtype."""
+    directory = tmp_path_factory.mktemp("tiny_llama_bf16")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_llama_config(char_tokenizer))
+    model.to(torch.bfloat16).save_pretrained(directory)
+    char_tokenizer.save_pretrained(directory)
+    assert AutoConfig.from_pretrained(directory).dtype == torch.bfloat16
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("dtype", "ref_dtype", "expected"),
+    [
+        ("float32", "null", torch.float32),  # null: the policy's dtype, not the checkpoint's bfloat16
+        ("bfloat16", "null", torch.bfloat16),
+        ("float32", "float16", torch.float16),
+    ],
+)
+def test_a_separate_reference_loads_in_ref_dtype_else_the_policy_dtype(
+    family_dirs, bf16_model_dir, dtype, ref_dtype, expected
+):
+    overrides = [f"model.ref_path={bf16_model_dir}", f"model.dtype={dtype}", f"model.ref_dtype={ref_dtype}"]
+    cfg = compose(family_dirs["llama"], "llama", *overrides)
+    reference = load_reference(cfg.model, load_policy(cfg.model, load_tokenizer(cfg.model)))
+    assert {parameter.dtype for parameter in reference.parameters()} == {expected}
 
 
 # -- config checks ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import torch
 from torch.testing import assert_close
 
 from dpo_exp.cli import run
+from dpo_exp.data.collate import CachedLogps
 from dpo_exp.data.module import PreferenceDataModule
 from dpo_exp.losses import LOSSES, get_loss
 from dpo_exp.training.module import PreferenceModule
@@ -77,7 +78,7 @@ def test_cached_reference_logps_in_the_batch_replace_the_reference_forward():
     batch = first_batch(datamodule)
     with torch.no_grad():
         on_the_fly = module.reference_logps(batch)
-    batch["ref_logps"] = on_the_fly.clone()
+    batch["ref_logps"] = CachedLogps(on_the_fly.clone())
     module.reference = None
     assert_close(module.reference_logps(batch), on_the_fly)
 
