@@ -6,7 +6,7 @@ log-prob code version) can share them. The file is named by the digest of that k
 atomically under a lock (sweep members may start together), and checked on load: the stored key
 must equal the expected one, the values must match the digest stored with them, and every example
 of both splits must have a finite value. A file that fails any check (or is cut short) is never
-used: it is recomputed, with a one-line message. A run that uses the cache loads no reference model.
+used: it is recomputed, with a one-line message. Where and when it is scored: `ref_scoring.py`.
 
 Paired data stores `chosen` and `rejected` per example; unpaired data (KTO) stores `completion`
 and `mismatched`, the latter on the example's fixed mismatched row (`mismatch_partners`).
@@ -14,7 +14,6 @@ and `mismatched`, the latter on the example's fixed mismatched row (`mismatch_pa
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -25,33 +24,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from filelock import FileLock
-from lightning.pytorch.plugins.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
-from dpo_exp.console import progress, stage, warn
+from dpo_exp.console import progress
 from dpo_exp.data.collate import IndexedItem, SplitLogps, UnpairedLogps
 from dpo_exp.data.module import PreparedData, split_collator
 from dpo_exp.errors import ConfigError
 from dpo_exp.losses import LossSpec
 from dpo_exp.losses.logprobs import split_pairs
-from dpo_exp.models.lora import REFERENCE_ADAPTER, is_lora, reference_mode
+from dpo_exp.models.lora import REFERENCE_ADAPTER, is_lora
 from dpo_exp.models.scoring import score_batch, shared_prompt_supported
-from dpo_exp.storage import remove_partials, temporary_name, writing
+from dpo_exp.storage import temporary_name, writing
 
 # Bump when the numbers `score_sequences` gives for the same inputs change (label shift, dtype,
 # masking): caches written by older code then stop matching.
 LOGPS_VERSION = 1
 SPLITS = ("train", "validation")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-# Lightning's other spellings of `trainer.precision`.
-ALIASES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-true"}
 
 
 class CacheError(ConfigError):
     """A reference log-prob cache that cannot be used: unreadable, another key, values that do not
-    match their digest, missing or non-finite values. `load_or_compute` recomputes such a file."""
+    match their digest, missing or non-finite values. Such a file is recomputed (`ref_scoring.py`)."""
 
 
 @dataclass
@@ -164,11 +159,13 @@ def compute_split(
     paired: bool = True,
     share_prompt: bool = False,
     logits_chunk: int | None = None,
+    size: int | None = None,
 ) -> SplitLogps | UnpairedLogps:
-    """Score every example of a split with the reference; NaN marks anything left unscored."""
+    """Score `items` with the reference, into tensors of the split's `size` (the items' count by
+    default) indexed by each item's index; NaN marks anything left unscored (another rank's share)."""
     # fp32 whatever the default dtype (a half-precision plugin's `forward_context` changes it).
-    first = torch.full((len(items),), float("nan"), dtype=torch.float32)
-    second = torch.full((len(items),), float("nan"), dtype=torch.float32)
+    first = torch.full((size or len(items),), float("nan"), dtype=torch.float32)
+    second = torch.full((size or len(items),), float("nan"), dtype=torch.float32)
     device = next(reference.parameters()).device
     share_prompt = share_prompt and shared_prompt_supported(reference)
     collate = split_collator(items, pad_id, paired=paired, share_prompt=share_prompt)
@@ -254,83 +251,21 @@ def load_cache(path: Path, key: dict, sizes: dict[str, int], *, paired: bool = T
     return ReferenceCache(**splits)
 
 
-def load_or_compute(
-    cfg: Any,
-    policy: torch.nn.Module,
-    tokenizer: Any,
-    data: PreparedData,
-    load_reference: Any,
-    *,
-    paired: bool = True,
-) -> ReferenceCache:
-    """The verified cache for this run's inputs, computed (with `load_reference()`) if absent."""
-    key = cache_key(cfg, policy, tokenizer, data)
-    path = cache_path(cfg.reference.cache_dir, key)
-    sizes = {"train": len(data.train.items), "validation": len(data.validation.items)}
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        remove_partials(path)  # a writer killed mid-write; no other can be writing under the lock
-        if path.exists():
-            try:
-                cache = load_cache(path, key, sizes, paired=paired)
-            except CacheError as error:
-                warn(f"reference log-probs: {error}; recomputing")
-                path.unlink()
-            else:
-                stage("ref", f"reused reference log-probs {path}")
-                return cache
-        save_cache(path, key, compute_cache(cfg, policy, tokenizer, data, load_reference, paired=paired))
-        stage("ref", f"built reference log-probs {path}")
-    return load_cache(path, key, sizes, paired=paired)
+def placeholder(sizes: dict[str, int], *, paired: bool) -> ReferenceCache:
+    """A cache of NaNs of the splits' sizes, for the data module to hold until it is filled in place."""
+    logps_type = split_logps_type(paired)
+    return ReferenceCache(
+        **{
+            split: logps_type(
+                *(torch.full((sizes[split],), float("nan")) for _ in dataclasses.fields(logps_type))
+            )
+            for split in SPLITS
+        }
+    )
 
 
-def compute_cache(
-    cfg: Any,
-    policy: torch.nn.Module,
-    tokenizer: Any,
-    data: PreparedData,
-    load_reference: Any,
-    *,
-    paired: bool,
-) -> ReferenceCache:
-    """Score both splits with the reference (`load_reference()`, or a LoRA policy's own base)."""
-    reference = load_reference()
-    options = {
-        "pad_id": tokenizer.pad_token_id,
-        "batch_size": int(cfg.data.eval_batch_size),
-        "paired": paired,
-        "share_prompt": bool(cfg.speed.share_prompt),
-        "logits_chunk": cfg.speed.logits_chunk,
-    }
-    # A LoRA policy without a separate reference is its own reference, adapter off.
-    scorer = policy if reference is None and is_lora(policy) else reference
-    mode = reference_mode(scorer) if scorer is policy else contextlib.nullcontext()
-    plugin = scoring_precision(cfg.trainer.precision, next(scorer.parameters()).device.type)
-    # Cast as the trainer casts the models it runs (the policy too: the trainer would cast it alike).
-    scorer = plugin.convert_module(scorer)
-    with mode, plugin.forward_context():
-        return ReferenceCache(
-            train=compute_split(scorer, data.train.items, **options),
-            validation=compute_split(scorer, data.validation.items, **options),
-        )
-
-
-def scoring_precision(precision: Any, device_type: str) -> Precision:
-    """The plugin a one-device Trainer with `trainer.precision` runs its models under.
-
-    The cache stands in for the reference of the run, so it is scored as that reference would be:
-    under `bf16-true` in bf16 weights (the policy at step 0 is too), under `bf16-mixed` in autocast.
-    Scored in fp32 instead, a policy that starts as its reference differs from it at step 0 by the
-    rounding of its own weights.
-    """
-    name = ALIASES.get(str(precision), str(precision))
-    if name in ("bf16-true", "16-true"):
-        return HalfPrecision(name)
-    if name in ("bf16-mixed", "16-mixed"):
-        return MixedPrecision(name, device_type)
-    if name == "64-true":
-        return DoublePrecision()
-    if name == "32-true":
-        return Precision()
-    raise ConfigError(f"reference.cache: trainer.precision={precision} is not one the cache can score in")
+def fill(cache: ReferenceCache, values: ReferenceCache) -> None:
+    """Copy `values` into `cache`'s tensors, which data modules and collators already hold."""
+    for split in SPLITS:
+        for field in dataclasses.fields(getattr(cache, split)):
+            getattr(getattr(cache, split), field.name).copy_(getattr(getattr(values, split), field.name))

@@ -41,7 +41,8 @@ from dpo_exp.training.export import EXPORT_DIR, export_policy
 from dpo_exp.training.flops import StepFlops
 from dpo_exp.training.guards import NonFiniteGuard
 from dpo_exp.training.ranks import RankWatch
-from dpo_exp.training.ref_cache import ReferenceCache, cache_wanted, load_or_compute
+from dpo_exp.training.ref_cache import ReferenceCache, cache_wanted
+from dpo_exp.training.ref_scoring import ReferenceScoring, open_cache, scoring_options
 from dpo_exp.training.resume import RESUME_ENV, resume_checkpoint
 from dpo_exp.training.run_files import (
     FINISHED_IN,
@@ -137,6 +138,7 @@ class RunParts:
     policy: PreTrainedModel
     reference: PreTrainedModel | None
     cache: ReferenceCache | None
+    scoring: ReferenceScoring | None  # fills `cache` when training starts, where it was not on disk
     module: L.LightningModule
     datamodule: L.LightningDataModule
     loss_options: dict[str, Any]  # as the loss gets them: each `auto` one chosen from the data
@@ -155,12 +157,15 @@ def assemble_run(cfg: DictConfig) -> RunParts:
             warn(warning)
     options, auto_options = resolve_loss_options(cfg.loss, spec, data)
     policy = load_policy(cfg.model, tokenizer)
-    cache = None
+    cache, reference, scoring = None, None, None
     if cache_wanted(cfg.reference, spec):
-        cache = load_or_compute(
-            cfg, policy, tokenizer, data, lambda: load_reference(cfg.model, policy), paired=spec.paired
-        )
-    reference = load_reference(cfg.model, policy) if spec.needs_reference and cache is None else None
+        opened = open_cache(cfg, policy, tokenizer, data, paired=spec.paired)
+        cache = opened.cache  # read now, or filled when training starts (ReferenceScoring)
+        if not opened.found:
+            how = scoring_options(cfg, tokenizer, paired=spec.paired)
+            scoring = ReferenceScoring(opened, data, load_reference(cfg.model, policy), how)
+    elif spec.needs_reference:
+        reference = load_reference(cfg.model, policy)
     datamodule = build_datamodule(
         cfg,
         spec,
@@ -171,7 +176,7 @@ def assemble_run(cfg: DictConfig) -> RunParts:
     )
     module = build_module(cfg, spec, policy, reference, options)
     return RunParts(
-        spec, tokenizer, data, policy, reference, cache, module, datamodule, options, auto_options
+        spec, tokenizer, data, policy, reference, cache, scoring, module, datamodule, options, auto_options
     )
 
 
@@ -195,6 +200,8 @@ def run_callbacks(
         callbacks.append(checkpoint_callback(run_dir, every, keep, config))
     if cfg.save_eval_logps:
         callbacks.append(EvalLogpsWriter(run_dir))
+    if parts.scoring is not None:
+        callbacks.append(parts.scoring)
     return callbacks
 
 

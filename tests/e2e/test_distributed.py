@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from dpo_exp.cli import run
+from dpo_exp.training.ref_cache import read_cache_file
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import FAST, compose_config, train_losses, train_py
 
@@ -118,3 +120,27 @@ def test_a_rank_killed_mid_run_is_named_by_the_one_left(tmp_path: Path):
     assert failed.startswith(f"LostRankError: {message}")
     assert "Traceback" in failed and "gloo" in failed  # the survivor's own error, kept in the record
     assert not (run_dir / "summary.json").exists()
+
+
+def test_two_ranks_each_score_half_of_the_reference_cache_and_write_one_file(tmp_path: Path):
+    """The cache of a DDP run is scored by both ranks, each taking every other example, once the
+    strategy has started them; the file equals the one a single process writes."""
+    single = run(
+        compose_config([*IN_ORDER, "reference.cache=true", f"reference.cache_dir={tmp_path / 'one'}"]),
+        tmp_path / "single",
+    )
+    cache = ["reference.cache=true", f"reference.cache_dir={tmp_path / 'two'}"]
+    result = launch(*IN_ORDER, "data.batch_size=4", "strategy=ddp", *cache, f"output_root={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "built reference log-probs" in result.stdout and "(2 ranks)" in result.stdout
+    (one,), (two,) = (tmp_path / "one").glob("*.safetensors"), (tmp_path / "two").glob("*.safetensors")
+    assert one.name == two.name  # the same key: the same reference, data and precision
+    _, expected = read_cache_file(one)
+    _, scored = read_cache_file(two)
+    assert expected.keys() == scored.keys()
+    for name, values in expected.items():
+        torch.testing.assert_close(scored[name], values, rtol=1e-5, atol=1e-5)
+    (ddp_dir,) = (tmp_path / "runs").glob("*/*")
+    ddp = json.loads((ddp_dir / "summary.json").read_text())
+    assert ddp["step_zero"]["max_abs_logratio"] < 1e-4
+    assert ddp["metrics"]["val/loss"] == pytest.approx(single["metrics"]["val/loss"], abs=1e-5)

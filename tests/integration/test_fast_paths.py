@@ -16,6 +16,7 @@ from dpo_exp.data.collate import SplitLogps
 from dpo_exp.data.module import PreferenceDataModule
 from dpo_exp.models.loading import load_tokenizer
 from dpo_exp.models.scoring import score_sequences
+from dpo_exp.training import ref_scoring
 from dpo_exp.training.ref_cache import (
     CacheError,
     ReferenceCache,
@@ -209,3 +210,27 @@ def test_kto_training_with_the_cache_follows_the_same_loss_trajectory(tmp_path: 
     cached = run(compose_config([*overrides, "reference.cache=true"]), tmp_path / "cached")
     assert cached["reference_cached"] and not plain["reference_cached"]
     assert_same_training(plain, cached)
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "bf16-mixed"])
+def test_the_cache_is_scored_when_training_starts_on_the_placed_model_in_its_precision(
+    tmp_path: Path, monkeypatch, precision
+):
+    """Scored before the Trainer existed, the cache ran on the host in fp32 while a GPU idled; it is
+    scored now under the Trainer's own precision plugin, on the module's device, once it is placed."""
+    seen = []
+
+    def recording(scorer, items, **options):
+        parameter = next(scorer.parameters())
+        seen.append((parameter.dtype, parameter.device, torch.is_autocast_enabled("cpu"), options["size"]))
+        return compute_split(scorer, items, **options)
+
+    monkeypatch.setattr(ref_scoring, "compute_split", recording)
+    overrides = [f"trainer.precision={precision}", "reference.cache=true", f"reference.cache_dir={tmp_path}"]
+    summary = run(compose_config([*overrides, *FOUR_STEPS]), tmp_path / "run")
+    dtype, autocast = (torch.bfloat16, False) if precision == "bf16-true" else (torch.float32, True)
+    assert seen == [(dtype, torch.device("cpu"), autocast, 80), (dtype, torch.device("cpu"), autocast, 16)]
+    assert summary["step_zero"]["max_abs_logratio"] == 0  # the policy runs as its cache was scored
+    seen.clear()
+    run(compose_config([*overrides, *FOUR_STEPS]), tmp_path / "again")
+    assert seen == []  # read back from the file, scored by no one
