@@ -11,7 +11,7 @@ from transformers import PreTrainedModel, get_scheduler
 from dpo_exp.losses import LossOutput, get_loss, loss_hyperparameters, loss_inputs
 from dpo_exp.losses.logprobs import split_pairs
 from dpo_exp.models.lora import is_lora, reference_mode
-from dpo_exp.models.scoring import score_batch
+from dpo_exp.models.scoring import head_on_completions_supported, score_batch
 from dpo_exp.training.checkpoints import restore_rng_state, rng_state
 from dpo_exp.training.invariants import (
     StepZeroMismatch,
@@ -242,11 +242,11 @@ class PreferenceModule(L.LightningModule):
         mesh = self.device_mesh
         if mesh is None:
             return
-        for model in (self.policy, self.reference):
-            if model is not None:
-                shard_model(model, mesh["data_parallel"])
-        # FSDP2 gathers parameters when the root module runs; the head-only path calls its parts.
-        self.head_on_completions = False
+        models = [model for model in (self.policy, self.reference) if model is not None]
+        for model in models:
+            shard_model(model, mesh["data_parallel"])
+        # The head-only path calls the decoder and the head apart: each must be its own FSDP unit.
+        self.head_on_completions = self.head_on_completions and all(map(head_sharded_apart, models))
 
     # -- optimisation ------------------------------------------------------------------------
 
@@ -276,11 +276,25 @@ class PreferenceModule(L.LightningModule):
 
 
 def shard_model(model: torch.nn.Module, mesh: Any) -> None:
-    """FSDP2: each decoder layer its own shard group, then the rest (embeddings, head) at the root."""
+    """FSDP2: each decoder layer its own shard group; then, where the LM head is not tied to the
+    embeddings, the decoder (embeddings, final norm) and the head each their own, so the head-only
+    path can run the decoder alone and the head a chunk of scored positions at a time, each
+    gathering its own parameters; then the rest at the root."""
     from torch.distributed.fsdp import fully_shard
 
     layer_classes = set(getattr(model, "_no_split_modules", None) or [])
     for module in model.modules():
         if type(module).__name__ in layer_classes:
             fully_shard(module, mesh=mesh)
+    if head_sharded_apart(model):
+        fully_shard(model.get_decoder(), mesh=mesh)
+        fully_shard(model.get_output_embeddings(), mesh=mesh)
     fully_shard(model, mesh=mesh)
+
+
+def head_sharded_apart(model: torch.nn.Module) -> bool:
+    """Whether the decoder and the LM head can be sharded as units apart: a plain head whose weight
+    is not the embeddings' (one parameter cannot belong to two units)."""
+    if not head_on_completions_supported(model):
+        return False
+    return model.get_output_embeddings().weight is not model.get_input_embeddings().weight

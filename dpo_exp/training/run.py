@@ -245,6 +245,7 @@ def _train(
         "wall_time_s": time.perf_counter() - start,
         **throughput.figures(),
         "reference_cached": parts.cache is not None,
+        "head_on_completions": bool(parts.module.head_on_completions),  # off where it cannot run
         "shared_prompt": parts.datamodule.share_prompt,
         "step_zero": parts.module.step_zero,  # the step-0 invariant's figures; None when not checked
         "alarms": {"likelihood_displacement": alarm.fired},

@@ -52,3 +52,15 @@ def test_a_sharded_run_resumed_from_its_checkpoint_ends_like_the_uninterrupted_r
     assert resumed["global_step"] == 6
     for name in ("val/loss", "val/logps/chosen", "val/logps/rejected"):
         assert resumed["metrics"][name] == pytest.approx(uninterrupted["metrics"][name], rel=1e-6), name
+
+
+@pytest.mark.parametrize("logits_chunk", ["null", "8"])
+def test_fsdp_scores_completions_with_the_head_alone_as_one_process_does(tmp_path: Path, logits_chunk):
+    """With an untied head, decoder and head are FSDP units of their own: the head runs on scored
+    positions only (in chunks), not on every position's full-vocabulary logits."""
+    untied = [*IN_ORDER, "model.config.tie_word_embeddings=false", f"speed.logits_chunk={logits_chunk}"]
+    single = run(compose_config([*untied, "data.batch_size=8"]), tmp_path / "one")
+    summary = train_fsdp(tmp_path / "fsdp", *untied)
+    assert summary["head_on_completions"] is True
+    for name in ("val/loss", "val/logps/chosen", "val/logps/rejected"):
+        assert summary["metrics"][name] == pytest.approx(single["metrics"][name], rel=1e-4, abs=1e-4), name
