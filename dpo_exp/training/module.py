@@ -15,6 +15,7 @@ from dpo_exp.models.scoring import head_on_completions_supported, score_batch
 from dpo_exp.training.checkpoints import restore_rng_state, rng_state
 from dpo_exp.training.invariants import (
     StepZeroMismatch,
+    coarsest_dtype,
     step_zero_figures,
     step_zero_problem,
     zero_logratio_inputs,
@@ -56,7 +57,7 @@ class PreferenceModule(L.LightningModule):
         self.logits_chunk = logits_chunk  # LM-head positions scored at once (`head_token_logps`)
         # Whether the first training batch checks the step-0 invariant (`invariants.py`); its figures.
         self.check_step_zero = check_step_zero
-        self.step_zero: dict[str, float] | None = None
+        self.step_zero: dict[str, Any] | None = None
 
     # -- modes and checkpoints ---------------------------------------------------------------
 
@@ -152,9 +153,15 @@ class PreferenceModule(L.LightningModule):
     def _check_step_zero(self, tensors: dict[str, torch.Tensor], output: LossOutput) -> None:
         with torch.no_grad():
             loss_at_zero = self._call_loss(zero_logratio_inputs(tensors)).loss
-        self.step_zero = step_zero_figures(tensors, output.loss.detach(), loss_at_zero)
-        precision = str(self._trainer.precision) if self._trainer is not None else "32-true"
-        problem = step_zero_problem(self.step_zero, precision)
+        # The tolerance follows what the policy computed in: its weights after the precision plugin
+        # cast them (bf16-true, model.dtype), or autocast's dtype under a *-mixed precision.
+        device = self.device.type
+        dtypes = {p.dtype for p in self.policy.parameters() if p.is_floating_point()}
+        if torch.is_autocast_enabled(device):
+            dtypes.add(torch.get_autocast_dtype(device))
+        dtype = coarsest_dtype(dtypes)
+        self.step_zero = step_zero_figures(tensors, output.loss.detach(), loss_at_zero, dtype)
+        problem = step_zero_problem(self.step_zero)
         if problem is not None:
             raise StepZeroMismatch(problem)
 

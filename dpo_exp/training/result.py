@@ -58,6 +58,8 @@ def footer(summary: dict[str, Any]) -> list[str]:
     lines = []
     if summary.get("skipped_steps"):
         lines.append(f"skipped steps (non-finite gradients): {summary['skipped_steps']}")
+    if summary.get("scaler_skipped_steps"):
+        lines.append(f"steps the loss scaler skipped (fp16 overflow): {summary['scaler_skipped_steps']}")
     if summary.get("wandb_run_dir"):
         folder = summary["wandb_run_dir"]
         sync = "" if summary.get("wandb_online") else f" (to upload: wandb sync {folder})"

@@ -239,7 +239,7 @@ def _train(
         "global_step": trainer.global_step,
         "world_size": trainer.world_size,
         "num_nodes": trainer.num_nodes,
-        "skipped_steps": guard.skipped_steps,
+        **guard.figures(),
         "resumed_from": None if resume_from is None else str(resume_from),
         "metrics": {name: float(value) for name, value in sorted(trainer.callback_metrics.items())},
         "wall_time_s": time.perf_counter() - start,
