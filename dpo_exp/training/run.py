@@ -244,9 +244,7 @@ def _train(
         "metrics": {name: float(value) for name, value in sorted(trainer.callback_metrics.items())},
         "wall_time_s": time.perf_counter() - start,
         **throughput.figures(),
-        "reference_cached": parts.cache is not None,
-        "head_on_completions": bool(parts.module.head_on_completions),  # off where it cannot run
-        "shared_prompt": parts.datamodule.share_prompt,
+        **fast_paths(parts),
         "step_zero": parts.module.step_zero,  # the step-0 invariant's figures; None when not checked
         "alarms": {"likelihood_displacement": alarm.fired},
         "data": {"train": vars(parts.data.train.report), "validation": vars(parts.data.validation.report)},
@@ -256,6 +254,15 @@ def _train(
     if trainer.is_global_zero:
         finish_run(cfg, run_dir, parts, summary, trainer)
     return summary
+
+
+def fast_paths(parts: RunParts) -> dict[str, bool]:
+    """Which paths to the same numbers, only faster, this run took (each is off where it cannot run)."""
+    return {
+        "reference_cached": parts.cache is not None,
+        "head_on_completions": bool(parts.module.head_on_completions),
+        "shared_prompt": bool(parts.datamodule.share_prompt),
+    }
 
 
 def describe_run(cfg: DictConfig, parts: RunParts, run_dir: Path) -> str:
