@@ -144,3 +144,26 @@ def test_two_ranks_each_score_half_of_the_reference_cache_and_write_one_file(tmp
     ddp = json.loads((ddp_dir / "summary.json").read_text())
     assert ddp["step_zero"]["max_abs_logratio"] < 1e-4
     assert ddp["metrics"]["val/loss"] == pytest.approx(single["metrics"]["val/loss"], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "precision",
+    [
+        ["trainer.precision=32-true"],
+        ["trainer.precision=bf16-mixed"],
+        ["trainer.precision=bf16-true"],
+        ["model.dtype=bfloat16"],
+    ],
+    ids=["32-true", "bf16-mixed", "bf16-true", "bf16 weights"],
+)
+def test_every_precision_under_ddp_with_its_cache_starts_from_its_reference(tmp_path: Path, precision):
+    cache = ["reference.cache=true", f"reference.cache_dir={tmp_path / 'cache'}", "speed.pack=true"]
+    result = launch(
+        *IN_ORDER, "data.batch_size=4", "strategy=ddp", *precision, *cache, f"output_root={tmp_path}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (ddp_dir,) = (tmp_path / "runs").glob("*/*")
+    summary = json.loads((ddp_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["reference_cached"]
+    assert summary["step_zero"]["max_abs_logratio"] == 0  # each rank's share scored as the policy runs
+    assert summary["step_zero"]["loss"] == pytest.approx(summary["step_zero"]["loss_at_zero"], abs=1e-6)
