@@ -125,6 +125,7 @@ class OptimSchema:
     eps: float = MISSING
     warmup_steps: int = MISSING
     scheduler: str = MISSING
+    master_weights: bool = MISSING
 
 
 @dataclass

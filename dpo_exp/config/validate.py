@@ -305,6 +305,11 @@ DEPENDENT_KEYS: tuple[tuple[str, Callable[[DictConfig], bool], str], ...] = (
         "speed.head_on_completions=false computes the full logits",
     ),
     ("checkpoint.", lambda cfg: bool(cfg.trainer.enable_checkpointing), "trainer.enable_checkpointing=false"),
+    (
+        "optim.master_weights",
+        lambda cfg: low_precision_weights(cfg),
+        "the weights are fp32 (neither trainer.precision=bf16-true nor model.dtype=bfloat16)",
+    ),
     ("export.lora", lambda cfg: bool(cfg.export.save), "nothing is exported (export.save=false)"),
     ("online.reference", lambda cfg: int(cfg.online.rounds) > 1, "one round's reference is the SFT model"),
     ("sft.check_every", lambda cfg: cfg.sft.target_reward is not None, "sft.target_reward=null: no checks"),
@@ -319,6 +324,13 @@ DEPENDENT_KEYS: tuple[tuple[str, Callable[[DictConfig], bool], str], ...] = (
         "validation is read, not cut from train",
     ),
 )
+
+
+def low_precision_weights(cfg: DictConfig) -> bool:
+    """Whether the trained weights are bf16 or fp16: cast by a `*-true` precision, or loaded so
+    (`*-mixed` keeps the weights' own dtype)."""
+    precision = str(cfg.trainer.precision)
+    return precision in ("bf16-true", "16-true") or cfg.model.get("dtype") in ("bfloat16", "float16")
 
 
 def reads_dataset(data_cfg: DictConfig) -> bool:

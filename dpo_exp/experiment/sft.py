@@ -81,6 +81,7 @@ def optim_settings(stage_cfg: Any) -> dict[str, Any]:
         "eps": 1e-8,
         "warmup_steps": int(stage_cfg.warmup_steps),
         "scheduler": stage_cfg.scheduler,
+        "master_weights": True,  # bf16 weights (model.dtype=bfloat16) keep their small updates here too
     }
 
 

@@ -20,6 +20,7 @@ from dpo_exp.training.invariants import (
     step_zero_problem,
     zero_logratio_inputs,
 )
+from dpo_exp.training.master_weights import MasterWeightAdamW
 
 
 class PreferenceModule(L.LightningModule):
@@ -260,19 +261,22 @@ class PreferenceModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.optim
         parameters = [p for p in self.policy.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            parameters,
-            lr=optim["lr"],
-            weight_decay=optim["weight_decay"],
-            betas=tuple(optim["betas"]),
-            eps=optim["eps"],
+        options = {
+            "lr": optim["lr"],
+            "weight_decay": optim["weight_decay"],
+            "betas": tuple(optim["betas"]),
+            "eps": optim["eps"],
             # One pass over each parameter instead of a dozen elementwise ops with their temporaries:
             # at 0.5B parameters on CPU, 0.32 s a step against 1.3-2.2 s, and 1.1 GB less peak
             # memory (README "Real size"). Sharded parameters (FSDP2's DTensors) take the default,
             # and so does mixed precision: Lightning's AMP plugin refuses to clip the gradients of
             # an optimizer that unscales them itself, which a fused one declares it does.
-            fused=self.device_mesh is None and not str(self.trainer.precision).endswith("-mixed"),
-        )
+            "fused": self.device_mesh is None and not str(self.trainer.precision).endswith("-mixed"),
+        }
+        if optim["master_weights"] and any(p.dtype != torch.float32 for p in parameters):
+            optimizer: torch.optim.Optimizer = MasterWeightAdamW(parameters, **options)
+        else:
+            optimizer = torch.optim.AdamW(parameters, **options)
         scheduler = get_scheduler(
             optim["scheduler"],
             optimizer,

@@ -240,6 +240,10 @@ def test_the_built_in_experiment_refuses_what_its_data_replaces(overrides, messa
             [*FIXED, "speed.head_on_completions=false", "speed.logits_chunk=256"],
             "speed.logits_chunk: has no effect: speed.head_on_completions=false computes the full logits",
         ),
+        (
+            [*FIXED, "optim.master_weights=false"],
+            "optim.master_weights: has no effect: the weights are fp32",
+        ),
         ([*FIXED, "+trainer.max_epoch=3"], "trainer.max_epoch: not an argument of lightning.Trainer"),
     ],
 )
