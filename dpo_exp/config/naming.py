@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dpo_exp.console import library_level, project_level
 from dpo_exp.data.module import data_label
+from dpo_exp.devices import run_precision
 from dpo_exp.losses import takes_beta
 from dpo_exp.models.loading import model_label
 from dpo_exp.training.run_files import new_folder
@@ -99,13 +100,15 @@ def make_folder(base: str) -> str:
 
 
 def register_resolvers() -> None:
-    """The resolvers conf/ uses: run and member names, the run folder, the levels of `verbosity`."""
+    """The resolvers conf/ uses: run and member names, the run folder, the levels of `verbosity`,
+    the precision that fits the device."""
     resolvers = {
         "dpo_exp.run_name": lambda *, _root_: run_name(_root_),
         "dpo_exp.new_folder": new_run_folder,
         "dpo_exp.sweep_member": lambda overrides, fallback: sweep_member(list(overrides), fallback),
         "dpo_exp.log_level": project_level,
         "dpo_exp.library_level": library_level,
+        "dpo_exp.precision": run_precision,
     }
     for name, resolver in resolvers.items():
         OmegaConf.register_new_resolver(name, resolver, replace=True)
