@@ -60,6 +60,7 @@ def test_a_loss_scaler_overflow_is_the_scalers_skip_not_a_stop(tmp_path: Path, f
     assert all(torch.isfinite(torch.tensor(v)) for k, v in summary["metrics"].items() if k.startswith("val/"))
 
 
+@pytest.mark.slow  # the scaler's overflow case runs in the fast tier
 def test_under_a_loss_scaler_a_nan_loss_still_stops(
     tmp_path: Path, fp16_scaler_overflowing_once, nan_on_step_two
 ):
@@ -67,6 +68,7 @@ def test_under_a_loss_scaler_a_nan_loss_still_stops(
         run(compose_config(["trainer.precision=16-mixed"]), tmp_path)
 
 
+@pytest.mark.slow  # the scaler's overflow case runs in the fast tier
 def test_under_a_loss_scaler_a_nan_weight_stops_the_run(
     tmp_path: Path, fp16_scaler_overflowing_once, monkeypatch
 ):
