@@ -83,16 +83,25 @@ class ModelCosts:
             for hook in hooks:
                 hook.remove()
         decoder = tuple(
-            LinearCost(module.weight.numel(), module.weight.requires_grad, grad, "lora_" in name)
+            LinearCost(linear_weights(module), module.weight.requires_grad, grad, "lora_" in name)
             for name, module in model.named_modules()
             for grad in [needs_grad.get(module)]
             if grad is not None
         )
-        head = LinearCost(head_module.weight.numel(), head_module.weight.requires_grad, True, False)
+        head = LinearCost(linear_weights(head_module), head_module.weight.requires_grad, True, False)
         config = model.config
         heads = int(config.num_attention_heads)
         head_dim = getattr(config, "head_dim", None) or int(config.hidden_size) // heads
         return cls(decoder, head, int(config.num_hidden_layers), heads * int(head_dim))
+
+
+def linear_weights(module: torch.nn.Module) -> int:
+    """The weights a linear layer multiplies by, in × out: from its declared sizes where it has
+    them, since a quantized layer's stored weight is packed (bitsandbytes' 4-bit: two to a byte)."""
+    sizes = getattr(module, "in_features", None), getattr(module, "out_features", None)
+    if all(isinstance(size, int) for size in sizes):
+        return sizes[0] * sizes[1]
+    return module.weight.numel()
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dpo_exp.experiment.stages import load_model_folder
 from dpo_exp.models.lora import quantization_config
 from dpo_exp.training import telemetry
 from dpo_exp.training.checkpoints import restore_rng_state, rng_state
+from dpo_exp.training.flops import linear_weights
 from dpo_exp.training.telemetry import TokenThroughput, best_seconds_per_call, compute_dtype
 from tests.helpers import without_launchers
 
@@ -156,3 +157,11 @@ def test_the_experiments_sampling_model_goes_to_the_accelerator(monkeypatch, tin
     monkeypatch.setattr(stages, "device_type", lambda accelerator: "meta")  # a device that is not the CPU
     _, model = load_model_folder(tiny_model_dir)
     assert {parameter.device.type for parameter in model.parameters()} == {"meta"}
+
+
+def test_a_quantized_layer_counts_the_weights_it_multiplies_by_not_the_bytes_it_stores():
+    layer = torch.nn.Linear(8, 4, bias=False)
+    assert linear_weights(layer) == 32
+    # bitsandbytes' 4-bit layer keeps in_features and out_features and stores its weight packed.
+    layer.weight = torch.nn.Parameter(torch.zeros(16, 1, dtype=torch.uint8), requires_grad=False)
+    assert linear_weights(layer) == 32
