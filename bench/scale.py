@@ -4,6 +4,7 @@
     python bench/scale.py --lengths short --steps 3
     python bench/scale.py --variants dpo_exp "trl default"
     python bench/scale.py --precision bf16-mixed  # on a CUDA GPU where there is one (TRL's bf16)
+    python bench/scale.py --precision bf16-true   # bf16 weights on both sides
 
 The model has Qwen2.5-0.5B's shape (24 layers, hidden 896, intermediate 4864, 14 query and 2
 key/value heads, q/k/v biases, vocabulary 151,936, tied embeddings: 494M parameters) as a Llama
@@ -40,7 +41,9 @@ LENGTHS = {"hh": ((128, 384), (16, 64)), "short": ((16, 48), (48, 128))}
 PAIRS_PER_STEP = 2
 MAX_LENGTH = 512  # longer than any row: nothing is truncated on either side
 LR, BETA = 5e-7, 0.1
-PRECISIONS = ("32-true", "bf16-mixed")  # dpo_exp's trainer.precision; TRL's bf16=False / True
+# dpo_exp's trainer.precision; TRL's: fp32 weights (bf16=False), fp32 weights under autocast
+# (bf16=True), bf16 weights (loaded in bf16, bf16=False: the optimizer steps them directly).
+PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")
 
 # dpo_exp overrides and TRL DPOConfig settings of each variant. TRL's defaults include
 # gradient checkpointing and bf16; this CPU has no bf16 matrix units, so every run is fp32.
@@ -149,7 +152,8 @@ def trl_worker(
     from dpo_exp.training.flops import ModelCosts
 
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    dtype = torch.bfloat16 if precision == "bf16-true" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
     costs = ModelCosts.of(model)
     data = load_dataset(
         "json",

@@ -12,6 +12,7 @@ the world checked at the entry is the one it builds.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import time
@@ -31,7 +32,12 @@ from dpo_exp.errors import ConfigError, UserError
 # How long a rank waits for rank 0's decision (its config composed, its folder made, the resume
 # choice read from disk): ranks of one launch start within seconds of each other.
 AGREE_TIMEOUT = timedelta(minutes=5)
+# How long a rank 0 that hosts the store waits, once it would exit, for ranks yet to read its
+# answers: ranks of one launch start within seconds of each other; a rank 0 started alone waits
+# this long before it exits.
+READ_GRACE = timedelta(seconds=30)
 _STORES: dict[tuple[str, int], torch.distributed.Store] = {}  # kept: rank 0's may host the server
+_UNREAD: list[tuple[torch.distributed.Store, str, int]] = []  # (store, read counter, readers) to wait for
 
 
 def cluster_environment() -> ClusterEnvironment | None:
@@ -96,10 +102,10 @@ def agreed(key: str, decide: Callable[[], str | None]) -> str | None:
             value = decide()
         except UserError as error:
             store.set(key, json.dumps({"error": str(error)}))
-            wait_until_read(store, key, environment)
+            keep_until_read(store, key, environment)
             raise
         store.set(key, json.dumps({"value": value}))
-        wait_until_read(store, key, environment)
+        keep_until_read(store, key, environment)
         return value
     try:
         answer = json.loads(store.get(key))
@@ -114,16 +120,23 @@ def agreed(key: str, decide: Callable[[], str | None]) -> str | None:
     return answer["value"]
 
 
-def wait_until_read(store: torch.distributed.Store, key: str, environment: ClusterEnvironment) -> None:
-    """Where rank 0 hosts the store, keep it up until every other rank has read `key`: a rank 0
-    that stops (a refusal) or finishes first would take the server, and the answer, with it, and a
-    rank started later (SLURM starts them in any order) would wait for it in vain. A rank that
-    never comes is waited for AGREE_TIMEOUT; torchrun's agent hosts its store itself."""
+def keep_until_read(store: torch.distributed.Store, key: str, environment: ClusterEnvironment) -> None:
+    """Where rank 0 hosts the store, keep its process, and the server with it, until every other
+    rank has read `key`, or READ_GRACE after it would have exited: a rank 0 that stops (a refusal)
+    or finishes first would take the answer with it, and a rank started later (SLURM starts them in
+    any order) would wait for it in vain. torchrun's agent hosts its store itself."""
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
         return
-    deadline = time.monotonic() + AGREE_TIMEOUT.total_seconds()
-    while store.add(f"{key}/read", 0) < environment.world_size() - 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    if not _UNREAD:
+        atexit.register(_wait_for_readers)
+    _UNREAD.append((store, f"{key}/read", environment.world_size() - 1))
+
+
+def _wait_for_readers() -> None:
+    deadline = time.monotonic() + READ_GRACE.total_seconds()
+    for store, counter, readers in _UNREAD:
+        while store.add(counter, 0) < readers and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def launch_store(environment: ClusterEnvironment) -> torch.distributed.Store:
