@@ -59,6 +59,7 @@ VARIANTS: dict[str, tuple[str, dict | list[str]]] = {
         ["reference.cache=true", "model.activation_checkpointing=true"],
     ),
     "dpo_exp no logit chunks": ("dpo_exp", ["speed.logits_chunk=null"]),
+    "dpo_exp no master weights": ("dpo_exp", ["optim.master_weights=false"]),  # bf16 weights only
     "dpo_exp logit chunks of 256": ("dpo_exp", ["speed.logits_chunk=256"]),
     "trl, malloc as dpo_exp sets it": ("trl", {"gradient_checkpointing": True}),
     "dpo_exp, glibc's malloc defaults": ("dpo_exp", []),
