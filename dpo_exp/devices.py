@@ -31,6 +31,30 @@ def run_precision(precision: str, accelerator: str) -> str:
     return "32-true"
 
 
+HALF_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def weights_dtype(precision: str, model_dtype: str | None) -> torch.dtype:
+    """The dtype trained weights are kept in: a `*-true` precision casts them, else `model.dtype`."""
+    precision = str(precision)
+    if precision == "bf16-true":
+        return torch.bfloat16
+    if precision == "16-true":
+        return torch.float16
+    return HALF_DTYPES.get(str(model_dtype), torch.float32)
+
+
+def compute_dtype(precision: str, model_dtype: str | None) -> torch.dtype:
+    """The dtype matrix products run in: autocast's under `*-mixed` (`bf16`, `16` are Lightning's
+    spellings of those), else the weights'."""
+    precision = str(precision)
+    if precision in ("bf16-mixed", "bf16"):
+        return torch.bfloat16
+    if precision in ("16-mixed", "16"):
+        return torch.float16
+    return weights_dtype(precision, model_dtype)
+
+
 def allow_tf32(accelerator: str, allowed: bool) -> bool:
     """Let fp32 matrix products and convolutions on a CUDA GPU use TF32 (10-bit mantissa inputs,
     fp32 accumulation); returns whether they do. Nothing changes on a CPU."""

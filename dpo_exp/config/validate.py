@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dpo_exp.config.schema import EXPERIMENT_SECTIONS, RUN_SECTIONS, TASK_SOURCE, TOP_LEVEL_KEYS
 from dpo_exp.console import VERBOSITY
 from dpo_exp.data.sources import GENERATED, get_source
+from dpo_exp.devices import weights_dtype
 from dpo_exp.errors import ConfigError
 from dpo_exp.losses import LOSSES, LossSpec, get_loss, loss_hyperparameters
 from dpo_exp.models.checks import check_model_config
@@ -307,7 +309,7 @@ DEPENDENT_KEYS: tuple[tuple[str, Callable[[DictConfig], bool], str], ...] = (
     ("checkpoint.", lambda cfg: bool(cfg.trainer.enable_checkpointing), "trainer.enable_checkpointing=false"),
     (
         "optim.master_weights",
-        lambda cfg: low_precision_weights(cfg),
+        lambda cfg: weights_dtype(cfg.trainer.precision, cfg.model.get("dtype")) != torch.float32,
         "the weights are fp32 (neither trainer.precision=bf16-true nor model.dtype=bfloat16)",
     ),
     ("export.lora", lambda cfg: bool(cfg.export.save), "nothing is exported (export.save=false)"),
@@ -324,13 +326,6 @@ DEPENDENT_KEYS: tuple[tuple[str, Callable[[DictConfig], bool], str], ...] = (
         "validation is read, not cut from train",
     ),
 )
-
-
-def low_precision_weights(cfg: DictConfig) -> bool:
-    """Whether the trained weights are bf16 or fp16: cast by a `*-true` precision, or loaded so
-    (`*-mixed` keeps the weights' own dtype)."""
-    precision = str(cfg.trainer.precision)
-    return precision in ("bf16-true", "16-true") or cfg.model.get("dtype") in ("bfloat16", "float16")
 
 
 def reads_dataset(data_cfg: DictConfig) -> bool:

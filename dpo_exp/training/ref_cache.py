@@ -121,7 +121,7 @@ def cache_key(cfg: Any, policy: torch.nn.Module, tokenizer: Any, data: PreparedD
     """Everything the reference log-probs depend on, as strings.
 
     The reference's dtype is `ref_dtype`, else the policy's (`load_reference`); the precision
-    decides the dtype it computes in (`scoring_precision`).
+    decides the dtype it computes in (it is scored under the run's precision plugin, `ref_scoring.py`).
     """
     model_cfg, data_cfg = cfg.model, cfg.data
     return {

@@ -9,8 +9,9 @@ the shares gathered, and rank 0 writing the file. The data module holds the cach
 the start; they are filled in place before its loaders exist.
 
 Rank 0 holds the file's lock from its look for the file until the file is written, so sweep
-members that start together score it once. The other ranks never take the lock: they read the
-file, or score their share, as rank 0 says.
+members that start together score it once. The other ranks never take the lock: while rank 0 holds
+it no one else writes the file, so each rank finds what rank 0 found, and all of them score, or
+none does.
 """
 
 from __future__ import annotations
@@ -114,12 +115,6 @@ class ReferenceScoring(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         opened = self.opened
         try:
-            if trainer.strategy.broadcast(opened.found):  # rank 0's look decides for every rank
-                if not opened.found:
-                    fill(
-                        opened.cache, load_cache(opened.path, opened.key, opened.sizes, paired=opened.paired)
-                    )
-                return
             self.score(trainer, module)  # every rank ends with every rank's share
             if trainer.is_global_zero:
                 save_cache(opened.path, opened.key, opened.cache)

@@ -22,7 +22,7 @@ from transformers import PreTrainedModel
 from dpo_exp.console import detail, stage, warn
 from dpo_exp.data.module import PreparedData, prepare_data
 from dpo_exp.data.report import format_report, truncation_warning
-from dpo_exp.devices import allow_tf32, describe_device, run_precision
+from dpo_exp.devices import allow_tf32, compute_dtype, describe_device, run_precision
 from dpo_exp.losses import LossSpec, get_loss, loss_hyperparameters
 from dpo_exp.models.loading import load_policy, load_reference, load_tokenizer
 from dpo_exp.storage import write_json_atomically, write_text_atomically
@@ -54,7 +54,7 @@ from dpo_exp.training.run_files import (
     write_failure,
     write_resolved_config,
 )
-from dpo_exp.training.telemetry import TokenThroughput, compute_dtype
+from dpo_exp.training.telemetry import TokenThroughput
 
 # Set by Lightning's launcher in the launching process; left behind, the next sweep member in
 # this process would take itself for a worker started by someone else and wait for its peers.

@@ -71,16 +71,6 @@ def best_seconds_per_call(
     return best
 
 
-def compute_dtype(precision: str, model_dtype: str | None) -> torch.dtype:
-    """The dtype a run's matrix products run in: the precision plugin's, or the weights' own."""
-    precision = str(precision)
-    if precision.startswith("bf16"):
-        return torch.bfloat16
-    if precision.startswith("16"):
-        return torch.float16
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(model_dtype), torch.float32)
-
-
 def peak_memory_gb() -> float:
     """Peak GPU memory allocated when on a GPU, else the process's peak resident set size."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():

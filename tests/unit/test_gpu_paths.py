@@ -10,6 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from dpo_exp.devices import compute_dtype, weights_dtype
 from dpo_exp.experiment import stages
 from dpo_exp.experiment.generation import in_batches_that_fit, sampling_under_determinism
 from dpo_exp.experiment.stages import load_model_folder
@@ -17,7 +18,7 @@ from dpo_exp.models.lora import quantization_config
 from dpo_exp.training import telemetry
 from dpo_exp.training.checkpoints import restore_rng_state, rng_state
 from dpo_exp.training.flops import linear_weights
-from dpo_exp.training.telemetry import TokenThroughput, best_seconds_per_call, compute_dtype
+from dpo_exp.training.telemetry import TokenThroughput, best_seconds_per_call
 from tests.helpers import without_launchers
 
 
@@ -165,3 +166,17 @@ def test_a_quantized_layer_counts_the_weights_it_multiplies_by_not_the_bytes_it_
     # bitsandbytes' 4-bit layer keeps in_features and out_features and stores its weight packed.
     layer.weight = torch.nn.Parameter(torch.zeros(16, 1, dtype=torch.uint8), requires_grad=False)
     assert linear_weights(layer) == 32
+
+
+@pytest.mark.parametrize(
+    ("precision", "model_dtype", "expected"),
+    [
+        ("32-true", "float32", torch.float32),
+        ("32-true", "bfloat16", torch.bfloat16),
+        ("bf16-mixed", "float32", torch.float32),  # autocast computes in bf16; the weights stay fp32
+        ("bf16-true", "float32", torch.bfloat16),
+        ("16-true", "float32", torch.float16),
+    ],
+)
+def test_the_weights_are_kept_in_the_dtype_a_true_precision_casts_them_to(precision, model_dtype, expected):
+    assert weights_dtype(precision, model_dtype) == expected
