@@ -24,7 +24,7 @@ from dpo_exp.console import VERBOSITY
 from dpo_exp.data.sources import GENERATED, get_source
 from dpo_exp.devices import weights_dtype
 from dpo_exp.errors import ConfigError
-from dpo_exp.losses import LOSSES, LossSpec, get_loss, loss_hyperparameters
+from dpo_exp.losses import LOSSES, LossSpec, check_options, get_loss, loss_hyperparameters
 from dpo_exp.models.checks import check_model_config
 from dpo_exp.rows import is_local_dataset
 from dpo_exp.tasks import load_function
@@ -61,7 +61,7 @@ def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
     for section, schema in RUN_SECTIONS.items():
         check_schema(cfg[section], schema, section)
     spec = get_loss(cfg.loss.name)
-    check_loss_options(cfg.loss, spec)
+    check_loss_options(cfg.loss, spec, cfg.beta)
     check_unused_beta(spec, overrides)
     if is_experiment(cfg):
         check_experiment(cfg, spec)
@@ -105,18 +105,24 @@ def check_positive_number(value: Any, key: str) -> None:
         raise ConfigError(f"{key} must be a finite number > 0, got {value!r}")
 
 
-def check_loss_options(loss_cfg: DictConfig, spec: LossSpec) -> None:
-    """Loss options are the loss function's keyword-only parameters (less beta, set at the top)."""
+def check_loss_options(loss_cfg: DictConfig, spec: LossSpec, beta: Any) -> None:
+    """Loss options are the loss function's keyword-only parameters (less beta, set at the top);
+    their values are the ones the loss accepts when called (`check_options`)."""
     defaults = loss_hyperparameters(spec)
     accepted = set(defaults) - {"beta"}
-    for option, value in loss_options(loss_cfg).items():
+    options = loss_options(loss_cfg)
+    for option, value in options.items():
         if option == "beta":
             raise ConfigError("beta is set at the top level (`beta=0.1`), not under loss")
         if option not in accepted:
             valid = ", ".join(sorted(accepted)) or "none"
             raise ConfigError(f"loss '{spec.name}' has no option '{option}'; its options: {valid}")
-        if isinstance(value, str):
+        if isinstance(value, str) and not isinstance(defaults[option], str):
             check_text_loss_option(spec, option, value, defaults[option])
+    try:  # beta is already checked: a finite number > 0
+        check_options(spec, options, float(beta))
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"loss={spec.name}: {error}") from None
 
 
 def check_text_loss_option(spec: LossSpec, option: str, value: str, default: Any) -> None:

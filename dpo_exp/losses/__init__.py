@@ -15,10 +15,21 @@ from dpo_exp.losses.paired import (
     rpo_loss,
     simpo_loss,
 )
-from dpo_exp.losses.registry import LOSSES, LossSpec, get_loss, loss_hyperparameters, loss_inputs, takes_beta
+from dpo_exp.losses.registry import (
+    ALIASES,
+    LOSSES,
+    LossSpec,
+    check_options,
+    get_loss,
+    loss_hyperparameters,
+    loss_inputs,
+    takes_beta,
+)
 from dpo_exp.losses.unpaired import kto_desirable_weight, kto_loss, rft_loss
 
 __all__ = [
+    "ALIASES",
+    "check_options",
     "LOSSES",
     "LossOutput",
     "LossSpec",

@@ -12,9 +12,12 @@ KTO's reference point ``kl_baseline`` is an input that the caller computes and a
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 # ORPO's log-odds log(p / (1 - p)) is infinite at p = 1, i.e. at mean log-prob m = 0.
 # Clamping m to at most this keeps log(1 - exp(m)) >= log(1e-6) ~ -13.8.
@@ -41,6 +44,10 @@ class LossOutput:
 
 
 # --------------------------------------------------------------------------- helpers
+
+# The f-divergences of f-DPO (Wang et al. 2023, "Beyond Reverse KL", arXiv:2309.16240), by TRL's names.
+DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
+DEFAULT_DIVERGENCE_ALPHA = 0.5
 
 
 def check_beta(beta: float) -> None:
@@ -105,4 +112,77 @@ def dpo_style_output(
         chosen_rewards=ref_rewards(policy_chosen_logps, ref_chosen_logps, beta),
         rejected_rewards=ref_rewards(policy_rejected_logps, ref_rejected_logps, beta),
         metrics={"grad_weight": grad_weight.detach(), **metrics},
+    )
+
+
+def divergence_scores(
+    logratios: torch.Tensor, divergence: str = "reverse_kl", alpha: float = DEFAULT_DIVERGENCE_ALPHA
+) -> torch.Tensor:
+    """f'(t) at t = pi / ref for the f-divergence that regularises the policy, from log t (B,).
+
+    f-DPO replaces DPO's log-ratio (reverse KL, f'(t) = log t + 1) by f'(t): forward KL 1 - 1/t,
+    Jensen-Shannon log(2t / (t + 1)), alpha-divergence (t^(alpha - 1) - 1) / (alpha - 1). The
+    constant terms cancel in the chosen - rejected difference. As TRL, the alpha-divergence's
+    exponent is clamped at 80 (fp32's exp stays finite) and alpha = 1 is reverse KL, its limit.
+    """
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"divergence must be one of {', '.join(DIVERGENCES)}, got {divergence!r}")
+    if divergence != "alpha_divergence" and alpha != DEFAULT_DIVERGENCE_ALPHA:
+        raise ValueError(f"divergence_alpha acts only with divergence=alpha_divergence, not {divergence}")
+    if divergence == "forward_kl":
+        return 1 - torch.exp(-logratios)
+    if divergence == "js_divergence":
+        return math.log(2) + F.logsigmoid(logratios)
+    if divergence == "alpha_divergence" and abs(alpha - 1.0) >= 1e-6:
+        exponent = ((alpha - 1.0) * logratios).clamp(max=80.0)
+        return (torch.exp(exponent) - 1.0) / (alpha - 1.0)
+    return logratios
+
+
+def divergence_margin(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    divergence: str,
+    alpha: float,
+) -> torch.Tensor:
+    """The preference margin with each log-ratio read through the f-divergence: (B,).
+
+    reverse_kl gives `preference_margin` itself."""
+    check_shapes(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    chosen = divergence_scores(policy_chosen_logps - ref_chosen_logps, divergence, alpha)
+    rejected = divergence_scores(policy_rejected_logps - ref_rejected_logps, divergence, alpha)
+    return chosen - rejected
+
+
+def margin_grad_weight(
+    loss_of_logits: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor
+) -> torch.Tensor:
+    """-d loss / d logits per example, for a loss that is a function of its (B,) logits alone.
+
+    Differentiates a detached copy, so the caller's graph is untouched, and works under no_grad
+    (validation)."""
+    point = logits.detach().clone().requires_grad_()
+    with torch.enable_grad():
+        (gradient,) = torch.autograd.grad(loss_of_logits(point).sum(), point)
+    return -gradient
+
+
+def reference_output(
+    loss: torch.Tensor,
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+    **metrics: torch.Tensor,
+) -> LossOutput:
+    """Output for a reference-based pairwise loss with no single margin to weigh: rewards
+    beta * (policy - ref), metrics as given (detached here)."""
+    return LossOutput(
+        loss=loss,
+        chosen_rewards=ref_rewards(policy_chosen_logps, ref_chosen_logps, beta),
+        rejected_rewards=ref_rewards(policy_rejected_logps, ref_rejected_logps, beta),
+        metrics={name: value.detach() for name, value in metrics.items()},
     )

@@ -6,9 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from dpo_exp.losses.base import (
+    DEFAULT_DIVERGENCE_ALPHA,
     LossOutput,
     check_beta,
     check_shapes,
+    divergence_margin,
+    divergence_scores,
     dpo_style_output,
     log_odds,
     per_token_mean,
@@ -24,6 +27,8 @@ def dpo_loss(
     *,
     beta: float,
     label_smoothing: float = 0.0,
+    divergence: str = "reverse_kl",
+    divergence_alpha: float = DEFAULT_DIVERGENCE_ALPHA,
 ) -> LossOutput:
     """Direct Preference Optimization, with optional conservative label smoothing.
 
@@ -33,15 +38,22 @@ def dpo_loss(
     Rafailov, Sharma, Mitchell, Ermon, Manning, Finn (2023), arXiv:2305.18290.
     eps > 0 is conservative DPO (Mitchell 2023, "A note on DPO with noisy preferences"):
     eps is the assumed probability that a preference label is flipped, 0 <= eps < 0.5.
-    Log-probs: SUMMED over completion tokens.
+    Log-probs: SUMMED over completion tokens. TRL's `sigmoid`.
+    `divergence` other than reverse_kl is f-DPO (Wang et al. 2023): each log-ratio in h is read
+    through f'(t) (`base.divergence_scores`), `divergence_alpha` the alpha-divergence's alpha.
     metrics: grad_weight = -d loss / d(beta * h) = sigmoid(-beta * h) - eps (the pair's pull;
     negative when a smoothed pair is pushed back).
     """
     check_beta(beta)
     if not 0.0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
-    logits = beta * preference_margin(
-        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
+    logits = beta * divergence_margin(
+        policy_chosen_logps,
+        policy_rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        divergence,
+        divergence_alpha,
     )
     loss = -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
     return dpo_style_output(
@@ -65,6 +77,8 @@ def ipo_loss(
     *,
     beta: float,
     length_normalize: bool = True,
+    divergence: str = "reverse_kl",
+    divergence_alpha: float = DEFAULT_DIVERGENCE_ALPHA,
 ) -> LossOutput:
     """Identity Preference Optimisation (IPO).
 
@@ -76,7 +90,8 @@ def ipo_loss(
     Azar, Rowland, Piot, Guo, Calandriello, Valko, Munos (2023), arXiv:2310.12036.
     Log-probs: pass SUMMED log-probs; this function divides by the token counts itself when
     length_normalize is True (the default).
-    Rewards: beta * (policy - ref), per-token mean when length_normalize.
+    `divergence`: each log-ratio read through the f-divergence's f'(t) first, as `dpo_loss`.
+    Rewards: beta * (policy - ref), per-token mean when length_normalize (TRL logs the sums).
     metrics: grad_weight = |d loss / d h'| = 2 * |h' - 1 / (2 * beta)| (unbounded, unlike the
     DPO family's weights in [0, 1]: the pull on a pair grows with its distance from the target).
     """
@@ -91,10 +106,14 @@ def ipo_loss(
     )
     chosen_logratios = policy_chosen_logps - ref_chosen_logps
     rejected_logratios = policy_rejected_logps - ref_rejected_logps
+    chosen_scores = divergence_scores(chosen_logratios, divergence, divergence_alpha)
+    rejected_scores = divergence_scores(rejected_logratios, divergence, divergence_alpha)
     if length_normalize:
         chosen_logratios = per_token_mean(chosen_logratios, chosen_ntokens)
         rejected_logratios = per_token_mean(rejected_logratios, rejected_ntokens)
-    h = chosen_logratios - rejected_logratios
+        chosen_scores = per_token_mean(chosen_scores, chosen_ntokens)
+        rejected_scores = per_token_mean(rejected_scores, rejected_ntokens)
+    h = chosen_scores - rejected_scores
     loss = (h - 1 / (2 * beta)) ** 2
     return LossOutput(
         loss=loss,
@@ -151,18 +170,25 @@ def hinge_loss(
     ref_rejected_logps: torch.Tensor,
     *,
     beta: float,
+    divergence: str = "reverse_kl",
+    divergence_alpha: float = DEFAULT_DIVERGENCE_ALPHA,
 ) -> LossOutput:
     """Hinge (SLiC-style calibration) loss on the reference-adjusted margin.
 
     loss = relu(1 - beta * h), h = (pi_c - ref_c) - (pi_r - ref_r).
 
     Zhao, Joshi, Liu, Khalman, Saleh, Liu (2023), SLiC-HF, arXiv:2305.10425.
-    Log-probs: SUMMED over completion tokens.
+    Log-probs: SUMMED over completion tokens. `divergence`: as `dpo_loss`.
     metrics: grad_weight = 1 where beta * h < 1 (the pair still gets a gradient), else 0.
     """
     check_beta(beta)
-    logits = beta * preference_margin(
-        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
+    logits = beta * divergence_margin(
+        policy_chosen_logps,
+        policy_rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        divergence,
+        divergence_alpha,
     )
     return dpo_style_output(
         torch.relu(1 - logits),
@@ -183,6 +209,8 @@ def robust_loss(
     *,
     beta: float,
     label_smoothing: float = 0.1,
+    divergence: str = "reverse_kl",
+    divergence_alpha: float = DEFAULT_DIVERGENCE_ALPHA,
 ) -> LossOutput:
     """Robust DPO: an unbiased estimate of the DPO loss under label-flip noise rate eps.
 
@@ -190,15 +218,20 @@ def robust_loss(
     h = (pi_c - ref_c) - (pi_r - ref_r), 0 <= eps < 0.5.
 
     Chowdhury, Kini, Natarajan (2024), "Provably Robust DPO", arXiv:2403.00409.
-    Log-probs: SUMMED over completion tokens.
+    Log-probs: SUMMED over completion tokens. `divergence`: as `dpo_loss`.
     metrics: grad_weight = -d loss / d(beta * h)
     = ((1 - eps) * sigmoid(-beta * h) + eps * sigmoid(beta * h)) / (1 - 2 * eps).
     """
     check_beta(beta)
     if not 0.0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
-    logits = beta * preference_margin(
-        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
+    logits = beta * divergence_margin(
+        policy_chosen_logps,
+        policy_rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        divergence,
+        divergence_alpha,
     )
     eps = label_smoothing
     loss = (-(1 - eps) * F.logsigmoid(logits) + eps * F.logsigmoid(-logits)) / (1 - 2 * eps)

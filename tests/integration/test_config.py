@@ -42,10 +42,15 @@ def test_every_yaml_composes_and_validates(group, option, tiny_model_dir):
 
 
 def test_every_loss_yaml_names_a_registered_loss():
-    from dpo_exp.losses import LOSSES
+    """One YAML per loss, named after it, plus one per other codebase's name for a loss of ours
+    (`loss=sigmoid`, TRL's name for DPO), whose `name` is ours."""
+    from dpo_exp.losses import ALIASES, LOSSES
 
-    names = {stem for group, stem in every_option() if group == "loss"}
-    assert names == set(LOSSES)
+    stems = {stem for group, stem in every_option() if group == "loss"}
+    assert {ALIASES.get(stem, stem) for stem in stems} == set(LOSSES)
+    for stem in stems:
+        name = OmegaConf.load(Path(CONF_DIR) / "loss" / f"{stem}.yaml").name
+        assert name == ALIASES.get(stem, stem), stem
 
 
 @pytest.mark.parametrize(
@@ -55,11 +60,11 @@ def test_every_loss_yaml_names_a_registered_loss():
         (["beta=-0.5"], ConfigError, "beta must be a finite number > 0"),
         (["beta=abc"], ConfigError, "beta must be a number, got 'abc'"),
         (["beta=true"], ConfigError, "beta must be a number"),
-        (["loss.name=nope"], ValueError, "unknown loss 'nope'; valid losses: dpo, hinge, ipo, kto"),
+        (["loss.name=nope"], ValueError, "unknown loss 'nope'; valid losses: alphapo, aot, aot_unpaired"),
         (
             ["+loss.temperature=2"],
             ConfigError,
-            "loss 'dpo' has no option 'temperature'; its options: label_smoothing",
+            "loss 'dpo' has no option 'temperature'; its options: divergence, divergence_alpha, label_smoothing",
         ),
         (["+loss.beta=2"], ConfigError, "beta is set at the top level"),
         (
@@ -78,6 +83,42 @@ def test_every_loss_yaml_names_a_registered_loss():
             ["loss=ipo", "loss.length_normalize=yes"],
             ConfigError,
             "loss.length_normalize must be true or false",
+        ),
+        # Values a loss refuses when called, refused at the start with its own reason.
+        (
+            ["loss=exo_pair", "loss.label_smoothing=0"],
+            ConfigError,
+            "loss=exo_pair: label_smoothing must be in (0, 0.5) for exo_pair, got 0",
+        ),
+        (
+            ["loss=dpo", "loss.divergence=kl"],
+            ConfigError,
+            "loss=dpo: divergence must be one of reverse_kl, forward_kl, js_divergence, alpha_divergence, got 'kl'",
+        ),
+        (
+            ["loss=ipo", "loss.divergence_alpha=0.3"],
+            ConfigError,
+            "loss=ipo: divergence_alpha acts only with divergence=alpha_divergence, not reverse_kl",
+        ),
+        (
+            ["loss=mix", "loss.terms=[sigmoid,kto]", "loss.weights=null"],
+            ConfigError,
+            "loss=mix: a mix's terms are pairwise losses; kto",
+        ),
+        (
+            ["loss=mix", "loss.terms=[sigmoid,nope]", "loss.weights=[1,2]"],
+            ConfigError,
+            "loss=mix: unknown loss 'nope'; valid losses:",
+        ),
+        (
+            ["loss=mix", "loss.weights=[1.0]"],
+            ConfigError,
+            "loss=mix: a mix needs terms and one weight per term (weights null: 1 each)",
+        ),
+        (
+            ["loss=mix", "+loss.options.ipo.length_normalize=false"],
+            ConfigError,
+            "loss=mix: options for ipo, which is not a term of the mix (sigmoid, bco_pair, sft)",
         ),
         (["data.source=nope"], DataError, "unknown data source 'nope'; valid sources:"),
         (

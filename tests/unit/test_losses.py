@@ -390,14 +390,31 @@ def test_rft_is_the_per_token_nll_of_desirable_examples_only() -> None:
 # beta for the DPO family (-d loss / d(beta * h)), 1 / rejected_ntokens for IPO with
 # length-normalised h' (|d loss / d h'|, up to the sign of h' - 1/(2 tau)), and beta / ntokens for
 # SimPO (its margin is beta times per-token means).
+# The later losses: beta for EXO, DiscoPOP and CPO (functions of beta times a margin), beta / n for
+# length-normalised DPO, 1 for SLiC's hinge on raw log-probs, and for AlphaPO beta / n times
+# d r / d m = exp(-alpha m) at the rejected answer's mean log-prob m.
 GRAD_FACTORS = {
-    "dpo": lambda beta, n: beta,
-    "robust": lambda beta, n: beta,
-    "hinge": lambda beta, n: beta,
-    "rpo": lambda beta, n: beta,
-    "ipo": lambda beta, n: 1 / n,
-    "simpo": lambda beta, n: beta / n,
+    "dpo": lambda beta, x: beta,
+    "robust": lambda beta, x: beta,
+    "hinge": lambda beta, x: beta,
+    "rpo": lambda beta, x: beta,
+    "ipo": lambda beta, x: 1 / x["rejected_ntokens"].float(),
+    "simpo": lambda beta, x: beta / x["rejected_ntokens"].float(),
+    "exo_pair": lambda beta, x: beta,
+    "discopop": lambda beta, x: beta,
+    "cpo": lambda beta, x: beta,
+    "sigmoid_norm": lambda beta, x: beta / x["rejected_ntokens"].float(),
+    "slic": lambda beta, x: 1.0,
+    "alphapo": lambda beta, x: (
+        beta
+        / x["rejected_ntokens"].float()
+        * torch.exp(-0.25 * x["policy_rejected_logps"].detach() / x["rejected_ntokens"].float())
+    ),
 }
+
+
+def test_every_loss_that_logs_a_gradient_weight_is_checked_against_autograd() -> None:
+    assert {name for name, spec in LOSSES.items() if spec.has_grad_weight} == set(GRAD_FACTORS)
 
 
 @pytest.mark.parametrize("name", sorted(GRAD_FACTORS))
@@ -410,9 +427,10 @@ def test_the_logged_gradient_weight_is_the_loss_own_derivative(name: str, option
     beta = 0.7
     tensors = random_inputs(16, seed=3)
     rejected = tensors["policy_rejected_logps"]
-    out = spec.fn(**{k: tensors[k] for k in loss_inputs(spec)}, beta=beta, **options)
+    beta_option = {"beta": beta} if "beta" in loss_hyperparameters(spec) else {}
+    out = spec.fn(**{k: tensors[k] for k in loss_inputs(spec)}, **beta_option, **options)
     (gradient,) = torch.autograd.grad(out.loss.sum(), rejected)
-    factor = GRAD_FACTORS[name](beta, tensors["rejected_ntokens"].float())
+    factor = GRAD_FACTORS[name](beta, tensors)
     expected = gradient / factor
     if name == "ipo":
         expected = expected.abs()
@@ -461,6 +479,9 @@ def call_loss(spec, tensors: dict[str, torch.Tensor], beta: float) -> LossOutput
     return spec.fn(**{k: tensors[k] for k in loss_inputs(spec)}, **beta_option)
 
 
+YARDSTICK_ONLY = {("sft", "policy_rejected_logps")}
+
+
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_every_loss_shape_finite_gradients_and_detached_outputs(name: str) -> None:
     spec = get_loss(name)
@@ -483,7 +504,10 @@ def test_every_loss_shape_finite_gradients_and_detached_outputs(name: str) -> No
         assert not tensor.requires_grad
         assert torch.isfinite(tensor).all()
     out.loss.mean().backward()
-    policy_inputs = [k for k in loss_inputs(spec) if k.startswith("policy_")]
+    # sft scores the rejected answers for its yardsticks only.
+    policy_inputs = [
+        k for k in loss_inputs(spec) if k.startswith("policy_") and (name, k) not in YARDSTICK_ONLY
+    ]
     assert policy_inputs
     for k in policy_inputs:
         assert tensors[k].grad is not None and torch.isfinite(tensors[k].grad).all()
@@ -502,10 +526,17 @@ def test_every_loss_with_a_beta_rejects_non_positive_beta(name: str, beta: float
 # ----------------------------------------------------------------------------- registry
 
 
+TRL_DPO_LOSS_TYPES = {"hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                      "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"}  # fmt: skip
+OURS = {"dpo", "kto", "orpo", "rft", "rpo", "simpo", "cpo", "slic", "alphapo", "mix"}
+
+
 def test_registry_names_and_flags() -> None:
-    assert sorted(LOSSES) == ["dpo", "hinge", "ipo", "kto", "orpo", "rft", "robust", "rpo", "simpo"]
+    assert set(LOSSES) == TRL_DPO_LOSS_TYPES | OURS
     assert all(spec.name == name for name, spec in LOSSES.items())
-    assert {n for n, s in LOSSES.items() if not s.needs_reference} == {"orpo", "rft", "simpo"}
+    assert get_loss("sigmoid") is get_loss("dpo") and get_loss("dpo_norm") is get_loss("sigmoid_norm")
+    reference_free = {"orpo", "rft", "simpo", "sft", "cpo", "slic", "alphapo"}
+    assert {n for n, s in LOSSES.items() if not s.needs_reference} == reference_free
     assert {n for n, s in LOSSES.items() if not s.paired} == {"kto", "rft"}
     assert {n for n, s in LOSSES.items() if s.positives_only} == {"rft"}
     assert get_loss("dpo").fn is dpo_loss
@@ -514,9 +545,7 @@ def test_registry_names_and_flags() -> None:
 def test_get_loss_unknown_name_lists_valid_names() -> None:
     with pytest.raises(ValueError) as excinfo:
         get_loss("dop")
-    assert str(excinfo.value) == (
-        "unknown loss 'dop'; valid losses: dpo, hinge, ipo, kto, orpo, rft, robust, rpo, simpo"
-    )
+    assert str(excinfo.value) == f"unknown loss 'dop'; valid losses: {', '.join(sorted(LOSSES))}"
 
 
 def test_loss_inputs_follow_signatures() -> None:
@@ -543,15 +572,32 @@ def test_loss_inputs_follow_signatures() -> None:
 
 def test_loss_hyperparameters_follow_signatures() -> None:
     empty = inspect.Parameter.empty
+    f = {"divergence": "reverse_kl", "divergence_alpha": 0.5}  # f-DPO's options
     expected = {
-        "dpo": {"beta": empty, "label_smoothing": 0.0},
-        "ipo": {"beta": empty, "length_normalize": True},
+        "dpo": {"beta": empty, "label_smoothing": 0.0, **f},
+        "ipo": {"beta": empty, "length_normalize": True, **f},
         "kto": {"beta": empty, "desirable_weight": 1.0, "undesirable_weight": 1.0},
         "orpo": {"beta": empty},
-        "hinge": {"beta": empty},
-        "robust": {"beta": empty, "label_smoothing": 0.1},
+        "hinge": {"beta": empty, **f},
+        "robust": {"beta": empty, "label_smoothing": 0.1, **f},
         "simpo": {"beta": empty, "gamma": 0.5},
         "rpo": {"beta": empty, "alpha": 1.0},
         "rft": {},
+        "exo_pair": {"beta": empty, "label_smoothing": 1e-3, **f},
+        "discopop": {"beta": empty, "tau": 0.05, **f},
+        "sigmoid_norm": {"beta": empty, **f},
+        "aot": {"beta": empty, "label_smoothing": 0.0},
+        "aot_unpaired": {"beta": empty, "label_smoothing": 0.0},
+        **{name: {"beta": empty} for name in ("nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down")},
+        "sft": {},
+        "cpo": {"beta": empty, "nll_weight": 1.0, "label_smoothing": 0.0},
+        "slic": {"margin": 1.0, "nll_weight": 0.1},
+        "alphapo": {"beta": empty, "alpha": 0.25, "gamma": 0.5},
+        "mix": {
+            "beta": empty,
+            "terms": ("sigmoid", "bco_pair", "sft"),
+            "weights": (0.8, 0.2, 1.0),
+            "options": None,
+        },
     }
     assert {name: loss_hyperparameters(spec) for name, spec in LOSSES.items()} == expected
