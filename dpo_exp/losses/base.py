@@ -13,7 +13,6 @@ KTO's reference point ``kl_baseline`` is an input that the caller computes and a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -154,19 +153,6 @@ def divergence_margin(
     chosen = divergence_scores(policy_chosen_logps - ref_chosen_logps, divergence, alpha)
     rejected = divergence_scores(policy_rejected_logps - ref_rejected_logps, divergence, alpha)
     return chosen - rejected
-
-
-def margin_grad_weight(
-    loss_of_logits: Callable[[torch.Tensor], torch.Tensor], logits: torch.Tensor
-) -> torch.Tensor:
-    """-d loss / d logits per example, for a loss that is a function of its (B,) logits alone.
-
-    Differentiates a detached copy, so the caller's graph is untouched, and works under no_grad
-    (validation)."""
-    point = logits.detach().clone().requires_grad_()
-    with torch.enable_grad():
-        (gradient,) = torch.autograd.grad(loss_of_logits(point).sum(), point)
-    return -gradient
 
 
 def reference_output(

@@ -19,7 +19,6 @@ from dpo_exp.losses.base import (
     divergence_margin,
     divergence_scores,
     dpo_style_output,
-    margin_grad_weight,
     per_token_mean,
     reference_output,
 )
@@ -143,7 +142,10 @@ def discopop_loss(
     Chan Lu, Holt, Fanconi, Chan, Foerster, van der Schaar, Lange (2024), "Discovering Preference
     Optimization Algorithms with and for Large Language Models", arXiv:2406.08414, Eq. (5); TRL's
     `discopop`, tau = 0.05 as the paper recommends. Log-probs: SUMMED. `divergence`: as `dpo_loss`.
-    metrics: grad_weight = -d loss / d z (autograd on the margin alone).
+    The loss is not convex: at z = 0 (a policy equal to its reference) its slope points the wrong
+    way, grad_weight = 3/4 - (1 - ln 2) / (4 tau) = -0.78 at tau = 0.05, so the first steps from
+    the reference push margins down until they leave the blend's narrow band around 0.
+    metrics: grad_weight = -d loss / d z.
     """
     check_beta(beta)
     if not tau > 0:
@@ -156,9 +158,17 @@ def discopop_loss(
         divergence,
         divergence_alpha,
     )
+    modulation = torch.sigmoid(logits / tau)
+    exponential = torch.exp(-logits)
+    # -d loss / dz: each component's slope, plus the slope of the blend between them.
+    grad_weight = (
+        torch.sigmoid(-logits) * (1 - modulation)
+        + exponential * modulation
+        + modulation * (1 - modulation) / tau * (-F.logsigmoid(logits) - exponential)
+    )
     return dpo_style_output(
         _discopop(logits, tau),
-        margin_grad_weight(lambda z: _discopop(z, tau), logits),
+        grad_weight,
         policy_chosen_logps,
         policy_rejected_logps,
         ref_chosen_logps,

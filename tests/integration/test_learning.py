@@ -21,6 +21,14 @@ STEPS = 40
 # 62 to 64 of the 64 held-out pairs right after 40 steps, from 0 (ties, for losses against a
 # reference) or 29 of 64 (SimPO, ORPO); the thresholds leave room for other CPUs' rounding.
 MIN_ACCURACY = 0.85
+# Losses that anchor each answer's log-ratio to a target set by 1 / beta (SPPO at +-1 / (2 beta),
+# NCA's chosen reward at ln 2 / beta) separate the pairs by a margin of that size: at beta 0.5 it
+# is too small for 40 steps to rank 85% right, so they train at beta 0.1. SimPO's beta scales
+# per-token means, so it is larger. DiscoPOP's slope at a zero margin (where training from the
+# reference starts) points the wrong way (`test_losses_more.py`): measured at beta 0.1 / 0.5 / 1 /
+# 2 / 5, 45% / 59% / 75% / 81% / 72% ranked right after 40 steps, so it is held to 70% at beta 2.
+BETA = {"simpo": 2.0, "sppo_hard": 0.1, "nca_pair": 0.1, "discopop": 2.0}
+LOWER_ACCURACY = {"discopop": 0.7}
 
 
 def copy_pairs(path: Path, count: int, rng: random.Random) -> str:
@@ -52,7 +60,7 @@ def test_held_out_accuracy_and_margin_rise_for_every_paired_loss(loss, pair_file
     data = ["data=pairs", f"data.train_path={train}", f"data.validation_path={validation}",
             "data.batch_size=16", "data.eval_batch_size=64", "data.max_length=32",
             "data.max_prompt_length=16"]  # fmt: skip
-    overrides = [*data, *FAST_MODEL, f"loss={loss}", "beta=2.0" if loss == "simpo" else "beta=0.5",
+    overrides = [*data, *FAST_MODEL, f"loss={loss}", f"beta={BETA.get(loss, 0.5)}",
                  "optim.lr=1e-2", "optim.warmup_steps=0", f"trainer.max_steps={STEPS}"]  # fmt: skip
     module, datamodule = assemble(compose_config(overrides, fast=False))
     trainer = L.Trainer(
@@ -62,5 +70,6 @@ def test_held_out_accuracy_and_margin_rise_for_every_paired_loss(loss, pair_file
     before = held_out(trainer, module, datamodule)
     trainer.fit(module, datamodule)
     after = held_out(trainer, module, datamodule)
-    assert after["accuracy"] >= max(MIN_ACCURACY, before["accuracy"] + 0.3), (before, after)
+    minimum = LOWER_ACCURACY.get(loss, MIN_ACCURACY)
+    assert after["accuracy"] >= max(minimum, before["accuracy"] + 0.3), (before, after)
     assert after["margin"] > before["margin"] + 0.1, (before, after)
