@@ -48,7 +48,24 @@ class PairCollator:
         completions = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
         batch = pad_sequences(prompts, completions, self.pad_id)
         batch["index"] = torch.tensor([item.index for item in items])
-        return batch
+        return batch | pair_values(pairs)
+
+
+def pair_values(pairs: list[TokenizedPair]) -> dict[str, CachedLogps]:
+    """The pairs' numbers from the data, where every pair has them: `chosen_scores` and
+    `rejected_scores` (rewards), `pair_weights`; (B,) fp32 each, never cast (`CachedLogps`)."""
+    values = {}
+    if pairs and all(pair.scores is not None for pair in pairs):
+        scores = torch.tensor([pair.scores for pair in pairs], dtype=torch.float32)
+        values["chosen_scores"], values["rejected_scores"] = (
+            CachedLogps(scores[:, 0]),
+            CachedLogps(scores[:, 1]),
+        )
+    if pairs and all(pair.weight is not None for pair in pairs):
+        values["pair_weights"] = CachedLogps(
+            torch.tensor([pair.weight for pair in pairs], dtype=torch.float32)
+        )
+    return values
 
 
 # What each position of a shared-prompt row holds (`token_parts`).
@@ -117,7 +134,7 @@ class SharedPromptCollator:
             "score_sequence": torch.cat(score_sequence),
             "sequence_lengths": torch.tensor(lengths, dtype=torch.long),
             "index": torch.tensor([item.index for item in items]),
-        }
+        } | pair_values(pairs)
 
 
 def pack_rows(sizes: list[int], capacity: int) -> list[list[int]]:
@@ -230,7 +247,8 @@ class UnpairedLogps:
 
 
 class CachedLogps:
-    """Cached reference log-probs in a batch: moved to the device with it, never cast.
+    """Cached reference log-probs (or the data's own per-pair numbers) in a batch: moved to the
+    device with it, never cast.
 
     Lightning's half-precision plugins (`bf16-true`, `16-true`, FSDP's) cast every floating tensor
     of a batch before moving it (`convert_input`): a summed log-prob near -962 becomes -964 in bf16,

@@ -17,6 +17,9 @@ class PreferencePair:
 
     `chosen_cut`, `rejected_cut`: the response was cut where a generator stopped (its
     max_new_tokens) before it ended, so tokenisation gives it no EOS.
+    `chosen_score`, `rejected_score`: each response's reward where the data carry one (a rating,
+    a verifier's score), for the reward-aware losses; `weight`: the pair's weight in the loss's
+    mean, where the data carry one.
     """
 
     prompt: Text
@@ -24,6 +27,9 @@ class PreferencePair:
     rejected: Text
     chosen_cut: bool = False
     rejected_cut: bool = False
+    chosen_score: float | None = None
+    rejected_score: float | None = None
+    weight: float | None = None
 
 
 @dataclass(frozen=True)

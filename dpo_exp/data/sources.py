@@ -23,7 +23,9 @@ the file or dataset, the line (1-based, in a JSONL file) or the 0-based row, and
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,6 +132,9 @@ def pairs(
     prompt_field: str = "prompt",
     chosen_field: str = "chosen",
     rejected_field: str = "rejected",
+    chosen_score_field: str = "score_chosen",
+    rejected_score_field: str = "score_rejected",
+    weight_field: str = "weight",
     max_rows: int | None = None,
 ) -> LoadedRecords:
     """Preference pairs in TRL's paired formats (`formats.py`), recognised row by row.
@@ -137,11 +142,15 @@ def pairs(
     A row without `prompt_field`, or with a text prompt beside conversations, has an implicit
     prompt: the shared prefix of chosen and rejected. Where some rows have the prompt field, a
     row without it is an error, as `datasets` reads it as null. Unpaired rows are refused with
-    the source that reads them.
+    the source that reads them. Each response's reward (`score_chosen`, `score_rejected`, as
+    UltraFeedback names them) and the pair's weight are read where the file has those columns;
+    then every row must hold a finite number in each.
     """
     where_read, rows = read_rows(location, max_rows)
     # Decided per file, not per row, so the answer does not depend on how the file was read.
     has_prompt = any(prompt_field in row for row in rows)
+    number_fields = (chosen_score_field, rejected_score_field, weight_field)
+    present = [field for field in number_fields if any(field in row for row in rows)]
     records: list[Record] = []
     kinds: Counter[str] = Counter()
     for row_index, row in enumerate(rows):
@@ -152,6 +161,8 @@ def pairs(
                 chosen_field,
             )
         record, kind = _pair(row, where, has_prompt, (prompt_field, chosen_field, rejected_field))
+        if present:
+            record = _with_numbers(record, row, where, present, number_fields)
         records.append(record)
         kinds[kind] += 1
     return LoadedRecords(records, formats.describe_formats(kinds), where_read)
@@ -177,6 +188,30 @@ def _pair(
     if isinstance(prompt, list) != isinstance(chosen, list):
         raise where.error("a message-list prompt needs message-list responses", chosen_field)
     return PreferencePair(prompt, chosen, rejected, **cut), formats.explicit_format(prompt, chosen)
+
+
+def _with_numbers(
+    record: PreferencePair,
+    row: dict[str, Any],
+    where: _Where,
+    present: list[str],
+    fields: tuple[str, str, str],
+) -> PreferencePair:
+    """The pair with its rewards and weight, read from the number `fields` the file has (`present`)."""
+    chosen, rejected, weight = (_number(row, field, where) if field in present else None for field in fields)
+    if (chosen is None) != (rejected is None):
+        missing = fields[0] if chosen is None else fields[1]
+        raise where.error("the file gives one response's reward but not the other's", missing)
+    if weight is not None and weight < 0:
+        raise where.error(f"a pair's weight must be >= 0, got {weight:g}", fields[2])
+    return dataclasses.replace(record, chosen_score=chosen, rejected_score=rejected, weight=weight)
+
+
+def _number(row: dict[str, Any], field: str, where: _Where) -> float:
+    value = row.get(field)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise where.error(f"must be a finite number (the file has this column), got {value!r}", field)
+    return float(value)
 
 
 @register_source("hh_rlhf")

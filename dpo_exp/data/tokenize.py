@@ -36,6 +36,8 @@ class TokenizedPair:
     chosen_ids: list[int]
     rejected_ids: list[int]
     truncated: tuple[str, ...] = ()  # the responses cut at max_length ("chosen", "rejected")
+    scores: tuple[float, float] | None = None  # (chosen, rejected) rewards, where the data carry them
+    weight: float | None = None  # the pair's weight, where the data carry one
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ def tokenize_record(
     chosen_ids, rejected_ids = responses
     if chosen_ids == rejected_ids:
         return CHOSEN_EQUALS_REJECTED
-    return TokenizedPair(prompt_ids, chosen_ids, rejected_ids, truncated)
+    scores = None if record.chosen_score is None else (record.chosen_score, record.rejected_score)
+    return TokenizedPair(prompt_ids, chosen_ids, rejected_ids, truncated, scores, record.weight)
 
 
 def tokenize_records(

@@ -18,11 +18,13 @@ from dpo_exp.losses.paired import (
 from dpo_exp.losses.registry import (
     ALIASES,
     LOSSES,
+    SCORE_INPUTS,
     LossSpec,
     check_options,
     get_loss,
     loss_hyperparameters,
     loss_inputs,
+    needs_scores,
     takes_beta,
 )
 from dpo_exp.losses.unpaired import kto_desirable_weight, kto_loss, rft_loss
@@ -31,6 +33,7 @@ __all__ = [
     "ALIASES",
     "check_options",
     "LOSSES",
+    "SCORE_INPUTS",
     "LossOutput",
     "LossSpec",
     "dpo_loss",
@@ -41,6 +44,7 @@ __all__ = [
     "kto_loss",
     "loss_hyperparameters",
     "loss_inputs",
+    "needs_scores",
     "orpo_loss",
     "rft_loss",
     "robust_loss",

@@ -123,6 +123,17 @@ def _discopop(logits: torch.Tensor, tau: float) -> torch.Tensor:
     return -F.logsigmoid(logits) * (1 - modulation) + torch.exp(-logits) * modulation
 
 
+def _discopop_grad_weight(logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """-d loss / dz: each component's slope, plus the slope of the blend between them."""
+    modulation = torch.sigmoid(logits / tau)
+    exponential = torch.exp(-logits)
+    return (
+        torch.sigmoid(-logits) * (1 - modulation)
+        + exponential * modulation
+        + modulation * (1 - modulation) / tau * (-F.logsigmoid(logits) - exponential)
+    )
+
+
 def discopop_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -158,17 +169,9 @@ def discopop_loss(
         divergence,
         divergence_alpha,
     )
-    modulation = torch.sigmoid(logits / tau)
-    exponential = torch.exp(-logits)
-    # -d loss / dz: each component's slope, plus the slope of the blend between them.
-    grad_weight = (
-        torch.sigmoid(-logits) * (1 - modulation)
-        + exponential * modulation
-        + modulation * (1 - modulation) / tau * (-F.logsigmoid(logits) - exponential)
-    )
     return dpo_style_output(
         _discopop(logits, tau),
-        grad_weight,
+        _discopop_grad_weight(logits, tau),
         policy_chosen_logps,
         policy_rejected_logps,
         ref_chosen_logps,

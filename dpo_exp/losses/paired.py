@@ -67,6 +67,16 @@ def dpo_loss(
     )
 
 
+def _ipo_side(
+    logratios: torch.Tensor, ntokens: torch.Tensor, length_normalize: bool, divergence: str, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-ratios, their f-divergence scores), per-token means when `length_normalize`."""
+    scores = divergence_scores(logratios, divergence, alpha)
+    if not length_normalize:
+        return logratios, scores
+    return per_token_mean(logratios, ntokens), per_token_mean(scores, ntokens)
+
+
 def ipo_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -88,31 +98,24 @@ def ipo_loss(
       h' = h = (pi_c - ref_c) - (pi_r - ref_r) (summed log-probs, as the original DPO repo).
 
     Azar, Rowland, Piot, Guo, Calandriello, Valko, Munos (2023), arXiv:2310.12036.
-    Log-probs: pass SUMMED log-probs; this function divides by the token counts itself when
-    length_normalize is True (the default).
-    `divergence`: each log-ratio read through the f-divergence's f'(t) first, as `dpo_loss`.
+    Log-probs: pass SUMMED; divided here when length_normalize. `divergence`: as `dpo_loss`.
     Rewards: beta * (policy - ref), per-token mean when length_normalize (TRL logs the sums).
     metrics: grad_weight = |d loss / d h'| = 2 * |h' - 1 / (2 * beta)| (unbounded, unlike the
     DPO family's weights in [0, 1]: the pull on a pair grows with its distance from the target).
     """
     check_beta(beta)
-    check_shapes(
-        policy_chosen_logps,
-        policy_rejected_logps,
-        ref_chosen_logps,
-        ref_rejected_logps,
-        chosen_ntokens,
-        rejected_ntokens,
+    check_shapes(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_shapes(policy_chosen_logps, chosen_ntokens, rejected_ntokens)
+    chosen_logratios, chosen_scores = _ipo_side(
+        policy_chosen_logps - ref_chosen_logps, chosen_ntokens, length_normalize, divergence, divergence_alpha
     )
-    chosen_logratios = policy_chosen_logps - ref_chosen_logps
-    rejected_logratios = policy_rejected_logps - ref_rejected_logps
-    chosen_scores = divergence_scores(chosen_logratios, divergence, divergence_alpha)
-    rejected_scores = divergence_scores(rejected_logratios, divergence, divergence_alpha)
-    if length_normalize:
-        chosen_logratios = per_token_mean(chosen_logratios, chosen_ntokens)
-        rejected_logratios = per_token_mean(rejected_logratios, rejected_ntokens)
-        chosen_scores = per_token_mean(chosen_scores, chosen_ntokens)
-        rejected_scores = per_token_mean(rejected_scores, rejected_ntokens)
+    rejected_logratios, rejected_scores = _ipo_side(
+        policy_rejected_logps - ref_rejected_logps,
+        rejected_ntokens,
+        length_normalize,
+        divergence,
+        divergence_alpha,
+    )
     h = chosen_scores - rejected_scores
     loss = (h - 1 / (2 * beta)) ** 2
     return LossOutput(

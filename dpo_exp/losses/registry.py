@@ -13,6 +13,12 @@ from dpo_exp.losses.base import LossOutput, check_beta, ref_rewards
 from dpo_exp.losses.margin import aot_loss, aot_unpaired_loss, discopop_loss, exo_pair_loss, sigmoid_norm_loss
 from dpo_exp.losses.paired import dpo_loss, hinge_loss, ipo_loss, orpo_loss, robust_loss, rpo_loss, simpo_loss
 from dpo_exp.losses.reference_free import alphapo_loss, cpo_loss, sft_loss, slic_loss
+from dpo_exp.losses.reward_aware import (
+    reward_gap_bwd_kl_loss,
+    reward_gap_fwd_kl_loss,
+    reward_gap_sq_loss,
+    reward_scaled_loss,
+)
 from dpo_exp.losses.unpaired import kto_loss, rft_loss
 
 
@@ -32,6 +38,8 @@ class LossSpec:
         the passing samples rather than every labelled one.
     auto_options: hyperparameters that may be set to `auto`, to be chosen from the training
         data when a run starts (kto's desirable_weight, by ``kto_desirable_weight``).
+    sorts_batch: the per-example losses are of the batch's sorted margins, not of its pairs
+        (aot): no per-pair weight can apply to them.
     """
 
     name: str
@@ -41,13 +49,21 @@ class LossSpec:
     has_grad_weight: bool
     positives_only: bool = False
     auto_options: tuple[str, ...] = ()
+    sorts_batch: bool = False
 
 
-def _paired(name: str, fn: Callable[..., LossOutput], *, grad_weight: bool) -> LossSpec:
+def _paired(
+    name: str, fn: Callable[..., LossOutput], *, grad_weight: bool, sorts_batch: bool = False
+) -> LossSpec:
     """A pairwise loss; it needs the reference exactly when it takes reference log-probs."""
     inputs = inspect.signature(fn).parameters
     return LossSpec(
-        name, fn, needs_reference="ref_chosen_logps" in inputs, paired=True, has_grad_weight=grad_weight
+        name,
+        fn,
+        needs_reference="ref_chosen_logps" in inputs,
+        paired=True,
+        has_grad_weight=grad_weight,
+        sorts_batch=sorts_batch,
     )
 
 
@@ -75,8 +91,8 @@ _SINGLE_LOSSES: tuple[LossSpec, ...] = (
     _paired("nca_pair", nca_pair_loss, grad_weight=False),
     _paired("bco_pair", bco_pair_loss, grad_weight=False),
     _paired("sppo_hard", sppo_hard_loss, grad_weight=False),
-    _paired("aot", aot_loss, grad_weight=False),
-    _paired("aot_unpaired", aot_unpaired_loss, grad_weight=False),
+    _paired("aot", aot_loss, grad_weight=False, sorts_batch=True),
+    _paired("aot_unpaired", aot_unpaired_loss, grad_weight=False, sorts_batch=True),
     _paired("apo_zero", apo_zero_loss, grad_weight=False),
     _paired("apo_down", apo_down_loss, grad_weight=False),
     _paired("discopop", discopop_loss, grad_weight=True),
@@ -86,7 +102,21 @@ _SINGLE_LOSSES: tuple[LossSpec, ...] = (
     _paired("cpo", cpo_loss, grad_weight=True),
     _paired("slic", slic_loss, grad_weight=True),
     _paired("alphapo", alphapo_loss, grad_weight=True),
+    # Reward-aware losses (NeMo-Aligner's rpo_sq, rpo_fwd_kl, rpo_bwd_kl, scale): the data's rewards.
+    _paired("reward_gap_sq", reward_gap_sq_loss, grad_weight=False),
+    _paired("reward_gap_fwd_kl", reward_gap_fwd_kl_loss, grad_weight=False),
+    _paired("reward_gap_bwd_kl", reward_gap_bwd_kl_loss, grad_weight=True),
+    _paired("reward_scaled", reward_scaled_loss, grad_weight=True),
 )
+
+# The per-pair numbers a loss may take from the data (`PreferencePair.chosen_score`, ...).
+SCORE_INPUTS = ("chosen_scores", "rejected_scores")
+
+
+def needs_scores(spec: LossSpec) -> bool:
+    """Whether the loss takes each response's reward from the data."""
+    return any(name in SCORE_INPUTS for name in loss_inputs(spec))
+
 
 # Other codebases' names for our losses: TRL's `sigmoid`, open-instruct's `dpo_norm`.
 ALIASES = {"sigmoid": "dpo", "dpo_norm": "sigmoid_norm"}
@@ -126,24 +156,14 @@ def mix_loss(
     metrics: term/<name> (B,), each term's own loss before its weight.
     """
     check_beta(beta)
-    terms, weights = list(terms), [1.0] * len(terms) if weights is None else list(weights)
-    options = dict(options or {})
-    specs = _mix_specs(terms, weights, options)
-    tensors = dict(
-        zip(
-            MIX_INPUTS,
-            (
-                policy_chosen_logps,
-                policy_rejected_logps,
-                ref_chosen_logps,
-                ref_rejected_logps,
-                chosen_ntokens,
-                rejected_ntokens,
-                chosen_nll,
-            ),
-            strict=True,
-        )
+    terms, weights, options = (
+        list(terms),
+        [1.0] * len(terms) if weights is None else list(weights),
+        options or {},
     )
+    specs = _mix_specs(terms, weights, options)
+    inputs = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    tensors = dict(zip(MIX_INPUTS, (*inputs, chosen_ntokens, rejected_ntokens, chosen_nll), strict=True))
     total = torch.zeros_like(policy_chosen_logps)
     metrics: dict[str, torch.Tensor] = {}
     for term, spec, weight in zip(terms, specs, weights, strict=True):
@@ -184,6 +204,8 @@ def _mix_specs(
     for term, spec in zip(terms, specs, strict=True):
         if not spec.paired or spec.fn is mix_loss:
             raise ValueError(f"a mix's terms are pairwise losses; {term} is not one")
+        if needs_scores(spec):
+            raise ValueError(f"{term} takes the data's rewards, which a mix does not pass to its terms")
     return specs
 
 
@@ -245,6 +267,8 @@ def _probe_inputs() -> dict[str, torch.Tensor]:
         "ntokens": ntokens,
         "desirable": torch.tensor([True, False]),
         "kl_baseline": torch.tensor(0.1),
+        "chosen_scores": torch.tensor([1.0, 0.5]),
+        "rejected_scores": torch.tensor([0.0, 0.25]),
     }
 
 

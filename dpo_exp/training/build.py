@@ -21,8 +21,8 @@ from transformers import PreTrainedModel
 
 from dpo_exp.console import log, stage
 from dpo_exp.data.module import PreferenceDataModule, PreparedData
-from dpo_exp.errors import ConfigError
-from dpo_exp.losses import LossSpec, kto_desirable_weight
+from dpo_exp.errors import ConfigError, DataError
+from dpo_exp.losses import LossSpec, kto_desirable_weight, needs_scores
 from dpo_exp.models.scoring import shared_prompt_supported
 from dpo_exp.training.invariants import starts_from_reference
 from dpo_exp.training.metrics_file import MetricsLogger
@@ -47,6 +47,7 @@ def resolve_loss_options(
     choice is printed, recorded in summary.json (`auto_loss_options`) and, as the module's
     hyperparameters, in hparams.yaml. A number given by the user is used unchanged.
     """
+    check_loss_data(spec, data)
     options = loss_options(loss_cfg)
     chosen = {}
     for name in spec.auto_options:
@@ -54,6 +55,25 @@ def resolve_loss_options(
             chosen[name] = AUTO_OPTIONS[name](spec, options, data)
             options[name] = chosen[name]["value"]
     return options, chosen
+
+
+def check_loss_data(spec: LossSpec, data: PreparedData) -> None:
+    """A loss that takes the data's rewards needs them in both splits; the data's pair weights
+    need a loss whose per-example losses belong to pairs (not aot's sorted ones)."""
+    for split, prepared in (("train", data.train), ("validation", data.validation)):
+        pairs = [item.record for item in prepared.items]
+        if needs_scores(spec) and not all(getattr(pair, "scores", None) is not None for pair in pairs):
+            raise DataError(
+                f"loss={spec.name} takes each response's reward, and the {split} data "
+                f"({prepared.report.source}) has none: give every row score_chosen and score_rejected "
+                "(or name the columns with data.options.chosen_score_field / rejected_score_field)"
+            )
+        if spec.sorts_batch and any(getattr(pair, "weight", None) is not None for pair in pairs):
+            raise DataError(
+                f"loss={spec.name} sorts the batch's margins, so its losses belong to no pair, and the "
+                f"{split} data ({prepared.report.source}) weighs pairs: drop its weight column, "
+                "or pick another loss"
+            )
 
 
 def auto_desirable_weight(spec: LossSpec, options: dict[str, Any], data: PreparedData) -> dict[str, Any]:

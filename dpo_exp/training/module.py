@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from transformers import PreTrainedModel, get_scheduler
 
-from dpo_exp.losses import LossOutput, get_loss, loss_hyperparameters, loss_inputs
+from dpo_exp.losses import SCORE_INPUTS, LossOutput, get_loss, loss_hyperparameters, loss_inputs
 from dpo_exp.losses.logprobs import split_pairs
 from dpo_exp.models.lora import is_lora, reference_mode
 from dpo_exp.models.scoring import head_on_completions_supported, score_batch
@@ -122,6 +122,8 @@ class PreferenceModule(L.LightningModule):
         for name, value in output.metrics.items():
             per_example[name] = value
         self._log_means(per_example, stage)
+        if "pair_weights" in batch:  # the data's weights: a pair of weight 2 counts as two
+            return (output.loss * batch["pair_weights"].values).mean(), tensors
         return output.loss.mean(), tensors
 
     def _log_means(self, per_example: dict[str, torch.Tensor], stage: str) -> None:
@@ -184,6 +186,7 @@ class PreferenceModule(L.LightningModule):
             "rejected_ntokens": rejected_ntokens,
             "chosen_nll": -policy_chosen_logps / chosen_ntokens,
         }
+        tensors.update({name: batch[name].values for name in SCORE_INPUTS if name in batch})
         per_example = {"logps/chosen": policy_chosen_logps, "logps/rejected": policy_rejected_logps}
         if self.loss_spec.needs_reference:
             ref_chosen_logps, ref_rejected_logps = split_pairs(self.reference_logps(batch))

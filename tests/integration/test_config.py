@@ -64,7 +64,8 @@ def test_every_loss_yaml_names_a_registered_loss():
         (
             ["+loss.temperature=2"],
             ConfigError,
-            "loss 'dpo' has no option 'temperature'; its options: divergence, divergence_alpha, label_smoothing",
+            "loss 'dpo' has no option 'temperature'; its options: divergence, divergence_alpha, "
+            "label_smoothing",
         ),
         (["+loss.beta=2"], ConfigError, "beta is set at the top level"),
         (
@@ -93,7 +94,8 @@ def test_every_loss_yaml_names_a_registered_loss():
         (
             ["loss=dpo", "loss.divergence=kl"],
             ConfigError,
-            "loss=dpo: divergence must be one of reverse_kl, forward_kl, js_divergence, alpha_divergence, got 'kl'",
+            "loss=dpo: divergence must be one of reverse_kl, forward_kl, js_divergence, "
+            "alpha_divergence, got 'kl'",
         ),
         (
             ["loss=ipo", "loss.divergence_alpha=0.3"],

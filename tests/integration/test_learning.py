@@ -38,7 +38,16 @@ def copy_pairs(path: Path, count: int, rng: random.Random) -> str:
     for _ in range(count):
         word = "".join(rng.choice("abcdefgh") for _ in range(4))
         other = word[::-1] if word[::-1] != word else word[1:] + word[0]
-        rows.append({"prompt": f"{word}=", "chosen": word, "rejected": other})
+        # Rewards for the reward-aware losses: a gap of 2 (beta h is fitted to it).
+        rows.append(
+            {
+                "prompt": f"{word}=",
+                "chosen": word,
+                "rejected": other,
+                "score_chosen": 1.0,
+                "score_rejected": -1.0,
+            }
+        )
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return str(path)
 

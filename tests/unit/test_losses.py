@@ -405,6 +405,8 @@ GRAD_FACTORS = {
     "cpo": lambda beta, x: beta,
     "sigmoid_norm": lambda beta, x: beta / x["rejected_ntokens"].float(),
     "slic": lambda beta, x: 1.0,
+    "reward_gap_bwd_kl": lambda beta, x: beta,
+    "reward_scaled": lambda beta, x: beta,
     "alphapo": lambda beta, x: (
         beta
         / x["rejected_ntokens"].float()
@@ -470,6 +472,8 @@ def random_inputs(batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
         "ref_logps": logps(chosen_ntokens),
         "desirable": torch.rand(batch, generator=g) > 0.5,
         "kl_baseline": torch.tensor(0.2),
+        "chosen_scores": torch.rand(batch, generator=g) * 4,
+        "rejected_scores": torch.rand(batch, generator=g) * 4,
     }
 
 
@@ -529,10 +533,11 @@ def test_every_loss_with_a_beta_rejects_non_positive_beta(name: str, beta: float
 TRL_DPO_LOSS_TYPES = {"hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
                       "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"}  # fmt: skip
 OURS = {"dpo", "kto", "orpo", "rft", "rpo", "simpo", "cpo", "slic", "alphapo", "mix"}
+REWARD_AWARE = {"reward_gap_sq", "reward_gap_fwd_kl", "reward_gap_bwd_kl", "reward_scaled"}
 
 
 def test_registry_names_and_flags() -> None:
-    assert set(LOSSES) == TRL_DPO_LOSS_TYPES | OURS
+    assert set(LOSSES) == TRL_DPO_LOSS_TYPES | OURS | REWARD_AWARE
     assert all(spec.name == name for name, spec in LOSSES.items())
     assert get_loss("sigmoid") is get_loss("dpo") and get_loss("dpo_norm") is get_loss("sigmoid_norm")
     reference_free = {"orpo", "rft", "simpo", "sft", "cpo", "slic", "alphapo"}
@@ -593,6 +598,8 @@ def test_loss_hyperparameters_follow_signatures() -> None:
         "cpo": {"beta": empty, "nll_weight": 1.0, "label_smoothing": 0.0},
         "slic": {"margin": 1.0, "nll_weight": 0.1},
         "alphapo": {"beta": empty, "alpha": 0.25, "gamma": 0.5},
+        **{name: {"beta": empty, "reward_scale": 1.0} for name in REWARD_AWARE - {"reward_scaled"}},
+        "reward_scaled": {"beta": empty},
         "mix": {
             "beta": empty,
             "terms": ("sigmoid", "bco_pair", "sft"),

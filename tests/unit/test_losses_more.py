@@ -37,6 +37,8 @@ def golden_inputs() -> dict[str, torch.Tensor]:
         "ntokens": chosen_ntokens,
         "desirable": torch.tensor([True, False, True, False]),
         "kl_baseline": torch.tensor(0.2),
+        "chosen_scores": t(1.0, 0.5, 3.0, 2.0),  # reward gaps 1, -0.5, 2, 0
+        "rejected_scores": t(0.0, 1.0, 1.0, 2.0),
     }
 
 
@@ -65,6 +67,10 @@ GOLDEN = {
     "simpo": [0.974077, 0.974077, 0.974077, 0.888279],
     "slic": [0.1, 2.65, 0.15, 1.305],
     "sppo_hard": [0.89, 4.5, 0.0, 1.3],
+    "reward_gap_sq": [0.4225, 0.0, 1.0, 0.04],
+    "reward_gap_fwd_kl": [0.048578, 0.0, 0.082608, 0.004975],
+    "reward_gap_bwd_kl": [0.045309, 0.0, 0.067131, 0.004992],
+    "reward_scaled": [0.533382, 0.487038, 0.626523, 0.0],
 }
 
 
@@ -103,6 +109,10 @@ HAND = {
     ("discopop", 2): math.exp(-1.0),  # z = 1: the blend is all exponential (sigma(1 / 0.05) = 1)
     ("sigmoid_norm", 0): softplus(-0.5 * (0.5 / 3 + 0.2 / 4)),
     ("alphapo", 0): softplus(0.5),  # equal per-token means -1: -log sigma(-gamma)
+    ("reward_gap_sq", 0): (0.35 - 1.0) ** 2,  # (beta h - reward gap)^2
+    ("reward_gap_sq", 1): 0.0,  # h = -1, gap -0.5: the implicit gap already matches the data's
+    ("reward_scaled", 2): 2 * softplus(-1.0),  # |gap| * DPO's loss
+    ("reward_scaled", 3): 0.0,  # equal rewards: the pair teaches nothing
 }
 
 
@@ -138,6 +148,15 @@ def test_alpha_divergence_at_alpha_one_is_reverse_kl():
     assert_close(call("dpo", divergence="alpha_divergence", divergence_alpha=1.0).loss, call("dpo").loss)
 
 
+def test_the_reward_gap_kls_are_bernoulli_kls_between_the_win_probabilities():
+    """Pair 2: the policy's win probability sigma(beta h) = sigma(1), the data's sigma(2)."""
+    p, q = 1 / (1 + math.exp(-1.0)), 1 / (1 + math.exp(-2.0))
+    forward = p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
+    backward = q * math.log(q / p) + (1 - q) * math.log((1 - q) / (1 - p))
+    assert call("reward_gap_fwd_kl").loss[2].item() == pytest.approx(forward, abs=1e-6)
+    assert call("reward_gap_bwd_kl").loss[2].item() == pytest.approx(backward, abs=1e-6)
+
+
 def test_a_mix_is_the_weighted_sum_of_its_terms_and_logs_each():
     out = call(
         "mix", terms=["sigmoid", "ipo"], weights=[0.25, 2.0], options={"ipo": {"length_normalize": False}}
@@ -162,6 +181,7 @@ def test_a_mix_without_weights_weighs_each_term_one():
         ({"terms": ["kto"], "weights": [1]}, "kto is not one"),
         ({"terms": ["mix"], "weights": [1]}, "mix is not one"),
         ({"terms": ["dpo"], "weights": ["x"]}, "weights must be numbers"),
+        ({"terms": ["reward_gap_sq"], "weights": [1]}, "takes the data's rewards"),
     ],
 )
 def test_a_mix_refuses_what_it_cannot_mean(options: dict, message: str | None):
