@@ -101,7 +101,15 @@ def build_pairs(labelled: list[Labelled], mode: str = "best_vs_worst") -> list[P
         else:
             candidates = [(high, low) for high in distinct for low in distinct]
         pairs += [
-            PreferencePair(item.prompt, high[0], low[0], chosen_cut=high[2], rejected_cut=low[2])
+            PreferencePair(
+                item.prompt,
+                high[0],
+                low[0],
+                chosen_cut=high[2],
+                rejected_cut=low[2],
+                chosen_score=high[1],
+                rejected_score=low[1],
+            )
             for high, low in candidates
             if high[1] > low[1]
         ]
@@ -163,9 +171,12 @@ def write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def pair_row(pair: PreferencePair) -> dict[str, Any]:
-    """A pairs.jsonl row; `chosen_cut` / `rejected_cut` only where true (what the `pairs` source reads)."""
+    """A pairs.jsonl row, with each response's reward (what the reward-aware losses take);
+    `chosen_cut` / `rejected_cut` only where true (what the `pairs` source reads)."""
     row = {"prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected}
     row.update({key: True for key in ("chosen_cut", "rejected_cut") if getattr(pair, key)})
+    if pair.chosen_score is not None:
+        row.update(score_chosen=pair.chosen_score, score_rejected=pair.rejected_score)
     return row
 
 

@@ -29,15 +29,18 @@ CUT = Labelled("4+4=", "8", ["8", "77", "77", "8"], [1.0, 0.0, 0.0, 1.0], [False
 
 
 def test_best_vs_worst_takes_the_first_best_and_first_worst_and_drops_ties():
-    assert build_pairs([MIXED, TIES, ALL_PASS]) == [PreferencePair("1+1=", "2", "3")]
-    assert build_pairs([GRADED]) == [PreferencePair("p", "y", "z")]
+    # Each pair carries its responses' rewards (the reward-aware losses read them).
+    assert build_pairs([MIXED, TIES, ALL_PASS]) == [
+        PreferencePair("1+1=", "2", "3", chosen_score=1.0, rejected_score=0.0)
+    ]
+    assert build_pairs([GRADED]) == [PreferencePair("p", "y", "z", chosen_score=1.0, rejected_score=0.0)]
 
 
 def test_all_mode_pairs_every_distinct_higher_with_every_lower():
     # distinct samples of MIXED: "2" (1.0), "3" (0.0), "4" (0.0) -> 1 x 2 pairs; duplicates count once
     assert build_pairs([MIXED, TIES, ALL_PASS], "all") == [
-        PreferencePair("1+1=", "2", "3"),
-        PreferencePair("1+1=", "2", "4"),
+        PreferencePair("1+1=", "2", "3", chosen_score=1.0, rejected_score=0.0),
+        PreferencePair("1+1=", "2", "4", chosen_score=1.0, rejected_score=0.0),
     ]
     # graded: y > x, y > z, x > z
     assert sorted((p.chosen, p.rejected) for p in build_pairs([GRADED], "all")) == [
@@ -76,8 +79,12 @@ def test_rft_set_holds_each_distinct_passing_sample_once():
 def test_cut_samples_carry_their_mark_and_count_apart_from_the_same_text_ended():
     # distinct (text, cut): ("8", ended) 1.0, ("77", cut) 0.0, ("8", cut) 1.0
     assert build_pairs([CUT], "all") == [
-        PreferencePair("4+4=", "8", "77", chosen_cut=False, rejected_cut=True),
-        PreferencePair("4+4=", "8", "77", chosen_cut=True, rejected_cut=True),
+        PreferencePair(
+            "4+4=", "8", "77", chosen_cut=False, rejected_cut=True, chosen_score=1.0, rejected_score=0.0
+        ),
+        PreferencePair(
+            "4+4=", "8", "77", chosen_cut=True, rejected_cut=True, chosen_score=1.0, rejected_score=0.0
+        ),
     ]
     assert [e.cut for e in build_unpaired([CUT], threshold=1.0)] == [False, True, True, True]
     assert build_rft([CUT], threshold=1.0) == [
@@ -149,9 +156,17 @@ def test_write_split_carries_the_cut_marks_into_the_files(tmp_path):
         for name in ("pairs", "unpaired", "rft")
     }
     # the mark is written only where true, and read back by the sources the runs use
+    scores = {"score_chosen": 1.0, "score_rejected": 0.0}
     assert [json.loads(line) for line in lines["pairs"]] == [
-        {"prompt": "4+4=", "chosen": "8", "rejected": "77", "rejected_cut": True},
-        {"prompt": "4+4=", "chosen": "8", "rejected": "77", "chosen_cut": True, "rejected_cut": True},
+        {"prompt": "4+4=", "chosen": "8", "rejected": "77", "rejected_cut": True, **scores},
+        {
+            "prompt": "4+4=",
+            "chosen": "8",
+            "rejected": "77",
+            "chosen_cut": True,
+            "rejected_cut": True,
+            **scores,
+        },
     ]
     assert load_records("pairs", str(tmp_path / "pairs_val.jsonl")) == build_pairs([CUT], "all")
     assert load_records("unpaired", str(tmp_path / "unpaired_val.jsonl")) == build_unpaired([CUT], 1.0)
