@@ -259,10 +259,8 @@ def test_unknown_option_is_rejected_with_the_valid_ones(tmp_path):
         load_records("pairs", path, promt_field="q")
     message = str(caught.value)
     assert "promt_field" in message and "'pairs'" in message
-    assert (
-        "valid options: prompt_field, chosen_field, rejected_field, chosen_score_field, rejected_score_field, "
-        in message
-    )
+    valid = "prompt_field, chosen_field, rejected_field, chosen_score_field, rejected_score_field, weight_field"
+    assert f"valid options: {valid}, max_rows" in message
 
 
 def test_hh_rlhf_takes_no_field_options(tmp_path):
