@@ -259,7 +259,9 @@ def test_unknown_option_is_rejected_with_the_valid_ones(tmp_path):
         load_records("pairs", path, promt_field="q")
     message = str(caught.value)
     assert "promt_field" in message and "'pairs'" in message
-    valid = "prompt_field, chosen_field, rejected_field, chosen_score_field, rejected_score_field, weight_field"
+    valid = (
+        "prompt_field, chosen_field, rejected_field, chosen_score_field, rejected_score_field, weight_field"
+    )
     assert f"valid options: {valid}, max_rows" in message
 
 
