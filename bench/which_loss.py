@@ -160,6 +160,19 @@ def run_grid(name: str, args: argparse.Namespace, common: list[str], root: Path)
     return best
 
 
+def evaluate_loss(
+    name: str, point: str, args: argparse.Namespace, common: list[str], root: Path
+) -> list[dict]:
+    """One loss at its chosen point on `eval`, over the evaluation seeds: each seed's figures."""
+    figures = []
+    for seed in args.eval_seeds:
+        overrides = [*common, "evaluate.split=eval", f"loss={name}", point,
+                     f"seed={seed}", f"sft.seed={seed}", *args.overrides]  # fmt: skip
+        summary = run_one(overrides, root / "eval" / name / f"seed{seed}", reuse=args.reuse)
+        figures.append(row(summary["metrics"], summary["reference"]))
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -175,14 +188,12 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(args.output_root).resolve()
     common = [f"output_root={root}", f"cache_dir={root / 'cache'}"]
-    chosen = {name: run_grid(name, args, common, root) for name in args.losses}
-    results: dict[str, list[dict]] = {}
-    for name in args.losses:
-        for seed in args.eval_seeds:
-            overrides = [*common, "evaluate.split=eval", f"loss={name}", chosen[name],
-                         f"seed={seed}", f"sft.seed={seed}", *args.overrides]  # fmt: skip
-            summary = run_one(overrides, root / "eval" / name / f"seed{seed}", reuse=args.reuse)
-            results.setdefault(name, []).append(row(summary["metrics"], summary["reference"]))
+    chosen, results = {}, {}
+    for name in args.losses:  # one loss whole (tuned, then evaluated) before the next
+        chosen[name] = run_grid(name, args, common, root)
+        results[name] = evaluate_loss(name, chosen[name], args, common, root)
+        gains = [round(r["gain"], 3) for r in results[name]]
+        print(f"[which-loss] {name} at {chosen[name]}: eval gains {gains}", flush=True)
     overrides = " ".join(args.overrides) or "none"
     print(f"\ntune seeds {args.tune_seeds}; eval seeds {args.eval_seeds}; overrides: {overrides}\n")
     print(table(results, chosen))
