@@ -193,10 +193,8 @@ def train_rounds(
             summary = json.loads((round_dir / SUMMARY).read_text())  # finished before the run was resumed
         else:
             callback = eval_callback(cfg, task, sft, pair_file, round_dir, sft_rewards)
-            # No step-0 validation: the SFT model's figures, the baseline, are the experiment's step 0.
-            summary = train(
-                run_cfg, round_dir, callbacks=[callback], extra_summary=round_extra, validate_at_start=False
-            )
+            # validate_at_start=False: the SFT model's figures (the baseline) are the experiment's step 0.
+            summary = train(run_cfg, round_dir, [callback], round_extra, validate_at_start=False)
         history.append(round_figures(number, summary))
         policy_dir = round_dir / EXPORT_DIR
         if rounds > 1:

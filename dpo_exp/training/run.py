@@ -48,7 +48,7 @@ from dpo_exp.training.guards import NonFiniteGuard
 from dpo_exp.training.ranks import RankWatch
 from dpo_exp.training.ref_cache import ReferenceCache, cache_wanted
 from dpo_exp.training.ref_scoring import ReferenceScoring, open_cache, scoring_options
-from dpo_exp.training.resume import RESUME_ENV, resume_checkpoint, step_of
+from dpo_exp.training.resume import RESUME_ENV, exact_resume, resume_checkpoint, step_of
 from dpo_exp.training.run_files import (
     FINISHED_IN,
     SUMMARY,
@@ -73,9 +73,9 @@ DISTRIBUTED_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RAN
 def train(
     cfg: DictConfig,
     run_dir: Path,
-    *,
     callbacks: list[L.Callback] | None = None,
     extra_summary: dict[str, Any] | None = None,
+    *,
     validate_at_start: bool = True,
 ) -> dict[str, Any]:
     """Train one run into `run_dir`; return its summary (also written to summary.json at the end).
@@ -266,7 +266,7 @@ def _train(
     stage("train", describe_run(cfg, parts, run_dir, schedule))
     own_callbacks = run_callbacks(cfg, run_dir, parts, config, schedule.log_every)
     trainer = build_trainer(cfg, run_dir, [*own_callbacks, *callbacks], schedule=schedule, earlier=earlier)
-    with interrupt_as_terminate():
+    with interrupt_as_terminate(), exact_resume():
         trainer.fit(parts.module, parts.datamodule, ckpt_path=resume_from, weights_only=True)
     if trainer.global_step % schedule.val_every != 0:
         trainer.validate(parts.module, parts.datamodule, verbose=False)
