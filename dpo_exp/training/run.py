@@ -8,6 +8,7 @@ callback). This module reads config and files; it knows nothing of tasks, sampli
 from __future__ import annotations
 
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,8 +111,9 @@ def train_recording_failure(
     watch = RankWatch()
     try:
         return _train(cfg, run_dir, resume_from, [watch, *callbacks], extra_summary)
-    except SIGTERMException:
-        write_stopped(run_dir, f"stopped by {stop_signal().name}; resumable (resume=auto)")
+    except (SIGTERMException, KeyboardInterrupt) as stop:
+        received = signal.SIGINT if isinstance(stop, KeyboardInterrupt) else stop_signal()
+        write_stopped(run_dir, f"stopped by {received.name}; resumable (resume=auto)")
         raise
     except BaseException as error:
         lost = watch.lost_ranks(error)

@@ -1,70 +1,86 @@
-"""Stopping a run on SIGINT (Ctrl-C) or SIGTERM: at the end of the step under way, with a checkpoint.
+"""Stopping a run on SIGINT (Ctrl-C) or SIGTERM: at the end of the step under way, with its checkpoint.
 
-Lightning stops on SIGTERM at the end of a step (and passes it on to the ranks it started); on
-SIGINT it raises KeyboardInterrupt wherever the loop is and exits with status 1. While a run
-trains, SIGINT is sent on as SIGTERM, so both stop the same way; `StopCheckpoint` then writes the
-step's checkpoint before Lightning raises, and the entry reads `stop_signal()` for the exit status.
+Lightning on its own stops on SIGTERM at the end of the step or validation under way (no checkpoint
+of it), and on SIGINT raises KeyboardInterrupt wherever the loop is, then exits with status 1.
+Here, once training has started, both signals are noted and the run goes on to the end of the step
+(and of a validation under way): `StopCheckpoint` saves that step's checkpoint, then hands the stop
+to Lightning's SIGTERM handler, which ends the loop (and the ranks it started) with SIGTERMException.
+The entry reads `stop_signal()` for its message and exit status.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-# The signal that stopped the run in this process, for the entry's message and exit status.
+# The signals received in this process since its run began training (the last one stopped it).
 _RECEIVED: list[signal.Signals] = []
+# Whether a StopCheckpoint is watching (training has started): then a signal waits for the step's end.
+_ARMED: list[bool] = [False]
 
 
 def stop_signal() -> signal.Signals:
-    """The signal that stopped this process's run: SIGINT when Ctrl-C sent it on, else SIGTERM."""
+    """The signal that stopped this process's run (SIGTERM when none was noted here)."""
     return _RECEIVED[-1] if _RECEIVED else signal.SIGTERM
 
 
-def _interrupt_as_terminate(signum: int, frame: FrameType | None) -> None:
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
-        raise KeyboardInterrupt  # Lightning's handler is not in place (before or after the loop)
-    _RECEIVED.append(signal.SIGINT)
-    os.kill(os.getpid(), signal.SIGTERM)
+def _note(signum: int, frame: FrameType | None) -> None:
+    _RECEIVED.append(signal.Signals(signum))
+    if not _ARMED[0]:  # before training started: nothing to save, stop now
+        raise SIGTERMException
 
 
 @contextlib.contextmanager
 def interrupt_as_terminate() -> Iterator[None]:
-    """SIGINT handled as SIGTERM for the duration (in the main thread; elsewhere as it was)."""
+    """SIGINT handled as SIGTERM while a run fits (in the main thread; elsewhere as it was)."""
     _RECEIVED.clear()
     try:
-        previous = signal.signal(signal.SIGINT, _interrupt_as_terminate)
+        previous = signal.signal(signal.SIGINT, _note)
     except ValueError:  # not the main thread: signals cannot be handled here
         yield
         return
     try:
         yield
     finally:
+        _ARMED[0] = False
         signal.signal(signal.SIGINT, previous)
 
 
 class StopCheckpoint(L.Callback):
-    """Saves the step's checkpoint when a stop signal arrived during it (through `checkpoint`'s own
-    saving: digests, keep_last); Lightning then stops at the end of the step."""
+    """Notes SIGTERM and SIGINT once training starts; at the end of the step under way saves its
+    checkpoint (through `checkpoint`'s own saving: digests, keep_last) and lets Lightning stop."""
 
     def __init__(self, checkpoint: Any) -> None:
         self.checkpoint = checkpoint  # a `checkpoints.DigestedCheckpoint`
+        self.lightning_handler: Callable[[int, FrameType | None], Any] | int | None = None
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # Lightning's handler, registered as the fit began, is called once the checkpoint is saved;
+        # it puts back the handler from before the fit when the fit ends.
+        self.lightning_handler = signal.getsignal(signal.SIGTERM)
+        with contextlib.suppress(ValueError):  # not the main thread: Lightning's handling stays
+            signal.signal(signal.SIGTERM, _note)
+            _ARMED[0] = True
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
-        stopping = trainer.received_sigterm
-        if trainer.world_size > 1:
-            # Saving is collective, and so is the loop's next step: every rank stops at this step
-            # if any received the signal (each may have noticed it in another step).
+        # Between the batches of an accumulated step the loop is mid-step: not a state to save.
+        if not _ARMED[0] or trainer.fit_loop.epoch_loop._should_accumulate():
+            return
+        stopping = bool(_RECEIVED)
+        if trainer.world_size > 1:  # saving is collective: every rank stops at the step any noted it
             stopping = trainer.strategy.reduce_boolean_decision(stopping, all=False)
-            if stopping:
-                trainer._signal_connector.received_sigterm = True
-        # Between the batches of one accumulated step the loop's state is mid-step: not a checkpoint.
-        if not stopping or trainer.fit_loop.epoch_loop._should_accumulate():
+        if not stopping:
             return
         if self.checkpoint._last_global_step_saved != trainer.global_step:
             self.checkpoint.save_now(trainer)
+        _ARMED[0] = False
+        if callable(self.lightning_handler):
+            self.lightning_handler(signal.SIGTERM, None)  # Lightning stops at the end of this step
+        else:
+            trainer._signal_connector.received_sigterm = True  # how Lightning's handler says it
