@@ -32,12 +32,13 @@ FINISHED_IN = "finished_in.txt"  # in an unfinished run that another run continu
 LIBRARIES = ("dpo_exp", "torch", "lightning", "transformers", "datasets", "hydra-core", "omegaconf")
 
 # Keys that may differ between a run and its continuation, as they change nothing it computes:
-# the resume switch itself, the step budget, where run folders and caches live (caches are keyed
+# the resume switch itself, the budget (steps or epochs), where run folders and caches live (caches are keyed
 # by their content), the run's label, what the console shows, and how long a collective waits.
 RESUMABLE_KEYS = (
     "resume",
     "strategy.strategy.timeout",
     "trainer.max_steps",
+    "trainer.max_epochs",
     "output_root",
     "cache_dir",
     "reference.cache_dir",
