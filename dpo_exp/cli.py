@@ -45,7 +45,7 @@ from dpo_exp.training.result import run_result
 from dpo_exp.training.resume import folder_to_continue, step_of
 from dpo_exp.training.run_files import claim_run_dir, digest_of, discard_unused_folder, resolved
 from dpo_exp.training.signals import stop_signal
-from dpo_exp.world import agreed, started_by_lightning
+from dpo_exp.world import agreed, cluster_environment, started_by_lightning
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -202,8 +202,8 @@ def pin_sweep_member(run_dir: Path) -> None:
 def continue_in_place(cfg: DictConfig, run_dir: Path) -> Path:
     """With resume=auto, a run on a fixed dataset that continues an unfinished run does so in that
     run's folder (one folder, one curve): the new folder Hydra made is removed, its log moved there."""
-    if cfg.resume != "auto" or is_experiment(cfg) or started_by_lightning():
-        return run_dir
+    if cfg.resume != "auto" or is_experiment(cfg) or started_by_lightning() or cluster_environment():
+        return run_dir  # under torchrun or srun every rank has its folder from rank 0 (config/naming.py)
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return run_dir  # a sweep member's folder is its place in the sweep
     found = agreed("continue_in", lambda: str(folder_to_continue(run_dir, resolved(cfg)) or "") or None)
