@@ -27,7 +27,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dpo_exp.config import is_experiment, validate_config
-from dpo_exp.config.validate import override_keys
+from dpo_exp.config.folders import move_log_files, point_hydra_at
+from dpo_exp.config.validate import learning_rate_warning, override_keys
 from dpo_exp.console import is_main_process, quiet_libraries, result, warn
 from dpo_exp.data.module import prepare_data
 from dpo_exp.data.report import format_report
@@ -39,8 +40,12 @@ from dpo_exp.models.loading import load_tokenizer
 from dpo_exp.rows import is_local_dataset
 from dpo_exp.runtime import keep_freed_memory
 from dpo_exp.training import train
+from dpo_exp.training.checkpoints import checkpoints_of
 from dpo_exp.training.result import run_result
-from dpo_exp.training.run_files import claim_run_dir, digest_of, discard_unused_folder
+from dpo_exp.training.resume import folder_to_continue, step_of
+from dpo_exp.training.run_files import claim_run_dir, digest_of, discard_unused_folder, resolved
+from dpo_exp.training.signals import stop_signal
+from dpo_exp.world import agreed, cluster_environment, started_by_lightning
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -83,17 +88,21 @@ def user_message(error: BaseException, run_dir: Path | None) -> str | None:
     return None if storage is None else str(storage)
 
 
-# The status of a process ended by SIGTERM, as a shell reports it (128 + the signal's number).
-TERMINATED_STATUS = 128 + signal.SIGTERM
+def stopped_status(received: signal.Signals) -> int:
+    """The status of a process ended by `received`, as a shell reports it (128 + its number)."""
+    return 128 + int(received)
 
 
-def terminated_message(run_dir: Path | None) -> str:
-    """What to do after a SIGTERM: the run's checkpoints and metrics are on disk, whole."""
+def terminated_message(run_dir: Path | None, received: signal.Signals = signal.SIGTERM) -> str:
+    """What to do after SIGTERM or SIGINT: the run's checkpoints and metrics are on disk, whole."""
+    stopped = f"stopped by {received.name}"
     if run_dir is None:
-        return "stopped by SIGTERM; run the same command again (finished stages are taken from the cache)"
+        return f"{stopped}; run the same command again (finished stages are taken from the cache)"
+    newest = checkpoints_of(run_dir)
+    where = f"its checkpoint at step {step_of(newest[0])}" if newest else "its start (no checkpoint)"
     return (
-        f"stopped by SIGTERM; the run in {run_dir} is resumable: run the same command with resume=auto "
-        f"(or resume={run_dir} from a new folder)"
+        f"{stopped}; the run in {run_dir} is resumable: run the same command with resume=auto "
+        f"(it continues in that folder, from {where})"
     )
 
 
@@ -106,15 +115,18 @@ def errors_as_messages(run_dir: Path | None = None) -> Iterator[None]:
     the message is all it prints. A sweep member raises an exception Hydra prints compactly, as
     SystemExit would stop the whole sweep. With HYDRA_FULL_ERROR=1 the error itself goes on up.
 
-    A SIGTERM (Lightning stops the loop and raises SystemExit with no status, which would read as
-    success) leaves with the status of a terminated process and how to continue the run.
+    A SIGTERM or SIGINT (Lightning stops the loop and raises SystemExit with no status, which would
+    read as success) leaves with the status a shell gives that signal (143, 130) and how to
+    continue the run.
     """
     try:
         yield
-    except SIGTERMException:
+    except (SIGTERMException, KeyboardInterrupt) as stop:
+        # KeyboardInterrupt: Ctrl-C before or after the training loop, which hands it on as SIGTERM.
+        received = signal.SIGINT if isinstance(stop, KeyboardInterrupt) else stop_signal()
         if is_main_process():  # the launching process speaks for the ranks it started
-            print(terminated_message(run_dir), file=sys.stderr)
-        raise SystemExit(TERMINATED_STATUS) from None
+            print(terminated_message(run_dir, received), file=sys.stderr)
+        raise SystemExit(stopped_status(received)) from None
     except Exception as error:
         message = user_message(error, run_dir)
         if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -183,11 +195,28 @@ def pin_sweep_member(run_dir: Path) -> None:
     Hydra's run dir; in a multirun that command line is the sweep. Replace it with this member's
     own overrides and point the run dir at the member's folder.
     """
-    hydra_cfg = HydraConfig.get()
-    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
-    OmegaConf.set_readonly(hydra_cfg, False)
-    hydra_cfg.run.dir = str(run_dir)
-    OmegaConf.set_readonly(hydra_cfg, True)
+    sys.argv = [sys.argv[0], *HydraConfig.get().overrides.task]
+    point_hydra_at(run_dir)
+
+
+def continue_in_place(cfg: DictConfig, run_dir: Path) -> Path:
+    """With resume=auto, a run on a fixed dataset that continues an unfinished run does so in that
+    run's folder (one folder, one curve): the new folder Hydra made is removed, its log moved there."""
+    if cfg.resume != "auto" or is_experiment(cfg) or started_by_lightning() or cluster_environment():
+        return run_dir  # under torchrun or srun every rank has its folder from rank 0 (config/naming.py)
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return run_dir  # a sweep member's folder is its place in the sweep
+    found = agreed("continue_in", lambda: str(folder_to_continue(run_dir, resolved(cfg)) or "") or None)
+    if found is None:
+        return run_dir
+    folder = Path(found)
+    if is_main_process():
+        print(f"resume=auto: continuing the unfinished run in its folder {folder}")
+        move_log_files(run_dir, folder)
+        discard_unused_folder(run_dir, Path(cfg.output_root))
+    if HydraConfig.initialized():
+        point_hydra_at(folder)
+    return folder
 
 
 def validated(cfg: DictConfig) -> DictConfig:
@@ -196,13 +225,19 @@ def validated(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def run(cfg: DictConfig, run_dir: Path, *, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Validate, then the built-in experiment when the data is a task, else one run on the dataset.
+def run(
+    cfg: DictConfig, run_dir: Path, *, overrides: Sequence[str] = (), validated: bool = False
+) -> dict[str, Any]:
+    """Validate (unless `validated`), then the built-in experiment when the data is a task, else
+    one run on the dataset.
 
     What `python train.py` does once Hydra has composed `cfg` from the command line (`overrides`).
     The run holds `run_dir` while it runs, offline when every model source is local.
     """
-    validate_config(cfg, overrides=overrides)
+    if not validated:
+        validate_config(cfg, overrides=overrides)
+    if (warning := learning_rate_warning(cfg)) is not None and is_main_process():
+        warn(warning)
     keep_freed_memory()
     start = time.perf_counter()
     with offline_when_local(cfg), claimed(run_dir):
@@ -245,9 +280,13 @@ def hydra_main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     if multirun:
         pin_sweep_member(run_dir)
+    overrides = list(HydraConfig.get().overrides.task)
     try:
         with errors_as_messages(run_dir):
-            summary = run(cfg, run_dir, overrides=list(HydraConfig.get().overrides.task))
+            validate_config(cfg, overrides=overrides)
+            run_dir = continue_in_place(cfg, run_dir)
+        with errors_as_messages(run_dir):
+            summary = run(cfg, run_dir, overrides=overrides, validated=True)
     except BaseException:
         # Refused by the checks: no folder is left for a run that never started (rank 0's to remove).
         if not multirun and is_main_process():

@@ -9,10 +9,12 @@ have changed that folder by the time the run refused it. A Hydra callback runs b
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 
@@ -20,6 +22,38 @@ from dpo_exp.console import is_main_process
 from dpo_exp.errors import ConfigError, WriteError
 from dpo_exp.training.resume import refuse_finished_folder
 from dpo_exp.world import cluster_environment, launcher_name
+
+
+def point_hydra_at(run_dir: Path) -> None:
+    """Make `run_dir` the run folder Hydra reports, which Lightning's launcher gives the processes
+    it starts for the other ranks (as `hydra.run.dir`)."""
+    hydra_cfg = HydraConfig.get()
+    OmegaConf.set_readonly(hydra_cfg, False)
+    hydra_cfg.run.dir = str(run_dir)
+    OmegaConf.set_readonly(hydra_cfg, True)
+
+
+def move_log_files(old: Path, new: Path) -> None:
+    """The log files Hydra opened in `old` (run.log) continue, appended to, in `new`."""
+    handlers = [logging.getLogger().handlers] + [
+        logger.handlers
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    for handler in {handler for group in handlers for handler in group}:
+        if not isinstance(handler, logging.FileHandler) or Path(handler.baseFilename).parent != old.resolve():
+            continue
+        handler.acquire()
+        try:
+            handler.close()
+            moved = new / Path(handler.baseFilename).name
+            written = Path(handler.baseFilename)
+            with moved.open("a") as stream:  # the lines of this launch so far
+                stream.write(written.read_text() if written.exists() else "")
+            handler.baseFilename, handler.mode = str(moved.resolve()), "a"
+            handler.stream = handler._open()
+        finally:
+            handler.release()
 
 
 class OutputFolder(Callback):

@@ -24,6 +24,7 @@ from dpo_exp.devices import run_precision
 from dpo_exp.losses import takes_beta
 from dpo_exp.models.loading import model_label
 from dpo_exp.training.run_files import new_folder
+from dpo_exp.training.schedule import default_lr
 from dpo_exp.world import agreed
 
 # Set by `SweepNaming` when a multirun starts: the keys its sweep varies, comma-separated. An
@@ -101,7 +102,7 @@ def make_folder(base: str) -> str:
 
 def register_resolvers() -> None:
     """The resolvers conf/ uses: run and member names, the run folder, the levels of `verbosity`,
-    the precision that fits the device."""
+    the precision that fits the device, the learning rate that fits the model."""
     resolvers = {
         "dpo_exp.run_name": lambda *, _root_: run_name(_root_),
         "dpo_exp.new_folder": new_run_folder,
@@ -109,6 +110,7 @@ def register_resolvers() -> None:
         "dpo_exp.log_level": project_level,
         "dpo_exp.library_level": library_level,
         "dpo_exp.precision": run_precision,
+        "dpo_exp.default_lr": default_lr,
     }
     for name, resolver in resolvers.items():
         OmegaConf.register_new_resolver(name, resolver, replace=True)

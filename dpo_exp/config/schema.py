@@ -123,7 +123,8 @@ class OptimSchema:
     weight_decay: float = MISSING
     betas: list[float] = MISSING
     eps: float = MISSING
-    warmup_steps: int = MISSING
+    warmup_steps: int | None = MISSING
+    warmup_ratio: float = MISSING
     scheduler: str = MISSING
     master_weights: bool = MISSING
 

@@ -31,9 +31,10 @@ from dpo_exp.tasks import load_function
 from dpo_exp.training.build import loss_options
 from dpo_exp.training.guards import ACTIONS as NONFINITE_ACTIONS
 from dpo_exp.training.resume import locate_checkpoint
+from dpo_exp.training.schedule import HIGHEST_PRETRAINED_LR, PRETRAINED_LR
 from dpo_exp.world import check_world
 
-__all__ = ["ConfigError", "is_experiment", "validate_config"]
+__all__ = ["ConfigError", "is_experiment", "learning_rate_warning", "validate_config"]
 
 
 def is_experiment(cfg: DictConfig) -> bool:
@@ -198,10 +199,18 @@ def check_positive_integer(value: Any, key: str, hint: str = "") -> None:
 
 def check_counts(cfg: DictConfig) -> None:
     """Step counts and sizes where zero or a negative number would silently do nothing."""
-    check_positive_integer(cfg.trainer.max_steps, "trainer.max_steps", " (the number of optimizer steps)")
-    check_positive_integer(
-        cfg.trainer.val_check_interval, "trainer.val_check_interval", " (steps between validations)"
-    )
+    if cfg.trainer.get("max_epochs") is None:
+        check_positive_integer(cfg.trainer.max_steps, "trainer.max_steps", " (the number of optimizer steps)")
+    else:
+        check_positive_integer(
+            cfg.trainer.max_epochs, "trainer.max_epochs", " (passes over the training data)"
+        )
+    for key, what in (("val_check_interval", "between validations"), ("log_every_n_steps", "between logs")):
+        if cfg.trainer.get(key) is not None:
+            check_positive_integer(cfg.trainer[key], f"trainer.{key}", f" (steps {what}; null: chosen)")
+    ratio = cfg.optim.warmup_ratio
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio < 1:
+        raise ConfigError(f"optim.warmup_ratio must be a number in [0, 1), got {ratio!r}")
     off = " (to save no checkpoints: trainer.enable_checkpointing=false)"
     check_positive_integer(cfg.checkpoint.every_n_steps, "checkpoint.every_n_steps", off)
     check_positive_integer(cfg.checkpoint.keep_last, "checkpoint.keep_last", off)
@@ -211,6 +220,17 @@ def check_counts(cfg: DictConfig) -> None:
     elif not validation_is_read(cfg.data):
         hint = " (with no validation file or split, the validation split is cut from the training data)"
         check_positive_integer(cfg.data.val_size, "data.val_size", hint)
+
+
+def learning_rate_warning(cfg: DictConfig) -> str | None:
+    """A warning when a model loaded from weights would train at a rate far above DPO's range."""
+    lr = float(cfg.optim.lr)
+    if cfg.model.get("path") is None or lr <= HIGHEST_PRETRAINED_LR:
+        return None
+    return (
+        f"optim.lr={lr:g} trains model.path={cfg.model.path} at {lr / PRETRAINED_LR:.0f}x the default "
+        f"for a pretrained model ({PRETRAINED_LR:g}); DPO recipes use 5e-7 to 5e-6"
+    )
 
 
 def check_resume(resume: Any) -> None:
@@ -313,6 +333,12 @@ DEPENDENT_KEYS: tuple[tuple[str, Callable[[DictConfig], bool], str], ...] = (
         "speed.head_on_completions=false computes the full logits",
     ),
     ("checkpoint.", lambda cfg: bool(cfg.trainer.enable_checkpointing), "trainer.enable_checkpointing=false"),
+    (
+        "trainer.max_steps",
+        lambda cfg: cfg.trainer.get("max_epochs") is None,
+        "trainer.max_epochs is set, and replaces it (the run's line says how many steps that is)",
+    ),
+    ("optim.warmup_ratio", lambda cfg: cfg.optim.warmup_steps is None, "optim.warmup_steps is set, and wins"),
     (
         "optim.master_weights",
         lambda cfg: weights_dtype(cfg.trainer.precision, cfg.model.get("dtype")) != torch.float32,

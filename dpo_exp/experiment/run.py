@@ -38,6 +38,7 @@ from dpo_exp.losses import LossSpec, get_loss
 from dpo_exp.training import EXPORT_DIR, train, write_failure
 from dpo_exp.training.result import figure_rows, footer, rule, what_ran
 from dpo_exp.training.run_files import SUMMARY
+from dpo_exp.training.schedule import warmup_steps
 
 EVAL_KEYS = ("true_reward", "true_reward_greedy", "kl")
 ROUND_KEYS = (*EVAL_KEYS, "logratio/chosen", "logratio/rejected")  # listed in the last round's summary
@@ -192,7 +193,8 @@ def train_rounds(
             summary = json.loads((round_dir / SUMMARY).read_text())  # finished before the run was resumed
         else:
             callback = eval_callback(cfg, task, sft, pair_file, round_dir, sft_rewards)
-            summary = train(run_cfg, round_dir, callbacks=[callback], extra_summary=round_extra)
+            # validate_at_start=False: the SFT model's figures (the baseline) are the experiment's step 0.
+            summary = train(run_cfg, round_dir, [callback], round_extra, validate_at_start=False)
         history.append(round_figures(number, summary))
         policy_dir = round_dir / EXPORT_DIR
         if rounds > 1:
@@ -215,7 +217,7 @@ def round_summary(
         schedule = {
             "restarted": "each round",
             "scheduler": str(cfg.optim.scheduler),
-            "warmup_steps": int(cfg.optim.warmup_steps),
+            "warmup_steps": warmup_steps(cfg.optim, int(cfg.trainer.max_steps)),
             "max_steps": int(cfg.trainer.max_steps),
         }
         round_extra.update(round=number, rounds=list(history), lr_schedule=schedule)

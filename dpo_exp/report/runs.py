@@ -17,7 +17,7 @@ import yaml
 
 from dpo_exp.losses import takes_beta
 from dpo_exp.training.metrics_file import METRICS, read_metrics
-from dpo_exp.training.run_files import FAILED, SUMMARY
+from dpo_exp.training.run_files import FAILED, FINISHED_IN, SUMMARY, failure_message
 
 # Settings that name or place a run, or change what it writes but not what it learns.
 IGNORED_PARAMS = ("run_name", "output_root", "cache_dir", "reference.cache_dir", "verbosity", "resume")
@@ -73,7 +73,9 @@ def find_run_dirs(root: Path) -> list[Path]:
     An online run's earlier rounds (`<run>/rounds/<n>/`) are parts of that run, not runs of their own.
     """
     markers = [*root.rglob(SUMMARY), *root.rglob(FAILED)]
-    return sorted({marker.parent for marker in markers if not is_earlier_round(marker.parent)})
+    folders = {marker.parent for marker in markers if not is_earlier_round(marker.parent)}
+    # A stopped run that another folder continued to its end is listed there, once, as finished.
+    return sorted(folder for folder in folders if not (folder / FINISHED_IN).exists())
 
 
 def is_earlier_round(folder: Path) -> bool:
@@ -85,7 +87,7 @@ def read_run(path: Path) -> RunRecord:
     if (path / SUMMARY).exists():
         record = RunRecord(path, "finished", params, summary=json.loads((path / SUMMARY).read_text()))
     elif (path / FAILED).exists():
-        record = RunRecord(path, "failed", params, error=(path / FAILED).read_text().strip())
+        record = RunRecord(path, "failed", params, error=failure_reason(path))
     else:
         record = RunRecord(path, "incomplete", params)
     if (path / METRICS).exists():
@@ -93,6 +95,12 @@ def read_run(path: Path) -> RunRecord:
     if any((path.parent / marker).exists() for marker in SWEEP_MARKERS):
         record.sweep = str(path.parent)
     return record
+
+
+def failure_reason(path: Path) -> str:
+    """The first line of a failed run's message, for a table cell (failed.txt keeps the traceback)."""
+    lines = failure_message(path).splitlines()
+    return lines[0] if lines else "failed (failed.txt is empty)"
 
 
 def read_runs(root: Path) -> list[RunRecord]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from dpo_exp.training.metrics_file import MetricsLogger
 from dpo_exp.training.module import PreferenceModule
 from dpo_exp.training.progress import StepProgressBar
 from dpo_exp.training.ranks import launch_patiently
+from dpo_exp.training.schedule import Schedule, trainer_arguments
 
 
 def loss_options(loss_cfg: DictConfig) -> dict[str, Any]:
@@ -105,9 +107,10 @@ def auto_desirable_weight(spec: LossSpec, options: dict[str, Any], data: Prepare
 AUTO_OPTIONS = {"desirable_weight": auto_desirable_weight}
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
-    """A CSV of metrics always (written whole at each save); W&B as well with `logger=wandb`."""
-    loggers: list[Logger] = [MetricsLogger(run_dir)]
+def build_loggers(cfg: DictConfig, run_dir: Path, earlier: Sequence[dict[str, Any]] = ()) -> list[Logger]:
+    """A CSV of metrics always (written whole at each save, from the `earlier` rows of the run a
+    resumed run continues); W&B as well with `logger=wandb`."""
+    loggers: list[Logger] = [MetricsLogger(run_dir, earlier)]
     if cfg.logger.name == "wandb":
         if not cfg.logger.online:
             # The mode must be in the environment before wandb starts its service process.
@@ -173,8 +176,16 @@ def sweep_group() -> str | None:
     return Path(hydra_cfg.sweep.dir).name
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
-    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+def build_trainer(
+    cfg: DictConfig,
+    run_dir: Path,
+    callbacks: list[L.Callback],
+    *,
+    schedule: Schedule,
+    earlier: Sequence[dict[str, Any]] = (),
+) -> L.Trainer:
+    """lightning.Trainer with `cfg.trainer`'s arguments, the budget and intervals as `schedule` has them."""
+    trainer_args = trainer_arguments(OmegaConf.to_container(cfg.trainer, resolve=True), schedule)
     strategy_args = instantiate(cfg.strategy, _convert_="all")  # `strategy` may be a Lightning object
     if cfg.trainer.enable_progress_bar:
         callbacks = [*callbacks, StepProgressBar("train")]
@@ -182,7 +193,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -
         **trainer_args,
         **strategy_args,
         default_root_dir=str(run_dir),
-        logger=build_loggers(cfg, run_dir),
+        logger=build_loggers(cfg, run_dir, earlier),
         callbacks=callbacks,
     )
     launch_patiently(trainer)

@@ -71,6 +71,10 @@ class DigestedCheckpoint(ModelCheckpoint):
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(proxy(self))
 
+    def save_now(self, trainer: L.Trainer) -> None:
+        """This step's checkpoint, now, as the step schedule would save it (kept among keep_last)."""
+        self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         if trainer.is_global_zero:
             digests_file(Path(filepath)).unlink(missing_ok=True)  # first: a checkpoint without it is unused

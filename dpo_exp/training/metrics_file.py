@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,10 @@ METRICS = "metrics.csv"
 class WholeFileWriter(ExperimentWriter):
     """Lightning's experiment writer (hparams.yaml, metrics.csv), its metrics rewritten whole."""
 
-    def __init__(self, log_dir: str) -> None:
+    def __init__(self, log_dir: str, earlier: Sequence[dict[str, Any]] = ()) -> None:
         super().__init__(log_dir)  # removes a metrics.csv already there, as Lightning's does
-        self.saved: list[dict[str, Any]] = []  # every row written so far
+        self.saved: list[dict[str, Any]] = list(earlier)  # every row written so far
+        self.metrics_keys = sorted({key for row in earlier for key in row})
 
     def save(self) -> None:
         """Every row logged so far, as metrics.csv, written whole (storage.write_text_atomically)."""
@@ -49,17 +51,19 @@ class WholeFileWriter(ExperimentWriter):
 
 
 class MetricsLogger(CSVLogger):
-    """Lightning's CSV logger writing straight into `save_dir` (no version folders), whole files."""
+    """Lightning's CSV logger writing straight into `save_dir` (no version folders), whole files,
+    starting with the `earlier` rows (of the run a resumed run continues)."""
 
-    def __init__(self, save_dir: str | Path) -> None:
+    def __init__(self, save_dir: str | Path, earlier: Sequence[dict[str, Any]] = ()) -> None:
         super().__init__(save_dir=save_dir, name="", version="")
+        self.earlier = list(earlier)
 
     @property
     @rank_zero_experiment
     def experiment(self) -> WholeFileWriter:
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = WholeFileWriter(log_dir=self.log_dir)
+            self._experiment = WholeFileWriter(log_dir=self.log_dir, earlier=self.earlier)
         return self._experiment
 
 

@@ -21,6 +21,7 @@ from dpo_exp.training.invariants import (
     zero_logratio_inputs,
 )
 from dpo_exp.training.master_weights import MasterWeightAdamW
+from dpo_exp.training.schedule import warmup_steps
 
 
 class PreferenceModule(L.LightningModule):
@@ -280,13 +281,16 @@ class PreferenceModule(L.LightningModule):
             optimizer: torch.optim.Optimizer = MasterWeightAdamW(parameters, **options)
         else:
             optimizer = torch.optim.AdamW(parameters, **options)
+        steps = self.trainer.estimated_stepping_batches
         scheduler = get_scheduler(
             optim["scheduler"],
             optimizer,
-            num_warmup_steps=optim["warmup_steps"],
-            num_training_steps=self.trainer.estimated_stepping_batches,
+            num_warmup_steps=warmup_steps(optim, steps),
+            num_training_steps=steps,
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        # The name is the column LearningRateMonitor logs the rate under.
+        schedule = {"scheduler": scheduler, "interval": "step", "name": "train/lr"}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
 def shard_model(model: torch.nn.Module, mesh: Any) -> None:

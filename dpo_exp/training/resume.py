@@ -8,10 +8,15 @@ never written into, and unfinished runs passed over are named with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from dpo_exp.errors import ConfigError
 from dpo_exp.training.checkpoints import (
@@ -37,6 +42,22 @@ from dpo_exp.world import agreed, started_by_lightning
 # The checkpoint the launching process chose, for the processes it starts (DDP, FSDP): by then its
 # own folder holds the run's config and the folder it continues may be marked, so they cannot choose again.
 RESUME_ENV = "DPO_EXP_RESUME_FROM"
+
+
+# Lightning warns that a loader without `state_dict` cannot resume mid-epoch; ours need not: the
+# data module's GlobalBatchSampler starts a resumed epoch at the batch the checkpoint stopped before
+# (`resume_at`), so a resumed run sees the batches an uninterrupted one does (tests/e2e/test_resume.py).
+NOT_RESUMABLE_WARNING = (
+    r"You're resuming from a checkpoint that ended before the epoch ended and your dataloader"
+)
+
+
+@contextlib.contextmanager
+def exact_resume() -> Iterator[None]:
+    """Lightning's "dataloader is not resumable" warning left out while a run resumes (see above)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=NOT_RESUMABLE_WARNING, category=PossibleUserWarning)
+        yield
 
 
 def step_of(checkpoint: Path) -> int:
@@ -121,8 +142,9 @@ def unfinished_siblings(run_dir: Path) -> list[Path]:
     ]
 
 
-def auto_checkpoint(run_dir: Path, wanted: dict[str, Any]) -> Path | None:
-    """The newest checkpoint of an unfinished run of this config beside `run_dir`; others are named."""
+def auto_checkpoint(run_dir: Path, wanted: dict[str, Any], *, announce: bool = True) -> Path | None:
+    """The newest checkpoint of an unfinished run of this config beside `run_dir`; others are named
+    (and, with `announce`, the choice)."""
     candidates = []
     for folder in unfinished_siblings(run_dir):
         held = read_resolved_config(folder)
@@ -141,11 +163,23 @@ def auto_checkpoint(run_dir: Path, wanted: dict[str, Any]) -> Path | None:
             continue
         candidates.append(checkpoint)
     if not candidates:
-        print("resume=auto: no unfinished run of this config to continue; starting afresh")
+        if announce:
+            print("resume=auto: no unfinished run of this config to continue; starting afresh")
         return None
     checkpoint = max(candidates, key=step_of)  # sorted newest folder first: max keeps the first of ties
-    print(f"resume=auto: resuming from {checkpoint} (the unfinished run {checkpoint.parent.parent})")
+    if announce:
+        print(f"resume=auto: resuming from {checkpoint} (the unfinished run {checkpoint.parent.parent})")
     return checkpoint
+
+
+def folder_to_continue(run_dir: Path, config: dict[str, Any]) -> Path | None:
+    """With resume=auto, the folder of the unfinished run of this config that `run_dir`, a new
+    folder, would continue (its newest checkpoint's), or None: the run continues there, keeping
+    one folder and one curve however often it stopped."""
+    if read_resolved_config(run_dir) is not None:
+        return None  # a folder that holds a run continues its own
+    checkpoint = auto_checkpoint(run_dir, identity(config), announce=False)
+    return None if checkpoint is None else checkpoint.parent.parent
 
 
 def note_unfinished_runs(run_dir: Path, wanted: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ callback). This module reads config and files; it knows nothing of tasks, sampli
 from __future__ import annotations
 
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 from transformers import PreTrainedModel
 
@@ -23,6 +26,7 @@ from dpo_exp.console import detail, stage, warn
 from dpo_exp.data.module import PreparedData, prepare_data
 from dpo_exp.data.report import format_report, truncation_warning
 from dpo_exp.devices import allow_tf32, compute_dtype, describe_device, run_precision
+from dpo_exp.errors import ConfigError
 from dpo_exp.losses import LossSpec, get_loss, loss_hyperparameters
 from dpo_exp.models.loading import load_policy, load_reference, load_tokenizer
 from dpo_exp.storage import write_json_atomically, write_text_atomically
@@ -38,22 +42,27 @@ from dpo_exp.training.build import (
 from dpo_exp.training.checkpoints import checkpoint_callback
 from dpo_exp.training.eval_logps import EvalLogpsWriter
 from dpo_exp.training.export import EXPORT_DIR, export_policy
+from dpo_exp.training.first_validation import ValidationAtStart
 from dpo_exp.training.flops import StepFlops
+from dpo_exp.training.gradients import GradientTelemetry
 from dpo_exp.training.guards import NonFiniteGuard
 from dpo_exp.training.ranks import RankWatch
 from dpo_exp.training.ref_cache import ReferenceCache, cache_wanted
 from dpo_exp.training.ref_scoring import ReferenceScoring, open_cache, scoring_options
-from dpo_exp.training.resume import RESUME_ENV, resume_checkpoint
+from dpo_exp.training.resume import RESUME_ENV, exact_resume, resume_checkpoint, step_of
 from dpo_exp.training.run_files import (
     FINISHED_IN,
     SUMMARY,
     config_hash,
-    keep_earlier_metrics,
+    earlier_metrics,
     library_versions,
     resolved,
     write_failure,
     write_resolved_config,
+    write_stopped,
 )
+from dpo_exp.training.schedule import Schedule, default_lr, plan_schedule, world_size_of
+from dpo_exp.training.signals import StopCheckpoint, interrupt_as_terminate, stop_signal
 from dpo_exp.training.telemetry import TokenThroughput
 
 # Set by Lightning's launcher in the launching process; left behind, the next sweep member in
@@ -65,14 +74,16 @@ DISTRIBUTED_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RAN
 def train(
     cfg: DictConfig,
     run_dir: Path,
-    *,
     callbacks: list[L.Callback] | None = None,
     extra_summary: dict[str, Any] | None = None,
+    *,
+    validate_at_start: bool = True,
 ) -> dict[str, Any]:
     """Train one run into `run_dir`; return its summary (also written to summary.json at the end).
 
     `cfg` has been validated at the entry. `callbacks` join the trainer's; `extra_summary` is
-    merged into the summary (the experiment's reference figures and stage folders).
+    merged into the summary (the experiment's reference figures and stage folders). A run that
+    starts afresh validates at step 0 too, unless `validate_at_start` is false.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     # `auto` becomes what fits the device before anything records the config (resume, cache keys).
@@ -82,7 +93,8 @@ def train(
     try:
         # Before anything is recorded: a folder refused here (finished, another config's) is left as it was.
         resume_from = resume_checkpoint(cfg.resume, run_dir, resolved(cfg))
-        return train_recording_failure(cfg, run_dir, resume_from, callbacks or [], extra_summary or {})
+        callbacks = [*(callbacks or []), *([ValidationAtStart()] if validate_at_start else [])]
+        return train_recording_failure(cfg, run_dir, resume_from, callbacks, extra_summary or {})
     finally:
         finish_wandb_run()
         release_process_group(launch_environment)
@@ -99,6 +111,10 @@ def train_recording_failure(
     watch = RankWatch()
     try:
         return _train(cfg, run_dir, resume_from, [watch, *callbacks], extra_summary)
+    except (SIGTERMException, KeyboardInterrupt) as stop:
+        received = signal.SIGINT if isinstance(stop, KeyboardInterrupt) else stop_signal()
+        write_stopped(run_dir, f"stopped by {received.name}; resumable (resume=auto)")
+        raise
     except BaseException as error:
         lost = watch.lost_ranks(error)
         if lost is not None:
@@ -181,28 +197,58 @@ def assemble_run(cfg: DictConfig) -> RunParts:
 
 
 def run_callbacks(
-    cfg: DictConfig, run_dir: Path, parts: RunParts, config: dict[str, Any]
+    cfg: DictConfig, run_dir: Path, parts: RunParts, config: dict[str, Any], log_every: int
 ) -> list[L.Callback]:
-    """Throughput, the non-finite guard, the displacement alarm, checkpoints (recording `config`) and
-    the eval log-prob writer."""
+    """Throughput, the non-finite guard, the displacement alarm, the gradient norm, the learning
+    rate, checkpoints (recording `config`, and one when a stop signal arrives) and the eval
+    log-prob writer."""
     flops = StepFlops.of(
         parts.policy, parts.reference, needs_reference=parts.spec.needs_reference, paired=parts.spec.paired
     )
     throughput = TokenThroughput(
-        cfg.trainer.log_every_n_steps,
+        log_every,
         flops=flops,
         peak_flops=cfg.speed.peak_flops,
         compute_dtype=compute_dtype(cfg.trainer.precision, cfg.model.get("dtype")),
     )
-    callbacks: list[L.Callback] = [throughput, NonFiniteGuard(cfg.nonfinite), LikelihoodDisplacementAlarm()]
+    callbacks: list[L.Callback] = [
+        throughput,
+        NonFiniteGuard(cfg.nonfinite),
+        LikelihoodDisplacementAlarm(),
+        GradientTelemetry(),  # after the guard, which clears a skipped step's gradients
+        LearningRateMonitor(logging_interval="step"),
+    ]
     if cfg.trainer.enable_checkpointing:
         every, keep = cfg.checkpoint.every_n_steps, cfg.checkpoint.keep_last
-        callbacks.append(checkpoint_callback(run_dir, every, keep, config))
+        checkpoint = checkpoint_callback(run_dir, every, keep, config)
+        callbacks += [checkpoint, StopCheckpoint(checkpoint)]
     if cfg.save_eval_logps:
         callbacks.append(EvalLogpsWriter(run_dir))
     if parts.scoring is not None:
         callbacks.append(parts.scoring)
     return callbacks
+
+
+def resume_metrics(run_dir: Path, resume_from: Path | None) -> list[dict[str, str]]:
+    """The metrics rows a resumed run starts from: the continued run's, before its checkpoint's step."""
+    if resume_from is None:
+        return []
+    stage("resume", f"resuming from {resume_from}")
+    return earlier_metrics(run_dir, resume_from.parent.parent, before_step=step_of(resume_from))
+
+
+def run_schedule(cfg: DictConfig, parts: RunParts) -> Schedule:
+    """The run's budget and intervals in optimizer steps (`schedule.py`), on its training rows."""
+    world_size = world_size_of(cfg.strategy)
+    if world_size is None and cfg.trainer.get("max_epochs") is not None:
+        raise ConfigError(
+            f"trainer.max_epochs: strategy.devices={cfg.strategy.devices} leaves the number of processes "
+            "to Lightning; set it to a number, which an epoch's step count depends on"
+        )
+    rows = len(parts.data.train.items)
+    return plan_schedule(
+        cfg.trainer, cfg.optim, rows=rows, batch_size=cfg.data.batch_size, world_size=world_size or 1
+    )
 
 
 def _train(
@@ -214,19 +260,19 @@ def _train(
 ) -> dict[str, Any]:
     start = time.perf_counter()
     config = resolved(cfg)
-    if resume_from is not None:
-        stage("resume", f"resuming from {resume_from}")
-        keep_earlier_metrics(run_dir)
+    earlier = resume_metrics(run_dir, resume_from)
     write_resolved_config(cfg, run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = assemble_run(cfg)
-    stage("train", describe_run(cfg, parts, run_dir))
-    own_callbacks = run_callbacks(cfg, run_dir, parts, config)
-    trainer = build_trainer(cfg, run_dir, callbacks=[*own_callbacks, *callbacks])
-    trainer.fit(parts.module, parts.datamodule, ckpt_path=resume_from, weights_only=True)
-    if trainer.global_step % int(cfg.trainer.val_check_interval) != 0:
+    schedule = run_schedule(cfg, parts)
+    stage("train", describe_run(cfg, parts, run_dir, schedule))
+    own_callbacks = run_callbacks(cfg, run_dir, parts, config, schedule.log_every)
+    trainer = build_trainer(cfg, run_dir, [*own_callbacks, *callbacks], schedule=schedule, earlier=earlier)
+    with interrupt_as_terminate(), exact_resume():
+        trainer.fit(parts.module, parts.datamodule, ckpt_path=resume_from, weights_only=True)
+    if trainer.global_step % schedule.val_every != 0:
         trainer.validate(parts.module, parts.datamodule, verbose=False)
-    throughput, guard, alarm = own_callbacks[:3]
+    throughput, guard, alarm, gradients = own_callbacks[:4]
     summary = {
         "run_name": cfg.run_name,
         "run_dir": str(run_dir),
@@ -244,6 +290,7 @@ def _train(
         "metrics": {name: float(value) for name, value in sorted(trainer.callback_metrics.items())},
         "wall_time_s": time.perf_counter() - start,
         **throughput.figures(),
+        **gradients.figures(),
         **fast_paths(parts),
         "step_zero": parts.module.step_zero,  # the step-0 invariant's figures; None when not checked
         "alarms": {"likelihood_displacement": alarm.fired},
@@ -265,8 +312,9 @@ def fast_paths(parts: RunParts) -> dict[str, bool]:
     }
 
 
-def describe_run(cfg: DictConfig, parts: RunParts, run_dir: Path) -> str:
-    """`dpo (beta 2) on 1762 pairs, 400 steps; 0.44M trainable parameters, reference: frozen model -> dir`."""
+def describe_run(cfg: DictConfig, parts: RunParts, run_dir: Path, schedule: Schedule) -> str:
+    """`dpo (beta 2) on 1762 pairs, 400 steps; lr 1e-06 (default), warmup 40 steps, validation every
+    40 steps, logged every step, batch 8; 0.44M trainable parameters, reference: frozen model; ... -> dir`."""
     spec, report = parts.spec, parts.data.train.report
     what = spec.name + (f" (beta {cfg.beta:g})" if "beta" in loss_hyperparameters(spec) else "")
     dropped = sum(report.dropped.values())
@@ -283,10 +331,11 @@ def describe_run(cfg: DictConfig, parts: RunParts, run_dir: Path) -> str:
         )
         own = "the saved adapter, frozen" if adapter else "the policy's base, adapter off"
         reference = "frozen model" if parts.reference is not None else own
-    steps = int(cfg.trainer.get("max_steps") or -1)
-    length = f"{steps} steps" if steps > 0 else f"{cfg.trainer.get('max_epochs')} epochs"
+    lr = float(cfg.optim.lr)
+    default = " (default)" if lr == default_lr(cfg.model.get("path")) else ""
     return (
-        f"{what} on {report.rows_kept} {unit}{dropped}, {length}; "
+        f"{what} on {report.rows_kept} {unit}{dropped}, {schedule.describe()}; lr {lr:g}{default}, "
+        f"{schedule.intervals()}, batch {cfg.data.batch_size}; "
         f"{trainable / 1e6:.3g}M trainable parameters, reference: {reference}; "
         f"{describe_device(cfg.trainer.precision, cfg.strategy.accelerator, cfg.strategy.get('devices'))} "
         f"-> {run_dir}"

@@ -4,7 +4,9 @@ record, and a claim held while a process runs in it. Also the config identity th
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import platform
 import shutil
@@ -20,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from dpo_exp.console import is_main_process
 from dpo_exp.errors import ConfigError
 from dpo_exp.storage import write_text_atomically
+from dpo_exp.training.metrics_file import METRICS, whole_lines
 
 SUMMARY = "summary.json"  # present only in a finished run
 FAILED = "failed.txt"  # present only in a run that stopped on an error
@@ -29,12 +32,13 @@ FINISHED_IN = "finished_in.txt"  # in an unfinished run that another run continu
 LIBRARIES = ("dpo_exp", "torch", "lightning", "transformers", "datasets", "hydra-core", "omegaconf")
 
 # Keys that may differ between a run and its continuation, as they change nothing it computes:
-# the resume switch itself, the step budget, where run folders and caches live (caches are keyed
+# the resume switch itself, the budget (steps or epochs), where run folders and caches live (caches are keyed
 # by their content), the run's label, what the console shows, and how long a collective waits.
 RESUMABLE_KEYS = (
     "resume",
     "strategy.strategy.timeout",
     "trainer.max_steps",
+    "trainer.max_epochs",
     "output_root",
     "cache_dir",
     "reference.cache_dir",
@@ -123,12 +127,38 @@ def failure_message(run_dir: Path) -> str:
     return (run_dir / FAILED).read_text().split("\nTraceback (most recent call last):", 1)[0].strip()
 
 
-def keep_earlier_metrics(run_dir: Path) -> None:
+def write_stopped(run_dir: Path, text: str) -> None:
+    """failed.txt for a run stopped by a signal: one line (no traceback), removed when it resumes."""
+    try:
+        write_text_atomically(run_dir / FAILED, text + "\n")
+    except OSError as failure:
+        print(f"could not record the stop in {run_dir / FAILED}: {failure}", file=sys.stderr)
+
+
+def keep_earlier_metrics(run_dir: Path) -> Path | None:
     """Before a resumed run writes metrics.csv afresh, keep the interrupted run's as metrics.partN.csv."""
-    metrics = run_dir / "metrics.csv"
-    if metrics.exists():
-        part = 1 + len(list(run_dir.glob("metrics.part*.csv")))
-        metrics.rename(run_dir / f"metrics.part{part}.csv")
+    metrics = run_dir / METRICS
+    if not metrics.exists():
+        return None
+    part = 1 + len(list(run_dir.glob("metrics.part*.csv")))
+    return metrics.rename(run_dir / f"metrics.part{part}.csv")
+
+
+def earlier_metrics(run_dir: Path, continued: Path, *, before_step: int) -> list[dict[str, str]]:
+    """The rows a resumed run's metrics.csv starts with, so a run has one curve however often it
+    stopped: the continued run's (in `continued`, the checkpoint's folder) logged before the
+    checkpoint's step. In its own folder the run's failed.txt goes, and its file stays as
+    metrics.partN.csv (rows after the checkpoint's step, trained again, are in it only)."""
+    source = continued / METRICS
+    if continued.resolve() == run_dir.resolve():
+        (run_dir / FAILED).unlink(missing_ok=True)
+        source = keep_earlier_metrics(run_dir)
+    if source is None or not source.exists():
+        return []
+    text, _ = whole_lines(source.read_text())
+    return [
+        row for row in csv.DictReader(io.StringIO(text)) if row.get("step") and int(row["step"]) < before_step
+    ]
 
 
 def discard_unused_folder(run_dir: Path, root: Path) -> bool:

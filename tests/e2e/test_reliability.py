@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from dpo_exp.report.runs import read_runs
 from dpo_exp.storage import digests_of, write_json_atomically
 from dpo_exp.training.checkpoints import check_checkpoint, digests_file
+from dpo_exp.training.metrics_file import read_metrics
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import FAST, FAST_MODEL, FAST_TRAINER, SINGLE_RUN, train_py
 
@@ -151,33 +153,53 @@ def test_a_bad_chat_role_is_named_by_file_and_line(tmp_path: Path):
     assert "Traceback" not in result.stderr
 
 
-def test_sigterm_exits_143_saying_how_to_resume_and_the_run_resumes(tmp_path: Path):
+def train_steps(metrics: Path) -> list[int]:
+    """The steps of a run's train/loss rows (Lightning logs step n's row as step n - 1)."""
+    return [int(step) for step in read_metrics(metrics).dropna(subset=["train/loss"])["step"]]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_checkpoints_exits_128_plus_it_and_resume_auto_continues_in_the_folder(
+    tmp_path: Path, stop: signal.Signals
+):
     # 40 steps, a checkpoint every 5: the signal lands mid-run, after the first checkpoint.
     arguments = [*FAST, "trainer.max_steps=40", "checkpoint.every_n_steps=5", f"output_root={tmp_path}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     command = [sys.executable, "train.py", *arguments]
     process = subprocess.Popen(
-        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        # A background job of a non-interactive shell starts with SIGINT ignored; Ctrl-C reaches a
+        # terminal's foreground job with its default handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     deadline = time.monotonic() + 240
     while not list(tmp_path.glob("runs/*/*/checkpoints/step000005.ckpt.digests.json")):
         assert process.poll() is None, process.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop)
     stderr = process.communicate(timeout=120)[1]
-    assert process.returncode == 143  # as a terminated process, never 0
+    assert process.returncode == 128 + stop  # 143, 130: as a shell reports the signal, never 0 or 1
     (run_dir,) = tmp_path.glob("runs/*/*")
-    (line,) = [line for line in stderr.splitlines() if line.startswith("stopped by SIGTERM")]
+    stopped_at = train_steps(run_dir / "metrics.csv")[-1] + 1
+    assert (run_dir / "checkpoints" / f"step{stopped_at:06d}.ckpt").exists()  # the step it stopped at
+    (line,) = [line for line in stderr.splitlines() if line.startswith(f"stopped by {stop.name}")]
     assert f"the run in {run_dir} is resumable: run the same command with resume=auto" in line
+    assert line.endswith(f"(it continues in that folder, from its checkpoint at step {stopped_at})")
     assert "Traceback" not in stderr
     assert not (run_dir / "summary.json").exists()
+    assert (run_dir / "failed.txt").read_text() == f"stopped by {stop.name}; resumable (resume=auto)\n"
 
     resumed = train_py(*arguments, "resume=auto")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    (finished,) = [folder for folder in tmp_path.glob("runs/*/*") if folder != run_dir]
-    summary = json.loads((finished / "summary.json").read_text())
+    assert "not resumable" not in resumed.stderr  # the data module resumes mid-epoch exactly
+    assert list(tmp_path.glob("runs/*/*")) == [run_dir]  # continued in its own folder
+    summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["global_step"] == 40 and summary["resumed_from"].startswith(str(run_dir))
+    assert train_steps(run_dir / "metrics.csv") == list(range(40))  # one curve, each step once
+    assert not (run_dir / "failed.txt").exists()
+    (record,) = read_runs(tmp_path)  # what `dpo-exp compare` lists: the run once, finished
+    assert (record.path, record.status) == (run_dir, "finished")
 
 
 @pytest.mark.skipif(not namespaces_available(), reason="needs `unshare -rm` (a user and mount namespace)")

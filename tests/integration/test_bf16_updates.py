@@ -85,6 +85,9 @@ def test_master_weights_false_steps_the_bf16_weights_themselves(tmp_path):
 
 def test_the_masters_survive_a_checkpoint_and_resume_in_fp32(tmp_path):
     steps = ["trainer.precision=bf16-true", "checkpoint.every_n_steps=2", "trainer.val_check_interval=2"]
+    # A warmup in steps, longer than both runs: the first 2 steps' rates do not depend on the budget
+    # (a warmup ratio, or a decay from step 0, would differ between a 2-step and a 4-step run).
+    steps.append("optim.warmup_steps=10")
     run(compose_config([*steps, "trainer.max_steps=4"]), tmp_path / "whole")
     run(compose_config([*steps, "trainer.max_steps=2"]), tmp_path / "first")
     halfway = tmp_path / "first" / "checkpoints" / "step000002.ckpt"

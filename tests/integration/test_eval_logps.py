@@ -27,7 +27,7 @@ def logged_val(run_dir: Path, step: int, name: str) -> float:
 def test_rescoring_at_the_runs_own_beta_reproduces_the_logged_val_loss(tmp_path: Path, loss, beta):
     cfg = compose_config([f"loss={loss}", f"beta={beta}", "save_eval_logps=true"])
     summary = run(cfg, tmp_path)
-    assert saved_steps(tmp_path) == [2, 4]  # val_check_interval=2, max_steps=4
+    assert saved_steps(tmp_path) == [0, 2, 4]  # before training, then val_check_interval=2, max_steps=4
     for step in (2, 4):
         tensors = load_eval_logps(tmp_path, step)
         assert tensors["policy_chosen_logps"].shape == (16,)  # data.val_size=16 pairs

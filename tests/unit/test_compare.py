@@ -25,6 +25,7 @@ from dpo_exp.report.compare import (
 )
 from dpo_exp.report.plots import overlap, place_labels, series
 from dpo_exp.report.runs import useful_params
+from dpo_exp.training.run_files import write_failure
 
 
 def write_run(
@@ -62,6 +63,25 @@ def test_the_table_has_a_row_per_run_and_the_varying_hyperparameters(runs_root: 
     assert table.loc["dpo_s0", "val/loss"] == 0.55
     assert table.loc["dpo_bad", "status"] == "failed" and "beta must be" in table.loc["dpo_bad", "error"]
     assert table.loc["ipo_s0", "eval/true_reward"] == 0.7
+
+
+def test_a_failed_run_s_cell_is_its_message_s_first_line_and_a_continued_run_is_listed_once(tmp_path: Path):
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    error = ValueError("bad value\nsecond line")
+    try:
+        raise error
+    except ValueError:
+        write_failure(crashed, error)
+    assert "Traceback" in (crashed / "failed.txt").read_text()  # failed.txt keeps it, the table does not
+    stopped = tmp_path / "stopped"  # stopped, then continued to its end in another folder
+    stopped.mkdir()
+    (stopped / "failed.txt").write_text("stopped by SIGINT; resumable (resume=auto)\n")
+    (stopped / "finished_in.txt").write_text(f"{tmp_path / 'dpo_s0'}\n")
+    write_run(tmp_path, "dpo_s0", loss="dpo", beta=0.1, seed=0, val_losses=[0.69, 0.5])
+    table = build_table(read_runs(tmp_path), tmp_path).set_index("run")
+    assert sorted(table.index) == ["crashed", "dpo_s0"]
+    assert table.loc["crashed", "error"] == "ValueError: bad value"
 
 
 def test_compare_writes_every_plot_when_runs_carry_true_reward_and_kl(runs_root: Path):
