@@ -27,6 +27,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dpo_exp.config import is_experiment, validate_config
+from dpo_exp.config.keys import refuse_unknown_overrides
 from dpo_exp.config.validate import override_keys
 from dpo_exp.console import is_main_process, quiet_libraries, result, warn
 from dpo_exp.data.module import prepare_data
@@ -66,6 +67,7 @@ def launch_id_resolver() -> str:
     return str(os.getpid())
 
 
+refuse_unknown_overrides()
 OmegaConf.register_new_resolver("config_hash", config_hash_resolver, replace=True)
 OmegaConf.register_new_resolver("launch_id", launch_id_resolver, use_cache=True, replace=True)
 

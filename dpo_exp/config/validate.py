@@ -17,8 +17,9 @@ from typing import Any
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from dpo_exp.config.keys import key_paths, suggestion, unknown_key_message
 from dpo_exp.config.schema import EXPERIMENT_SECTIONS, RUN_SECTIONS, TASK_SOURCE, TOP_LEVEL_KEYS
 from dpo_exp.console import VERBOSITY
 from dpo_exp.data.sources import GENERATED, get_source
@@ -83,11 +84,12 @@ def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
 def check_top_level(cfg: DictConfig) -> None:
     unknown = sorted(set(cfg) - set(TOP_LEVEL_KEYS))
     if unknown:
-        raise ConfigError(f"{unknown[0]}: not a setting of dpo_exp (see conf/config.yaml for the settings)")
+        raise ConfigError(unknown_key_message(str(unknown[0]), cfg, cfg._get_node(unknown[0])._value()))
 
 
 def check_schema(node: Any, schema: type, key: str) -> None:
-    """Merge `node` onto `schema`: an unknown key or a value of the wrong type names its key."""
+    """Merge `node` onto `schema`: an unknown key or a value of the wrong type names its key (and
+    an unknown key, the closest real one)."""
     if not isinstance(node, DictConfig):
         raise ConfigError(f"{key} must be a mapping of settings, got {node!r}")
     try:
@@ -95,7 +97,12 @@ def check_schema(node: Any, schema: type, key: str) -> None:
     except OmegaConfBaseException as error:
         where = f"{key}.{error.full_key}" if getattr(error, "full_key", None) else key
         reason = str(error).splitlines()[0]
-        raise ConfigError(f"{where}: {reason}") from None
+        hint = ""
+        if isinstance(error, ConfigKeyError) and getattr(error, "full_key", None):
+            value = OmegaConf.select(node, str(error.full_key), default=None, throw_on_missing=False)
+            known = key_paths(OmegaConf.structured(schema), f"{key}.")
+            hint = suggestion(where, known, None if isinstance(value, DictConfig) else value)
+        raise ConfigError(f"{where}: {reason}{hint}") from None
 
 
 def check_positive_number(value: Any, key: str) -> None:
@@ -293,7 +300,9 @@ def check_trainer(trainer_cfg: DictConfig) -> None:
     accepted -= {"self", "logger", "callbacks", "strategy"}  # set by the run, or by `strategy`
     for key in trainer_cfg:
         if key not in accepted:
-            raise ConfigError(f"trainer.{key}: not an argument of lightning.Trainer")
+            known = [f"trainer.{name}" for name in sorted(accepted)]
+            hint = suggestion(f"trainer.{key}", known, trainer_cfg._get_node(key)._value())
+            raise ConfigError(f"trainer.{key}: not an argument of lightning.Trainer{hint}")
 
 
 # Keys that only mean something when another setting enables them: (key prefix, whether the
