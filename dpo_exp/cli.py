@@ -27,8 +27,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dpo_exp.config import is_experiment, validate_config
+from dpo_exp.config.defaults import CONF_DIR, override_keys
 from dpo_exp.config.keys import refuse_unknown_overrides
-from dpo_exp.config.validate import override_keys
 from dpo_exp.console import is_main_process, quiet_libraries, result, warn
 from dpo_exp.data.module import prepare_data
 from dpo_exp.data.report import format_report
@@ -42,8 +42,6 @@ from dpo_exp.runtime import keep_freed_memory
 from dpo_exp.training import train
 from dpo_exp.training.result import run_result
 from dpo_exp.training.run_files import claim_run_dir, digest_of, discard_unused_folder
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def config_hash_resolver(*, _root_: DictConfig) -> str:

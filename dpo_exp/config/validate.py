@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from dpo_exp.config.defaults import override_keys, set_keys
 from dpo_exp.config.keys import key_paths, suggestion, unknown_key_message
 from dpo_exp.config.schema import EXPERIMENT_SECTIONS, RUN_SECTIONS, TASK_SOURCE, TOP_LEVEL_KEYS
 from dpo_exp.console import VERBOSITY
@@ -34,7 +35,7 @@ from dpo_exp.training.guards import ACTIONS as NONFINITE_ACTIONS
 from dpo_exp.training.resume import locate_checkpoint
 from dpo_exp.world import check_world
 
-__all__ = ["ConfigError", "is_experiment", "validate_config"]
+__all__ = ["ConfigError", "is_experiment", "override_keys", "validate_config"]
 
 
 def is_experiment(cfg: DictConfig) -> bool:
@@ -45,8 +46,10 @@ def is_experiment(cfg: DictConfig) -> bool:
 def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
     """Fail fast, with the key at fault, on settings that would fail or do nothing; return the loss.
 
-    `overrides` are the run's command-line (and sweep) overrides, `key=value`: a setting of the
-    built-in experiment given there to a run on a fixed dataset is refused.
+    `overrides` are the run's command-line (and sweep) overrides, `key=value`. A key they set, or
+    that a config file sets away from what the chosen group options give (`set_keys`), is refused
+    where it would do nothing: a setting of the built-in experiment on a fixed dataset, `beta` for a
+    loss without one, a key another setting switches off.
     """
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
@@ -63,11 +66,12 @@ def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
         check_schema(cfg[section], schema, section)
     spec = get_loss(cfg.loss.name)
     check_loss_options(cfg.loss, spec)
-    check_unused_beta(spec, overrides)
+    changed = set_keys(cfg, overrides)
+    check_unused_beta(spec, changed)
     if is_experiment(cfg):
         check_experiment(cfg, spec)
     else:
-        check_fixed_data(cfg, overrides)
+        check_fixed_data(cfg, changed)
     check_data(cfg.data)
     check_counts(cfg)
     check_model_config(cfg)
@@ -76,7 +80,7 @@ def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
         check_positive_integer(cfg.speed.logits_chunk, "speed.logits_chunk", " (or null: no chunks)")
     check_trainer(cfg.trainer)
     check_world(cfg.strategy.num_nodes, cfg.strategy.devices)
-    check_dependent_keys(cfg, overrides)
+    check_dependent_keys(cfg, changed)
     check_resume(cfg.resume)
     return spec
 
@@ -265,18 +269,13 @@ def check_task(task_cfg: DictConfig) -> None:
             raise ConfigError(f"task.{key}: {error}") from error
 
 
-def override_keys(overrides: Sequence[str]) -> list[str]:
-    """The dotted keys that `key=value`, `+key=value` and `~key` overrides set."""
-    return [override.lstrip("+~").split("=", 1)[0] for override in overrides]
-
-
-def check_fixed_data(cfg: DictConfig, overrides: Sequence[str]) -> None:
+def check_fixed_data(cfg: DictConfig, changed: Sequence[str]) -> None:
     """A run on a fixed dataset refuses the experiment's settings: they could change nothing."""
     name = cfg.data.name
     if cfg.get("task") is not None:
         raise ConfigError(f"task: {EXPERIMENT_SECTIONS['task'][1]}; data={name} is a fixed dataset")
     refused = []
-    for key in override_keys(overrides):
+    for key in changed:
         section = key.split(".", 1)[0]
         if section in EXPERIMENT_SECTIONS and section != "task":
             refused.append(
@@ -289,8 +288,8 @@ def check_fixed_data(cfg: DictConfig, overrides: Sequence[str]) -> None:
         )
 
 
-def check_unused_beta(spec: LossSpec, overrides: Sequence[str]) -> None:
-    if "beta" not in loss_hyperparameters(spec) and "beta" in override_keys(overrides):
+def check_unused_beta(spec: LossSpec, changed: Sequence[str]) -> None:
+    if "beta" not in loss_hyperparameters(spec) and "beta" in changed:
         raise ConfigError(f"beta: loss={spec.name} has no beta (its options: see conf/loss/{spec.name}.yaml)")
 
 
@@ -306,7 +305,7 @@ def check_trainer(trainer_cfg: DictConfig) -> None:
 
 
 # Keys that only mean something when another setting enables them: (key prefix, whether the
-# run uses it, why not). Checked for the keys a command sets.
+# run uses it, why not). Checked for the keys a launch set (`set_keys`), wherever it set them.
 DEPENDENT_KEYS: tuple[tuple[str, Callable[[DictConfig], bool], str], ...] = (
     ("reference.cache_dir", lambda cfg: bool(cfg.reference.cache), "the reference cache is off"),
     ("speed.pack", lambda cfg: bool(cfg.speed.share_prompt), "speed.share_prompt=false: rows are not shared"),
@@ -349,8 +348,8 @@ def validation_is_read(data_cfg: DictConfig) -> bool:
     return reads_dataset(data_cfg) and data_cfg.get("validation_split") is not None
 
 
-def check_dependent_keys(cfg: DictConfig, overrides: Sequence[str]) -> None:
-    for key in override_keys(overrides):
+def check_dependent_keys(cfg: DictConfig, changed: Sequence[str]) -> None:
+    for key in changed:
         for prefix, used, reason in DEPENDENT_KEYS:
             if key.startswith(prefix) and not used(cfg):
                 raise ConfigError(f"{key}: has no effect: {reason}")
