@@ -326,19 +326,51 @@ def data_report_main(cfg: DictConfig) -> None:
         print(data_report(validated(cfg)))
 
 
-COMMANDS = {"sft": sft_main, "sample": sample_main, "data-report": data_report_main}
+def compare_main() -> None:
+    from dpo_exp.report import compare
+
+    compare.main(sys.argv[1:])
+
+
+# The subcommands, what each does in one line, and its entry (run with the subcommand's own
+# arguments in sys.argv[1:]). `train` is also what `dpo-exp [overrides]` runs.
+COMMANDS: dict[str, tuple[str, Callable[[], None]]] = {
+    "train": ("train one run on a dataset, the built-in experiment, or a sweep with -m (the default)", main),
+    "sft": ("the built-in experiment's SFT checkpoint only, built or found in the cache", sft_main),
+    "sample": ("the experiment's SFT checkpoint and its labelled samples only", sample_main),
+    "data-report": ("what a run would train on, both splits, counted; loads no model", data_report_main),
+    "compare": (
+        "tables, plots and an HTML report of the runs under a folder: compare <folder>",
+        compare_main,
+    ),
+}
+
+
+def usage() -> str:
+    """`dpo-exp --help`: the subcommands, one line each (Hydra's help is each command's own)."""
+    width = max(map(len, COMMANDS))
+    lines = [
+        "usage: dpo-exp [train] [key=value ...]       train (see README.md for the settings)",
+        "       dpo-exp <command> [arguments ...]",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {about}" for name, (about, _) in COMMANDS.items()),
+        "",
+        "dpo-exp <command> --help shows a command's own help (for train and the stages: its settings,",
+        "as Hydra composes them). Settings are key=value: optim.lr=5e-7 beta=0.1 loss=ipo data=pairs.",
+    ]
+    return "\n".join(lines)
 
 
 def console_main() -> None:
-    """`dpo-exp [overrides]` trains like train.py; `dpo-exp sft|sample|data-report [overrides]` runs
-    one part; `dpo-exp compare <folder>` compares the runs under a folder."""
+    """`dpo-exp [train] [overrides]` trains like train.py; `dpo-exp sft|sample|data-report
+    [overrides]` runs one part; `dpo-exp compare <folder>` compares the runs under a folder;
+    `dpo-exp --help` lists these."""
     command = sys.argv[1] if len(sys.argv) > 1 else None
-    if command == "compare":
-        from dpo_exp.report import compare
-
-        compare.main(sys.argv[2:])
+    if command in ("-h", "--help"):
+        print(usage())
     elif command in COMMANDS:
         sys.argv.pop(1)
-        COMMANDS[command]()
+        COMMANDS[command][1]()
     else:
         main()
