@@ -42,6 +42,7 @@ from dpo_exp.runtime import keep_freed_memory
 from dpo_exp.training import train
 from dpo_exp.training.result import run_result
 from dpo_exp.training.run_files import claim_run_dir, digest_of, discard_unused_folder
+from dpo_exp.world import cluster_environment
 
 
 def config_hash_resolver(*, _root_: DictConfig) -> str:
@@ -231,9 +232,19 @@ def check_retired_overrides(arguments: Sequence[str]) -> None:
         raise SystemExit("\n".join(refused))
 
 
+def check_launcher() -> None:
+    """A launcher's environment that cannot start this world (SLURM's variables without srun's)
+    is refused in one line before Hydra, whose folder names would fail on it as a traceback."""
+    try:
+        cluster_environment()
+    except UserError as error:
+        raise SystemExit(str(error)) from None
+
+
 def main() -> None:
     """`python train.py [overrides]`: refuse retired keys, then compose, validate and train."""
     check_retired_overrides(sys.argv[1:])
+    check_launcher()
     hydra_main()
 
 
@@ -370,6 +381,7 @@ def console_main() -> None:
     if command in ("-h", "--help"):
         print(usage())
     elif command in COMMANDS:
+        check_launcher()
         sys.argv.pop(1)
         COMMANDS[command][1]()
     else:

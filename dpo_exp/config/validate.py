@@ -73,6 +73,7 @@ def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
     else:
         check_fixed_data(cfg, changed)
     check_data(cfg.data)
+    check_unpaired_data(cfg.data, spec)
     check_counts(cfg)
     check_model_config(cfg)
     check_positive_number(cfg.optim.lr, "optim.lr")
@@ -145,6 +146,16 @@ def check_text_loss_option(spec: LossSpec, option: str, value: str, default: Any
         owners = [f"loss={s.name} loss.{name}" for s in LOSSES.values() for name in s.auto_options]
         hint = f" (auto is accepted by {', '.join(owners)} only)"
     raise ConfigError(f"loss.{option} must be {kind}, got {value!r}{hint}")
+
+
+def check_unpaired_data(data_cfg: DictConfig, spec: LossSpec) -> None:
+    """Unpaired rows (prompt, completion, label) train only the losses that take unpaired examples."""
+    if data_cfg.source == "unpaired" and spec.paired:
+        takers = ", ".join(f"loss={s.name}" for s in LOSSES.values() if not s.paired)
+        raise ConfigError(
+            f"loss={spec.name}: data={data_cfg.name} holds unpaired rows (prompt, completion, label), and "
+            f"loss={spec.name} trains on pairs: use {takers}, or pairs (data=pairs)"
+        )
 
 
 def check_data(data_cfg: DictConfig) -> None:

@@ -19,7 +19,7 @@ from tests.helpers import FAST_MODEL, FAST_TRAINER, SINGLE_RUN, compose_config
 REQUIRED = {
     "model/hf": ["model.path={tiny_model_dir}"],
     "data/pairs": [f"data.train_path={PREFERENCES}/standard/train.jsonl.gz"],
-    "data/unpaired": [f"data.train_path={PREFERENCES}/unpaired/train.jsonl.gz"],
+    "data/unpaired": [f"data.train_path={PREFERENCES}/unpaired/train.jsonl.gz", "loss=kto"],
 }
 
 
@@ -109,6 +109,12 @@ def test_every_loss_yaml_names_a_registered_loss():
             "data.dataset: data=gsm8k samples its data",
         ),
         (["seed=1.5"], ConfigError, "seed must be an integer"),
+        (
+            ["data=unpaired", f"data.train_path={PREFERENCES}/unpaired/train.jsonl.gz", "loss=dpo"],
+            ConfigError,
+            "loss=dpo: data=unpaired holds unpaired rows (prompt, completion, label), and loss=dpo trains "
+            "on pairs: use loss=kto, loss=rft, or pairs (data=pairs)",
+        ),
         (["nonfinite=ignore"], ConfigError, "nonfinite must be one of stop, skip"),
     ],
 )
