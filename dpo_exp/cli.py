@@ -326,6 +326,8 @@ def data_report(cfg: DictConfig) -> str:
         [
             format_report(data.train.report, f"train data ({cfg.data.name})"),
             format_report(data.validation.report, f"validation data ({cfg.data.name})"),
+            *data.notes,
+            *(f"warning: {warning}" for warning in data.warnings),
         ]
     )
 

@@ -155,6 +155,10 @@ def assemble_run(cfg: DictConfig) -> RunParts:
         detail(format_report(report, title))
         if (warning := truncation_warning(report, title)) is not None:
             warn(warning)
+    for note in data.notes:
+        stage("data", note)
+    for warning in data.warnings:
+        warn(warning)
     options, auto_options = resolve_loss_options(cfg.loss, spec, data)
     policy = load_policy(cfg.model, tokenizer)
     cache, reference, scoring = None, None, None
