@@ -41,9 +41,9 @@ from dpo_exp.training.export import EXPORT_DIR, export_policy
 from dpo_exp.training.flops import StepFlops
 from dpo_exp.training.guards import NonFiniteGuard
 from dpo_exp.training.ranks import RankWatch
-from dpo_exp.training.ref_cache import ReferenceCache, cache_wanted
+from dpo_exp.training.ref_cache import ReferenceCache, cache_wanted, data_fingerprint
 from dpo_exp.training.ref_scoring import ReferenceScoring, open_cache, scoring_options
-from dpo_exp.training.resume import RESUME_ENV, resume_checkpoint
+from dpo_exp.training.resume import RESUME_ENV, check_resumed_data, resume_checkpoint, write_data_digest
 from dpo_exp.training.run_files import (
     FINISHED_IN,
     SUMMARY,
@@ -220,10 +220,14 @@ def _train(
     config = resolved(cfg)
     if resume_from is not None:
         stage("resume", f"resuming from {resume_from}")
-        keep_earlier_metrics(run_dir)
     write_resolved_config(cfg, run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = assemble_run(cfg)
+    digest = {split: data_fingerprint(getattr(parts.data, split).items) for split in ("train", "validation")}
+    if resume_from is not None:
+        check_resumed_data(resume_from, digest)
+        keep_earlier_metrics(run_dir)
+    write_data_digest(run_dir, digest)
     stage("train", describe_run(cfg, parts, run_dir))
     own_callbacks = run_callbacks(cfg, run_dir, parts, config)
     trainer = build_trainer(cfg, run_dir, callbacks=[*own_callbacks, *callbacks])
