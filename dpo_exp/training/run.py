@@ -223,11 +223,7 @@ def _train(
     write_resolved_config(cfg, run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = assemble_run(cfg)
-    digest = {split: data_fingerprint(getattr(parts.data, split).items) for split in ("train", "validation")}
-    if resume_from is not None:
-        check_resumed_data(resume_from, digest)
-        keep_earlier_metrics(run_dir)
-    write_data_digest(run_dir, digest)
+    record_data(run_dir, resume_from, parts.data)
     stage("train", describe_run(cfg, parts, run_dir))
     own_callbacks = run_callbacks(cfg, run_dir, parts, config)
     trainer = build_trainer(cfg, run_dir, callbacks=[*own_callbacks, *callbacks])
@@ -262,6 +258,16 @@ def _train(
     if trainer.is_global_zero:
         finish_run(cfg, run_dir, parts, summary, trainer)
     return summary
+
+
+def record_data(run_dir: Path, resume_from: Path | None, data: PreparedData) -> None:
+    """Keep the digest of the run's data in its folder; resuming, first refuse data other than the
+    resumed run's, then keep that run's metrics as they were."""
+    digest = {split: data_fingerprint(getattr(data, split).items) for split in ("train", "validation")}
+    if resume_from is not None:
+        check_resumed_data(resume_from, digest)
+        keep_earlier_metrics(run_dir)
+    write_data_digest(run_dir, digest)
 
 
 def fast_paths(parts: RunParts) -> dict[str, bool]:
