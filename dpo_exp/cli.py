@@ -27,8 +27,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dpo_exp.config import is_experiment, validate_config
+from dpo_exp.config.defaults import CONF_DIR, override_keys
 from dpo_exp.config.folders import move_log_files, point_hydra_at
-from dpo_exp.config.validate import learning_rate_warning, override_keys
+from dpo_exp.config.keys import refuse_unknown_overrides
+from dpo_exp.config.validate import learning_rate_warning
 from dpo_exp.console import is_main_process, quiet_libraries, result, warn
 from dpo_exp.data.module import prepare_data
 from dpo_exp.data.report import format_report
@@ -46,8 +48,6 @@ from dpo_exp.training.resume import folder_to_continue, step_of
 from dpo_exp.training.run_files import claim_run_dir, digest_of, discard_unused_folder, resolved
 from dpo_exp.training.signals import stop_signal
 from dpo_exp.world import agreed, cluster_environment, started_by_lightning
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def config_hash_resolver(*, _root_: DictConfig) -> str:
@@ -71,6 +71,7 @@ def launch_id_resolver() -> str:
     return str(os.getpid())
 
 
+refuse_unknown_overrides()
 OmegaConf.register_new_resolver("config_hash", config_hash_resolver, replace=True)
 OmegaConf.register_new_resolver("launch_id", launch_id_resolver, use_cache=True, replace=True)
 
@@ -266,9 +267,19 @@ def check_retired_overrides(arguments: Sequence[str]) -> None:
         raise SystemExit("\n".join(refused))
 
 
+def check_launcher() -> None:
+    """A launcher's environment that cannot start this world (SLURM's variables without srun's)
+    is refused in one line before Hydra, whose folder names would fail on it as a traceback."""
+    try:
+        cluster_environment()
+    except UserError as error:
+        raise SystemExit(str(error)) from None
+
+
 def main() -> None:
     """`python train.py [overrides]`: refuse retired keys, then compose, validate and train."""
     check_retired_overrides(sys.argv[1:])
+    check_launcher()
     hydra_main()
 
 
@@ -354,6 +365,8 @@ def data_report(cfg: DictConfig) -> str:
         [
             format_report(data.train.report, f"train data ({cfg.data.name})"),
             format_report(data.validation.report, f"validation data ({cfg.data.name})"),
+            *data.notes,
+            *(f"warning: {warning}" for warning in data.warnings),
         ]
     )
 
@@ -365,19 +378,52 @@ def data_report_main(cfg: DictConfig) -> None:
         print(data_report(validated(cfg)))
 
 
-COMMANDS = {"sft": sft_main, "sample": sample_main, "data-report": data_report_main}
+def compare_main() -> None:
+    from dpo_exp.report import compare
+
+    compare.main(sys.argv[1:])
+
+
+# The subcommands, what each does in one line, and its entry (run with the subcommand's own
+# arguments in sys.argv[1:]). `train` is also what `dpo-exp [overrides]` runs.
+COMMANDS: dict[str, tuple[str, Callable[[], None]]] = {
+    "train": ("train one run on a dataset, the built-in experiment, or a sweep with -m (the default)", main),
+    "sft": ("the built-in experiment's SFT checkpoint only, built or found in the cache", sft_main),
+    "sample": ("the experiment's SFT checkpoint and its labelled samples only", sample_main),
+    "data-report": ("what a run would train on, both splits, counted; loads no model", data_report_main),
+    "compare": (
+        "tables, plots and an HTML report of the runs under a folder: compare <folder>",
+        compare_main,
+    ),
+}
+
+
+def usage() -> str:
+    """`dpo-exp --help`: the subcommands, one line each (Hydra's help is each command's own)."""
+    width = max(map(len, COMMANDS))
+    lines = [
+        "usage: dpo-exp [train] [key=value ...]       train (see README.md for the settings)",
+        "       dpo-exp <command> [arguments ...]",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {about}" for name, (about, _) in COMMANDS.items()),
+        "",
+        "dpo-exp <command> --help shows a command's own help (for train and the stages: its settings,",
+        "as Hydra composes them). Settings are key=value: optim.lr=5e-7 beta=0.1 loss=ipo data=pairs.",
+    ]
+    return "\n".join(lines)
 
 
 def console_main() -> None:
-    """`dpo-exp [overrides]` trains like train.py; `dpo-exp sft|sample|data-report [overrides]` runs
-    one part; `dpo-exp compare <folder>` compares the runs under a folder."""
+    """`dpo-exp [train] [overrides]` trains like train.py; `dpo-exp sft|sample|data-report
+    [overrides]` runs one part; `dpo-exp compare <folder>` compares the runs under a folder;
+    `dpo-exp --help` lists these."""
     command = sys.argv[1] if len(sys.argv) > 1 else None
-    if command == "compare":
-        from dpo_exp.report import compare
-
-        compare.main(sys.argv[2:])
+    if command in ("-h", "--help"):
+        print(usage())
     elif command in COMMANDS:
+        check_launcher()
         sys.argv.pop(1)
-        COMMANDS[command]()
+        COMMANDS[command][1]()
     else:
         main()

@@ -45,8 +45,23 @@ def cluster_environment() -> ClusterEnvironment | None:
     order), or None when Lightning itself starts the ranks (or there is one process)."""
     for kind in (SLURMEnvironment, TorchElasticEnvironment):
         if kind.detect():
-            return kind()
+            try:
+                return kind()
+            except RuntimeError as error:  # Lightning's check of the variables srun sets
+                raise ConfigError(slurm_variables_message(error)) from None
     return None
+
+
+def slurm_variables_message(error: RuntimeError) -> str:
+    """SLURM's variables as a batch script has them, without the ones srun sets for each rank."""
+    tasks = os.environ.get("SLURM_NTASKS")
+    return (
+        f"SLURM_NTASKS={tasks} is set but not SLURM_NTASKS_PER_NODE, as in a batch script that runs "
+        "python without srun: start the ranks with srun in a job given --ntasks-per-node, or run one "
+        "process here (unset SLURM_NTASKS, or set SLURM_JOB_NAME=interactive)"
+        if tasks is not None and "SLURM_NTASKS_PER_NODE" not in os.environ
+        else f"SLURM: {error}"
+    )
 
 
 def launcher_name(environment: ClusterEnvironment) -> str:

@@ -17,8 +17,10 @@ from typing import Any
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from dpo_exp.config.defaults import override_keys, set_keys
+from dpo_exp.config.keys import key_paths, suggestion, unknown_key_message
 from dpo_exp.config.schema import EXPERIMENT_SECTIONS, RUN_SECTIONS, TASK_SOURCE, TOP_LEVEL_KEYS
 from dpo_exp.console import VERBOSITY
 from dpo_exp.data.sources import GENERATED, get_source
@@ -34,7 +36,7 @@ from dpo_exp.training.resume import locate_checkpoint
 from dpo_exp.training.schedule import HIGHEST_PRETRAINED_LR, PRETRAINED_LR
 from dpo_exp.world import check_world
 
-__all__ = ["ConfigError", "is_experiment", "learning_rate_warning", "validate_config"]
+__all__ = ["ConfigError", "is_experiment", "learning_rate_warning", "override_keys", "validate_config"]
 
 
 def is_experiment(cfg: DictConfig) -> bool:
@@ -45,8 +47,10 @@ def is_experiment(cfg: DictConfig) -> bool:
 def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
     """Fail fast, with the key at fault, on settings that would fail or do nothing; return the loss.
 
-    `overrides` are the run's command-line (and sweep) overrides, `key=value`: a setting of the
-    built-in experiment given there to a run on a fixed dataset is refused.
+    `overrides` are the run's command-line (and sweep) overrides, `key=value`. A key they set, or
+    that a config file sets away from what the chosen group options give (`set_keys`), is refused
+    where it would do nothing: a setting of the built-in experiment on a fixed dataset, `beta` for a
+    loss without one, a key another setting switches off.
     """
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
@@ -63,12 +67,14 @@ def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
         check_schema(cfg[section], schema, section)
     spec = get_loss(cfg.loss.name)
     check_loss_options(cfg.loss, spec, cfg.beta)
-    check_unused_beta(spec, overrides)
+    changed = set_keys(cfg, overrides)
+    check_unused_beta(spec, changed)
     if is_experiment(cfg):
         check_experiment(cfg, spec)
     else:
-        check_fixed_data(cfg, overrides)
+        check_fixed_data(cfg, changed)
     check_data(cfg.data)
+    check_unpaired_data(cfg.data, spec)
     check_counts(cfg)
     check_model_config(cfg)
     check_positive_number(cfg.optim.lr, "optim.lr")
@@ -76,7 +82,7 @@ def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
         check_positive_integer(cfg.speed.logits_chunk, "speed.logits_chunk", " (or null: no chunks)")
     check_trainer(cfg.trainer)
     check_world(cfg.strategy.num_nodes, cfg.strategy.devices)
-    check_dependent_keys(cfg, overrides)
+    check_dependent_keys(cfg, changed)
     check_resume(cfg.resume)
     return spec
 
@@ -84,11 +90,12 @@ def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
 def check_top_level(cfg: DictConfig) -> None:
     unknown = sorted(set(cfg) - set(TOP_LEVEL_KEYS))
     if unknown:
-        raise ConfigError(f"{unknown[0]}: not a setting of dpo_exp (see conf/config.yaml for the settings)")
+        raise ConfigError(unknown_key_message(str(unknown[0]), cfg, cfg._get_node(unknown[0])._value()))
 
 
 def check_schema(node: Any, schema: type, key: str) -> None:
-    """Merge `node` onto `schema`: an unknown key or a value of the wrong type names its key."""
+    """Merge `node` onto `schema`: an unknown key or a value of the wrong type names its key (and
+    an unknown key, the closest real one)."""
     if not isinstance(node, DictConfig):
         raise ConfigError(f"{key} must be a mapping of settings, got {node!r}")
     try:
@@ -96,7 +103,12 @@ def check_schema(node: Any, schema: type, key: str) -> None:
     except OmegaConfBaseException as error:
         where = f"{key}.{error.full_key}" if getattr(error, "full_key", None) else key
         reason = str(error).splitlines()[0]
-        raise ConfigError(f"{where}: {reason}") from None
+        hint = ""
+        if isinstance(error, ConfigKeyError) and getattr(error, "full_key", None):
+            value = OmegaConf.select(node, str(error.full_key), default=None, throw_on_missing=False)
+            known = key_paths(OmegaConf.structured(schema), f"{key}.")
+            hint = suggestion(where, known, None if isinstance(value, DictConfig) else value)
+        raise ConfigError(f"{where}: {reason}{hint}") from None
 
 
 def check_positive_number(value: Any, key: str) -> None:
@@ -141,6 +153,16 @@ def check_text_loss_option(spec: LossSpec, option: str, value: str, default: Any
         owners = [f"loss={s.name} loss.{name}" for s in LOSSES.values() for name in s.auto_options]
         hint = f" (auto is accepted by {', '.join(owners)} only)"
     raise ConfigError(f"loss.{option} must be {kind}, got {value!r}{hint}")
+
+
+def check_unpaired_data(data_cfg: DictConfig, spec: LossSpec) -> None:
+    """Unpaired rows (prompt, completion, label) train only the losses that take unpaired examples."""
+    if data_cfg.source == "unpaired" and spec.paired:
+        takers = ", ".join(f"loss={s.name}" for s in LOSSES.values() if not s.paired)
+        raise ConfigError(
+            f"loss={spec.name}: data={data_cfg.name} holds unpaired rows (prompt, completion, label), and "
+            f"loss={spec.name} trains on pairs: use {takers}, or pairs (data=pairs)"
+        )
 
 
 def check_data(data_cfg: DictConfig) -> None:
@@ -284,18 +306,13 @@ def check_task(task_cfg: DictConfig) -> None:
             raise ConfigError(f"task.{key}: {error}") from error
 
 
-def override_keys(overrides: Sequence[str]) -> list[str]:
-    """The dotted keys that `key=value`, `+key=value` and `~key` overrides set."""
-    return [override.lstrip("+~").split("=", 1)[0] for override in overrides]
-
-
-def check_fixed_data(cfg: DictConfig, overrides: Sequence[str]) -> None:
+def check_fixed_data(cfg: DictConfig, changed: Sequence[str]) -> None:
     """A run on a fixed dataset refuses the experiment's settings: they could change nothing."""
     name = cfg.data.name
     if cfg.get("task") is not None:
         raise ConfigError(f"task: {EXPERIMENT_SECTIONS['task'][1]}; data={name} is a fixed dataset")
     refused = []
-    for key in override_keys(overrides):
+    for key in changed:
         section = key.split(".", 1)[0]
         if section in EXPERIMENT_SECTIONS and section != "task":
             refused.append(
@@ -308,8 +325,8 @@ def check_fixed_data(cfg: DictConfig, overrides: Sequence[str]) -> None:
         )
 
 
-def check_unused_beta(spec: LossSpec, overrides: Sequence[str]) -> None:
-    if "beta" not in loss_hyperparameters(spec) and "beta" in override_keys(overrides):
+def check_unused_beta(spec: LossSpec, changed: Sequence[str]) -> None:
+    if "beta" not in loss_hyperparameters(spec) and "beta" in changed:
         raise ConfigError(f"beta: loss={spec.name} has no beta (its options: see conf/loss/{spec.name}.yaml)")
 
 
@@ -319,11 +336,13 @@ def check_trainer(trainer_cfg: DictConfig) -> None:
     accepted -= {"self", "logger", "callbacks", "strategy"}  # set by the run, or by `strategy`
     for key in trainer_cfg:
         if key not in accepted:
-            raise ConfigError(f"trainer.{key}: not an argument of lightning.Trainer")
+            known = [f"trainer.{name}" for name in sorted(accepted)]
+            hint = suggestion(f"trainer.{key}", known, trainer_cfg._get_node(key)._value())
+            raise ConfigError(f"trainer.{key}: not an argument of lightning.Trainer{hint}")
 
 
 # Keys that only mean something when another setting enables them: (key prefix, whether the
-# run uses it, why not). Checked for the keys a command sets.
+# run uses it, why not). Checked for the keys a launch set (`set_keys`), wherever it set them.
 DEPENDENT_KEYS: tuple[tuple[str, Callable[[DictConfig], bool], str], ...] = (
     ("reference.cache_dir", lambda cfg: bool(cfg.reference.cache), "the reference cache is off"),
     ("speed.pack", lambda cfg: bool(cfg.speed.share_prompt), "speed.share_prompt=false: rows are not shared"),
@@ -372,8 +391,8 @@ def validation_is_read(data_cfg: DictConfig) -> bool:
     return reads_dataset(data_cfg) and data_cfg.get("validation_split") is not None
 
 
-def check_dependent_keys(cfg: DictConfig, overrides: Sequence[str]) -> None:
-    for key in override_keys(overrides):
+def check_dependent_keys(cfg: DictConfig, changed: Sequence[str]) -> None:
+    for key in changed:
         for prefix, used, reason in DEPENDENT_KEYS:
             if key.startswith(prefix) and not used(cfg):
                 raise ConfigError(f"{key}: has no effect: {reason}")

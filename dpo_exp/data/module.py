@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from dpo_exp.data.collate import (
 from dpo_exp.data.records import DataError, PreferencePair, Record
 from dpo_exp.data.report import DataReport, build_report, check_not_empty, count_overlap
 from dpo_exp.data.sampling import GlobalBatchSampler, row_length
-from dpo_exp.data.sources import LoadedRecords, load_source, to_unpaired
+from dpo_exp.data.sources import GENERATED, LoadedRecords, load_source, to_unpaired
 from dpo_exp.data.tokenize import tokenize_records
 from dpo_exp.rows import DatasetSplit, Location
 
@@ -64,6 +64,10 @@ class PreparedSplit:
 class PreparedData:
     train: PreparedSplit
     validation: PreparedSplit
+    # What a run says about its data at normal verbosity: how validation was made (`notes`), and
+    # what may surprise (`warnings`: a capped val_size, validation rows that are training rows).
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def read_splits(data_cfg: Any) -> tuple[LoadedRecords, LoadedRecords]:
@@ -111,7 +115,25 @@ def prepare_data(data_cfg: Any, tokenizer: Any, *, paired: bool) -> PreparedData
         validation=prepare_split(validation, tokenizer, data_cfg, paired=paired),
     )
     records = [[item.record for item in split.items] for split in (prepared.train, prepared.validation)]
-    prepared.validation.report.overlap_with_train = count_overlap(*records, validation.where)
+    overlap = count_overlap(*records, validation.where)
+    prepared.validation.report.overlap_with_train = overlap
+    if split_locations(data_cfg)[1] is None:
+        cut, requested = len(validation.records), int(data_cfg.val_size)
+        if data_cfg.source not in GENERATED:
+            prepared.notes.append(
+                f"validation: {cut} rows cut from the training data ({train.where}), drawn with "
+                f"data.split_seed={data_cfg.split_seed}; training keeps {len(train.records)}"
+            )
+        if cut < requested:
+            prepared.warnings.append(
+                f"data.val_size={requested}: {cut} validation rows used, at most half of the "
+                f"{len(train.records) + cut} rows read (lower data.val_size, or give a validation file)"
+            )
+    if overlap:
+        prepared.warnings.append(
+            f"validation data: {overlap} of {prepared.validation.report.rows_kept} rows are identical to a "
+            "training row: their figures measure training data"
+        )
     return prepared
 
 

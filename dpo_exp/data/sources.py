@@ -24,6 +24,7 @@ the file or dataset, the line (1-based, in a JSONL file) or the 0-based row, and
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import math
 from collections import Counter
@@ -103,9 +104,11 @@ def _check_options(name: str, function: Source, options: dict[str, Any]) -> None
     valid = [p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL]
     unknown = sorted(set(options) - set(valid))
     if unknown:
+        close = difflib.get_close_matches(unknown[0], valid, n=1, cutoff=0.5)
         raise DataError(
-            f"unknown option(s) {', '.join(unknown)} for data source '{name}'; "
-            f"valid options: {', '.join(valid) or '(none)'}"
+            f"unknown option(s) {', '.join(unknown)} for data source '{name}'"
+            + (f" (did you mean data.options.{close[0]}?)" if close else "")
+            + f"; valid options: {', '.join(valid) or '(none)'}"
         )
     missing = [p.name for p in parameters if p.default is inspect.Parameter.empty]
     missing = [option for option in missing if option not in options]
@@ -151,6 +154,8 @@ def pairs(
     has_prompt = any(prompt_field in row for row in rows)
     number_fields = (chosen_score_field, rejected_score_field, weight_field)
     present = [field for field in number_fields if any(field in row for row in rows)]
+    if rows:
+        _check_pair_columns(rows[0], has_prompt, (prompt_field, chosen_field, rejected_field), where_read)
     records: list[Record] = []
     kinds: Counter[str] = Counter()
     for row_index, row in enumerate(rows):
@@ -166,6 +171,56 @@ def pairs(
         records.append(record)
         kinds[kind] += 1
     return LoadedRecords(records, formats.describe_formats(kinds), where_read)
+
+
+# Columns a pairs row may hold beside its prompt and responses, which carry no text of the pair.
+PAIR_MARKS = ("chosen_cut", "rejected_cut")
+
+
+def _check_pair_columns(
+    row: dict[str, Any], has_prompt: bool, fields: tuple[str, str, str], where: str
+) -> None:
+    """A column set that matches no pairs format is one error naming the file and its columns:
+    no chosen or rejected column; or no prompt column, another text column beside them, and
+    chosen and rejected that share no prompt (a prompt under another name, which would otherwise
+    be read as the implicit prompt, the responses' shared start, cut inside a word)."""
+    prompt_field, chosen_field, rejected_field = fields
+    columns = ", ".join(row)
+    if chosen_field not in row or rejected_field not in row:
+        if "completion" in row and "label" in row:
+            return  # an unpaired row: refused row by row, naming data=unpaired
+        raise DataError(
+            f"columns {columns}: no pairs format has these (chosen and rejected, and a prompt or not); "
+            "name yours with data.options.prompt_field, chosen_field, rejected_field",
+            file=where,
+        )
+    texts = [
+        name for name, value in row.items()
+        if name not in (*fields, *PAIR_MARKS) and (isinstance(value, str) or _is_messages(value))
+    ]  # fmt: skip
+    if has_prompt or not texts or _shares_a_prompt(row[chosen_field], row[rejected_field]):
+        return
+    raise DataError(
+        f"columns {columns}: no '{prompt_field}' column, and chosen and rejected share no prompt; "
+        f"if {texts[0]} is the prompt: data.options.prompt_field={texts[0]}",
+        file=where,
+    )
+
+
+def _shares_a_prompt(chosen: Any, rejected: Any) -> bool:
+    """Whether the implicit prompt of chosen and rejected is whole: not empty, and for text, ending
+    where a word does."""
+    split = formats.split_implicit(chosen, rejected)
+    if split is None or not split[0].prompt:
+        return False
+    prompt, response = split[0].prompt, split[0].chosen
+    if isinstance(prompt, list):
+        return True
+    return not (prompt[-1].isalnum() and isinstance(response, str) and response[:1].isalnum())
+
+
+def _is_messages(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
 
 
 def _pair(

@@ -63,6 +63,11 @@ def render(record: Record, tokenizer: Any) -> Record:
         return record
     if kinds == {True, False}:
         raise DataError("the prompt and the responses must all be text or all be message lists")
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError(
+            "the rows are conversations (message lists), and the model's tokenizer has no chat template "
+            "to render them: use a model (or model.tokenizer_path) whose tokenizer has one, or text rows"
+        )
     prompt = tokenizer.apply_chat_template(record.prompt, tokenize=False, add_generation_prompt=True)
     responses = {
         name: _render_response(record.prompt, prompt, getattr(record, name), name, tokenizer)

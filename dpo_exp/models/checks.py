@@ -182,3 +182,20 @@ def check_export(export_cfg: Any, model_cfg: Any) -> None:
         raise ModelConfigError("export.lora=adapter needs model.path: an adapter loads its base by path")
     if export_cfg.lora == "merged" and model_cfg.get("quantization") is not None:
         raise ModelConfigError("export.lora=merged would merge into 4-bit weights; use export.lora=adapter")
+
+
+def check_vocabulary(model: Any, tokenizer: Any, model_cfg: Any) -> None:
+    """A model whose embeddings have fewer rows than its tokenizer has tokens would index past them
+    on the first token id beyond its vocabulary (an IndexError on a CPU, a device assert on a GPU);
+    more rows than tokens (a vocabulary padded for speed) is fine."""
+    embeddings = model.get_input_embeddings()
+    rows = getattr(embeddings, "num_embeddings", None)
+    if rows is None or rows >= len(tokenizer):
+        return
+    source = model_cfg.get("tokenizer_path") or model_cfg.get("path")
+    key = "model.tokenizer_path" if model_cfg.get("tokenizer_path") else "model.path"
+    raise ModelConfigError(
+        f"{key}: the model's vocabulary has {rows} tokens but the tokenizer of {source} has "
+        f"{len(tokenizer)}: ids from {rows} up would index past its embeddings; use the tokenizer the "
+        "model was trained with (model.tokenizer_path), or a model whose embeddings cover it"
+    )

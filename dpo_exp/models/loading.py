@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from dpo_exp.models.checks import check_vocabulary
 from dpo_exp.models.lora import apply_lora, quantization_config, uses_lora
 from dpo_exp.models.tokenizer import build_char_tokenizer
 
@@ -47,6 +48,7 @@ def load_policy(model_cfg: Any, tokenizer: Any) -> PreTrainedModel:
     mode), with its own dropout switched off unless `model.dropout` is true.
     """
     model = load_base(model_cfg, tokenizer)
+    check_vocabulary(model, tokenizer, model_cfg)
     if not model_cfg.get("dropout", False):
         disable_dropout(model)
     model.train()

@@ -9,6 +9,7 @@ never written into, and unfinished runs passed over are named with the reason.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import warnings
@@ -18,7 +19,9 @@ from typing import Any
 
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
+from dpo_exp.console import is_main_process
 from dpo_exp.errors import ConfigError
+from dpo_exp.storage import write_text_atomically
 from dpo_exp.training.checkpoints import (
     CHECKPOINT_DIR,
     check_checkpoint,
@@ -38,6 +41,10 @@ from dpo_exp.training.run_files import (
     read_resolved_config,
 )
 from dpo_exp.world import agreed, started_by_lightning
+
+# The digest of the data a run trains on (its tokenised examples, per split), kept in its folder: a
+# run continues only on the data it was trained on, whatever the files are named.
+DATA_DIGEST = "data_digest.json"
 
 # The checkpoint the launching process chose, for the processes it starts (DDP, FSDP): by then its
 # own folder holds the run's config and the folder it continues may be marked, so they cannot choose again.
@@ -222,3 +229,28 @@ def explicit_checkpoint(path: Path, wanted: dict[str, Any]) -> Path:
         )
     print(f"resuming from {checkpoint}")
     return checkpoint
+
+
+def write_data_digest(run_dir: Path, digest: dict[str, str]) -> None:
+    """Record the digest of the run's data (rank 0: every rank reads the same data)."""
+    if is_main_process():
+        write_text_atomically(run_dir / DATA_DIGEST, json.dumps(digest, indent=1, sort_keys=True) + "\n")
+
+
+def check_resumed_data(checkpoint: Path, digest: dict[str, str]) -> None:
+    """Refuse to continue from `checkpoint` on data other than its run's: same config, other
+    content (a file changed under its name). A run that recorded no digest is not checked."""
+    run = next((folder for folder in checkpoint.parents if (folder / CONFIG).exists()), None)
+    try:
+        held = json.loads((run / DATA_DIGEST).read_text()) if run is not None else None
+    except (OSError, ValueError):
+        held = None
+    if not isinstance(held, dict):
+        return
+    changed = [split for split, value in digest.items() if split in held and held[split] != value]
+    if changed:
+        raise ConfigError(
+            f"resume: the {' and '.join(changed)} data differ from those {run} was trained on (the same "
+            "config, other content); a run continues only on its own data: restore them, or start a "
+            "new run (resume=null)"
+        )

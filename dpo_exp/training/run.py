@@ -47,9 +47,16 @@ from dpo_exp.training.flops import StepFlops
 from dpo_exp.training.gradients import GradientTelemetry
 from dpo_exp.training.guards import NonFiniteGuard
 from dpo_exp.training.ranks import RankWatch
-from dpo_exp.training.ref_cache import ReferenceCache, cache_wanted
+from dpo_exp.training.ref_cache import ReferenceCache, cache_wanted, data_fingerprint
 from dpo_exp.training.ref_scoring import ReferenceScoring, open_cache, scoring_options
-from dpo_exp.training.resume import RESUME_ENV, exact_resume, resume_checkpoint, step_of
+from dpo_exp.training.resume import (
+    RESUME_ENV,
+    check_resumed_data,
+    exact_resume,
+    resume_checkpoint,
+    step_of,
+    write_data_digest,
+)
 from dpo_exp.training.run_files import (
     FINISHED_IN,
     SUMMARY,
@@ -171,6 +178,10 @@ def assemble_run(cfg: DictConfig) -> RunParts:
         detail(format_report(report, title))
         if (warning := truncation_warning(report, title)) is not None:
             warn(warning)
+    for note in data.notes:
+        stage("data", note)
+    for warning in data.warnings:
+        warn(warning)
     options, auto_options = resolve_loss_options(cfg.loss, spec, data)
     policy = load_policy(cfg.model, tokenizer)
     cache, reference, scoring = None, None, None
@@ -260,10 +271,10 @@ def _train(
 ) -> dict[str, Any]:
     start = time.perf_counter()
     config = resolved(cfg)
-    earlier = resume_metrics(run_dir, resume_from)
     write_resolved_config(cfg, run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = assemble_run(cfg)
+    earlier = record_data(run_dir, resume_from, parts.data)
     schedule = run_schedule(cfg, parts)
     stage("train", describe_run(cfg, parts, run_dir, schedule))
     own_callbacks = run_callbacks(cfg, run_dir, parts, config, schedule.log_every)
@@ -301,6 +312,18 @@ def _train(
     if trainer.is_global_zero:
         finish_run(cfg, run_dir, parts, summary, trainer)
     return summary
+
+
+def record_data(run_dir: Path, resume_from: Path | None, data: PreparedData) -> list[dict[str, str]]:
+    """Keep the digest of the run's data in its folder; resuming, first refuse data other than the
+    resumed run's, then return the metrics rows the run continues (`resume_metrics`)."""
+    digest = {split: data_fingerprint(getattr(data, split).items) for split in ("train", "validation")}
+    earlier = []
+    if resume_from is not None:
+        check_resumed_data(resume_from, digest)
+        earlier = resume_metrics(run_dir, resume_from)
+    write_data_digest(run_dir, digest)
+    return earlier
 
 
 def fast_paths(parts: RunParts) -> dict[str, bool]:

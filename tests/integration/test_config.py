@@ -19,7 +19,7 @@ from tests.helpers import FAST_MODEL, FAST_TRAINER, SINGLE_RUN, compose_config
 REQUIRED = {
     "model/hf": ["model.path={tiny_model_dir}"],
     "data/pairs": [f"data.train_path={PREFERENCES}/standard/train.jsonl.gz"],
-    "data/unpaired": [f"data.train_path={PREFERENCES}/unpaired/train.jsonl.gz"],
+    "data/unpaired": [f"data.train_path={PREFERENCES}/unpaired/train.jsonl.gz", "loss=kto"],
 }
 
 
@@ -152,6 +152,12 @@ def test_every_loss_yaml_names_a_registered_loss():
             "data.dataset: data=gsm8k samples its data",
         ),
         (["seed=1.5"], ConfigError, "seed must be an integer"),
+        (
+            ["data=unpaired", f"data.train_path={PREFERENCES}/unpaired/train.jsonl.gz", "loss=dpo"],
+            ConfigError,
+            "loss=dpo: data=unpaired holds unpaired rows (prompt, completion, label), and loss=dpo trains "
+            "on pairs: use loss=kto, loss=rft, or pairs (data=pairs)",
+        ),
         (["nonfinite=ignore"], ConfigError, "nonfinite must be one of stop, skip"),
     ],
 )
@@ -188,7 +194,10 @@ FIXED = ["data=synthetic"]
         (["+speed.turbo=true"], "speed.turbo: Key 'turbo' not in 'SpeedSchema'"),
         (["+checkpoint.every=3"], "checkpoint.every: Key 'every' not in 'CheckpointSchema'"),
         (["+data.shuffle_seed=3"], "data.shuffle_seed: Key 'shuffle_seed' not in 'DataSchema'"),
-        (["+learning_rate=0.1"], "learning_rate: not a setting of dpo_exp"),
+        (["+learning_rate=0.1"], "learning_rate: not a setting of dpo_exp; did you mean optim.lr=0.1?"),
+        (["+lr=0.1"], "lr: not a setting of dpo_exp; did you mean optim.lr=0.1?"),
+        (["+optim.learnig_rate=0.1"], "optim.learnig_rate: Key 'learnig_rate' not in 'OptimSchema'; did you"),
+        (["+num_train_epochs=1"], "did you mean trainer.max_epochs=1? (num_train_epochs is TRL's name)"),
         (["data.shuffle=maybe"], "data.shuffle: Value 'maybe' is not a valid bool"),
         (["optim.warmup_steps=ten"], "optim.warmup_steps: Value 'ten' of type 'str' could not be converted"),
         (["reference.cache=sometimes"], "reference.cache: Value 'sometimes' is not a valid bool"),
@@ -198,6 +207,23 @@ def test_unknown_keys_and_wrong_types_are_refused_with_the_key(overrides, messag
     with pytest.raises(ConfigError) as raised:
         validate_config(compose_config(FIXED + overrides, fast=False))
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("lr=1e-6", "lr: not a setting of dpo_exp; did you mean optim.lr=1e-6?"),
+        ("optim.learnig_rate=1e-6", "optim.learnig_rate: not a setting of dpo_exp; did you mean optim.lr="),
+        ("trainer.max_step=5", "trainer.max_step: not a setting of dpo_exp; did you mean trainer.max_steps"),
+        ("loss_type=sigmoid", "loss_type: not a setting of dpo_exp; did you mean loss=dpo? (loss_type is"),
+        ("~optim.lr_max", "optim.lr_max: not a setting of dpo_exp; did you mean optim.lr?"),
+    ],
+)
+def test_hydra_refuses_an_unknown_key_in_one_line_with_the_closest(override, message):
+    """Hydra refuses these while composing, before the validator runs: its "use +lr=..." is replaced."""
+    with pytest.raises(SystemExit) as refused:
+        compose_config([*FIXED, override], fast=False)
+    assert refused.value.code == message or str(refused.value.code).startswith(message)
 
 
 @pytest.mark.parametrize(
@@ -287,7 +313,10 @@ def test_the_built_in_experiment_refuses_what_its_data_replaces(overrides, messa
             [*FIXED, "optim.master_weights=false"],
             "optim.master_weights: has no effect: the weights are fp32",
         ),
-        ([*FIXED, "+trainer.max_epoch=3"], "trainer.max_epoch: not an argument of lightning.Trainer"),
+        (
+            [*FIXED, "+trainer.max_step=3"],
+            "trainer.max_step: not an argument of lightning.Trainer; did you mean trainer.max_steps=3?",
+        ),
     ],
 )
 def test_a_key_that_another_setting_switches_off_is_refused(overrides, message):

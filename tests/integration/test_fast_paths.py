@@ -157,10 +157,10 @@ def assert_same_training(expected: dict, actual: dict) -> None:
 
 @pytest.mark.slow
 def test_training_with_the_cache_follows_the_same_loss_trajectory(tmp_path: Path):
-    overrides = [*FOUR_STEPS, f"reference.cache_dir={tmp_path / 'cache'}"]
+    overrides, cache = FOUR_STEPS, ["reference.cache=true", f"reference.cache_dir={tmp_path / 'cache'}"]
     plain = run(compose_config(overrides), tmp_path / "plain")
-    computed = run(compose_config([*overrides, "reference.cache=true"]), tmp_path / "computed")
-    reused = run(compose_config([*overrides, "reference.cache=true", "beta=0.5"]), tmp_path / "reused")
+    computed = run(compose_config([*overrides, *cache]), tmp_path / "computed")
+    reused = run(compose_config([*overrides, *cache, "beta=0.5"]), tmp_path / "reused")
     assert not plain["reference_cached"] and computed["reference_cached"] and reused["reference_cached"]
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1  # the β change reused it
     assert_same_training(plain, computed)
@@ -181,10 +181,13 @@ def test_training_on_shared_prompt_rows_follows_the_padded_loss_trajectory(tmp_p
 @pytest.mark.slow
 def test_lora_reads_its_adapter_off_reference_from_the_cache(tmp_path: Path):
     lora = "model.lora={r:4,alpha:8,dropout:0.0,target_modules:all-linear}"
-    overrides = [lora, *FOUR_STEPS, f"reference.cache_dir={tmp_path / 'cache'}"]
+    overrides, cache = (
+        [lora, *FOUR_STEPS],
+        ["reference.cache=true", f"reference.cache_dir={tmp_path / 'cache'}"],
+    )
     plain = run(compose_config(overrides), tmp_path / "plain")
-    cached = run(compose_config([*overrides, "reference.cache=true"]), tmp_path / "cached")
-    rank_8 = run(compose_config([*overrides, "reference.cache=true", "model.lora.r=8"]), tmp_path / "rank_8")
+    cached = run(compose_config([*overrides, *cache]), tmp_path / "cached")
+    rank_8 = run(compose_config([*overrides, *cache, "model.lora.r=8"]), tmp_path / "rank_8")
     assert cached["reference_cached"] and rank_8["reference_cached"]
     # Another adapter on the same base has the same reference: the cache is reused.
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
@@ -205,9 +208,12 @@ def test_kto_reads_reference_logps_of_its_examples_and_their_mismatched_rows_fro
 
 @pytest.mark.slow
 def test_kto_training_with_the_cache_follows_the_same_loss_trajectory(tmp_path: Path):
-    overrides = ["loss=kto", *FOUR_STEPS, f"reference.cache_dir={tmp_path / 'cache'}"]
+    overrides, cache = (
+        ["loss=kto", *FOUR_STEPS],
+        ["reference.cache=true", f"reference.cache_dir={tmp_path / 'cache'}"],
+    )
     plain = run(compose_config(overrides), tmp_path / "plain")
-    cached = run(compose_config([*overrides, "reference.cache=true"]), tmp_path / "cached")
+    cached = run(compose_config([*overrides, *cache]), tmp_path / "cached")
     assert cached["reference_cached"] and not plain["reference_cached"]
     assert_same_training(plain, cached)
 

@@ -17,6 +17,7 @@ from dpo_exp.cli import run
 from dpo_exp.config import validate_config
 from dpo_exp.data.collate import IndexedItem, PairCollator, SharedPromptCollator
 from dpo_exp.data.module import prepare_data
+from dpo_exp.models.checks import ModelConfigError
 from dpo_exp.models.loading import load_policy, load_reference, load_tokenizer
 from dpo_exp.models.lora import REFERENCE_ADAPTER, TRAINED_ADAPTER, lora_config
 from dpo_exp.models.scoring import score_batch, shared_prompt_supported
@@ -359,3 +360,17 @@ def test_starting_adapter_needs_an_explicit_reference(family_dirs, sft_adapter, 
     cfg = compose(family_dirs["llama"], "llama", f"model.adapter_path={sft_adapter}")
     with pytest.raises(ValueError, match="model.adapter_reference must say what the reference is"):
         validate_config(cfg)
+
+
+def test_a_model_whose_vocabulary_is_smaller_than_its_tokenizers_is_refused(tmp_path, char_tokenizer):
+    folder = tmp_path / "short_vocab"
+    AutoModelForCausalLM.from_config(tiny_llama_config(char_tokenizer, vocab_size=64)).save_pretrained(folder)
+    char_tokenizer.save_pretrained(folder)
+    cfg = compose_config(["data=synthetic", "model=hf", f"model.path={folder}"], fast=False)
+    with pytest.raises(ModelConfigError) as refused:
+        load_policy(cfg.model, load_tokenizer(cfg.model))
+    message = str(refused.value)
+    assert message.startswith(
+        f"model.path: the model's vocabulary has 64 tokens but the tokenizer of {folder}"
+    )
+    assert "\n" not in message

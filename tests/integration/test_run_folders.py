@@ -3,6 +3,7 @@ never writes into a folder that holds another run or that another process holds.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from dpo_exp.cli import run
 from dpo_exp.config import ConfigError
 from dpo_exp.training.resume import resume_checkpoint
 from dpo_exp.training.run_files import FINISHED_IN, claim_run_dir, resolved
-from tests.helpers import compose_config
+from tests.helpers import FAST_MODEL, FAST_TRAINER, compose_config
 
 STEPS = ["checkpoint.every_n_steps=2", "trainer.val_check_interval=2"]
 
@@ -87,3 +88,25 @@ def test_a_folder_another_process_holds_is_refused_before_anything_is_written(tm
     finally:
         claim.release()
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".claim"]
+
+
+def write_pairs(path: Path, answer: str) -> Path:
+    rows = [{"prompt": f"{i}+1=", "chosen": str(i + 1), "rejected": answer} for i in range(40)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_resume_auto_refuses_a_run_whose_data_changed_under_the_same_name(tmp_path: Path):
+    data_file = write_pairs(tmp_path / "pairs.jsonl", "0")
+    data = ["data=pairs", f"data.train_path={data_file}", "data.val_size=8", *FAST_MODEL, *FAST_TRAINER]
+    run(compose_config([*data, *STEPS, "trainer.max_steps=4"], fast=False), tmp_path / "runs" / "a")
+    (tmp_path / "runs" / "a" / "summary.json").unlink()  # killed after its last checkpoint
+    write_pairs(data_file, "7")  # the same file name, other rejected answers
+    cfg = compose_config([*data, *STEPS, "trainer.max_steps=6", "resume=auto"], fast=False)
+    with pytest.raises(ConfigError) as refused:
+        run(cfg, tmp_path / "runs" / "b")
+    assert str(refused.value).startswith(
+        f"resume: the train and validation data differ from those {tmp_path / 'runs' / 'a'} was trained on"
+    )
+    write_pairs(data_file, "0")  # the data it was trained on: continued
+    assert run(cfg, tmp_path / "runs" / "c")["global_step"] == 6

@@ -482,3 +482,48 @@ def test_hh_real_identical_pairs_in_the_extra_file(hh_rlhf_repo):
 def test_hh_max_rows(hh_rlhf_repo):
     records = load_records("hh_rlhf", hh_split(hh_rlhf_repo, "harmless-base", "test"), max_rows=5)
     assert len(records) == 5
+
+
+# --- pairs: column sets that match no format ------------------------------------------------
+
+QUESTION_ROWS = [
+    {"question": "Capital of France?", "chosen": "Paris is.", "rejected": "Pau is not."},
+    {"question": "2 + 2?", "chosen": "4", "rejected": "5"},
+]
+
+
+def test_a_prompt_under_another_name_is_refused_naming_the_file_columns_and_the_option(tmp_path):
+    # Read as implicit prompts, these would be split inside a word: prompt "Pa", chosen "ris is.".
+    path = write_jsonl(tmp_path / "qa.jsonl", QUESTION_ROWS)
+    with pytest.raises(DataError) as refused:
+        load_records("pairs", path)
+    assert str(refused.value) == (
+        f"{path}: columns question, chosen, rejected: no 'prompt' column, and chosen and rejected share "
+        "no prompt; if question is the prompt: data.options.prompt_field=question"
+    )
+
+
+def test_the_prompt_column_named_by_the_options_is_read(tmp_path):
+    path = write_jsonl(tmp_path / "qa.jsonl", QUESTION_ROWS)
+    records = load_records("pairs", path, prompt_field="question")
+    assert records[0] == PreferencePair("Capital of France?", "Paris is.", "Pau is not.")
+
+
+def test_an_implicit_prompt_beside_another_text_column_is_still_read(tmp_path):
+    rows = [{"id": "a1", "chosen": "Q: hi? A: yo", "rejected": "Q: hi? A: no"}]
+    records = load_records("pairs", write_jsonl(tmp_path / "implicit.jsonl", rows))
+    assert records == [PreferencePair("Q: hi? A:", " yo", " no")]
+
+
+def test_columns_without_chosen_and_rejected_are_refused_naming_them(tmp_path):
+    path = write_jsonl(tmp_path / "ab.jsonl", [{"prompt": "hi", "response_a": "yo", "response_b": "no"}])
+    with pytest.raises(
+        DataError, match=r"ab\.jsonl: columns prompt, response_a, response_b: no pairs format"
+    ):
+        load_records("pairs", path)
+
+
+def test_a_mistyped_option_is_answered_with_the_closest(tmp_path):
+    path = write_jsonl(tmp_path / "qa.jsonl", QUESTION_ROWS)
+    with pytest.raises(DataError, match=r"prompt_column .*did you mean data\.options\.prompt_field\?"):
+        load_records("pairs", path, prompt_column="question")

@@ -281,3 +281,10 @@ def test_render_template_whose_prompt_is_not_a_prefix_is_an_error():
     )
     with pytest.raises(DataError, match="field 'chosen': the chat template's rendering"):
         render(PreferencePair([USER_HI], [BOT_YO], [BOT_NO]), tokenizer)
+
+
+def test_conversations_for_a_tokenizer_without_a_chat_template_are_one_error_naming_why():
+    tokenizer = build_char_tokenizer()
+    tokenizer.chat_template = None  # a base model's tokenizer, as many hub checkpoints ship
+    with pytest.raises(DataError, match="conversations .* the model's tokenizer has no chat template"):
+        render(PreferencePair([USER_HI], [BOT_YO], [BOT_NO]), tokenizer)

@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from torch.distributed import TCPStore
 
+from dpo_exp.cli import main
 from dpo_exp.console import is_main_process
 from dpo_exp.errors import ConfigError
 from dpo_exp.world import agreed, check_world, cluster_environment, started_by_lightning
@@ -132,3 +133,17 @@ def test_every_rank_takes_rank_0s_decision(late_asker):
 def test_every_rank_stops_with_rank_0s_refusal(late_asker):
     refusal = "ConfigError: resume=auto: refused on rank 0"
     assert two_ranks(refuse=True, late_asker=late_asker) == [refusal, refusal]
+
+
+def test_slurm_variables_without_sruns_are_one_line_before_anything_runs(no_launcher):
+    """A batch script's SLURM_NTASKS without srun's SLURM_NTASKS_PER_NODE: Lightning raises a
+    RuntimeError that Hydra would show as a traceback inside the run folder's name."""
+    for name, value in {"NTASKS": 2, "JOB_NAME": "dpo", "PROCID": 0, "NODEID": 0, "LOCALID": 0}.items():
+        no_launcher.setenv(f"SLURM_{name}", str(value))
+    with pytest.raises(ConfigError, match="SLURM_NTASKS=2 is set but not SLURM_NTASKS_PER_NODE"):
+        cluster_environment()
+    no_launcher.setattr(sys, "argv", ["train.py", "data=synthetic"])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert str(stopped.value.code).startswith("SLURM_NTASKS=2 is set but not SLURM_NTASKS_PER_NODE, as in")
+    assert "\n" not in str(stopped.value.code)

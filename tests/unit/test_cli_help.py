@@ -1,0 +1,33 @@
+"""`dpo-exp --help` lists the subcommands; a subcommand's --help is its own (Hydra's for the runs)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from dpo_exp.cli import COMMANDS, console_main
+
+
+def help_of(monkeypatch, capsys, *arguments: str) -> str:
+    monkeypatch.setattr(sys, "argv", ["dpo-exp", *arguments])
+    try:
+        console_main()
+    except SystemExit as stopped:
+        assert stopped.code in (None, 0)
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_every_subcommand_with_one_line(monkeypatch, capsys, flag):
+    shown = help_of(monkeypatch, capsys, flag)
+    for name in ("train", "sft", "sample", "data-report", "compare"):
+        line = next(line for line in shown.splitlines() if line.strip().startswith(f"{name} "))
+        assert COMMANDS[name][0] in line
+    assert "== Config ==" not in shown and "Powered by Hydra" not in shown
+
+
+def test_a_subcommands_help_is_still_its_own(monkeypatch, capsys):
+    shown = help_of(monkeypatch, capsys, "train", "--help")
+    assert "== Config ==" in shown and "optim" in shown  # Hydra's: the settings it would compose
+    assert "usage: dpo-exp compare" in help_of(monkeypatch, capsys, "compare", "--help")
