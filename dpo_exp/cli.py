@@ -30,6 +30,7 @@ from dpo_exp.config import is_experiment, validate_config
 from dpo_exp.config.defaults import CONF_DIR, override_keys
 from dpo_exp.config.folders import move_log_files, point_hydra_at
 from dpo_exp.config.keys import refuse_unknown_overrides
+from dpo_exp.config.offline import offline_when_local
 from dpo_exp.config.validate import learning_rate_warning
 from dpo_exp.console import is_main_process, quiet_libraries, result, warn
 from dpo_exp.data.module import prepare_data
@@ -39,7 +40,6 @@ from dpo_exp.experiment.run import experiment_result, run_experiment
 from dpo_exp.experiment.stages import Task, sample_stage, sft_stage
 from dpo_exp.losses import get_loss
 from dpo_exp.models.loading import load_tokenizer
-from dpo_exp.rows import is_local_dataset
 from dpo_exp.runtime import keep_freed_memory
 from dpo_exp.training import train
 from dpo_exp.training.checkpoints import checkpoints_of
@@ -135,45 +135,6 @@ def errors_as_messages(run_dir: Path | None = None) -> Iterator[None]:
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             raise StoppedByUserError(message) from error
         raise SystemExit(message) from None
-
-
-def sources_are_local(cfg: DictConfig) -> bool:
-    """Whether every model, reference, tokenizer and adapter is built from config or read locally,
-    and the data (or the task's problems) is generated or read from local files or folders."""
-    keys = ("path", "ref_path", "tokenizer_path", "adapter_path")
-    paths = [cfg.model.get(key) for key in keys]
-    if not all(path is None or os.path.exists(os.path.expanduser(str(path))) for path in paths):
-        return False
-    hub_data = cfg.data.get("train_path") is None and cfg.data.get("dataset")
-    options = cfg.task.get("options") or {} if cfg.get("task") is not None else {}
-    hub_task = options.get("path") is None and options.get("dataset")
-    return not any(dataset and not is_local_dataset(str(dataset)) for dataset in (hub_data, hub_task))
-
-
-@contextlib.contextmanager
-def offline_when_local(cfg: DictConfig) -> Iterator[None]:
-    """No network for a run that needs none: the Hugging Face libraries' offline switches on
-    (they would otherwise send usage requests), unless the environment sets them; restored after."""
-    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    if not sources_are_local(cfg) or any(name in os.environ for name in names):
-        yield
-        return
-    import huggingface_hub.constants as hub
-
-    libraries = [(hub, "HF_HUB_OFFLINE")]
-    if "datasets.config" in sys.modules:  # read the switches when imported: set them where they live
-        libraries += [(sys.modules["datasets.config"], name) for name in names]
-    saved = [(module, name, getattr(module, name)) for module, name in libraries]
-    try:
-        os.environ.update(dict.fromkeys(names, "1"))
-        for module, name in libraries:
-            setattr(module, name, True)
-        yield
-    finally:
-        for name in names:
-            os.environ.pop(name, None)
-        for module, name, value in saved:
-            setattr(module, name, value)
 
 
 @contextlib.contextmanager

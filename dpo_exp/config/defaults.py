@@ -97,8 +97,11 @@ def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 def differs(cfg: DictConfig, baseline: DictConfig, key: str) -> bool:
     """Whether `key` holds another value than the baseline's, as written and once resolved (an
     interpolation resolved in place, or `output_root` moving `${output_root}/...`, changes neither)."""
-    if OmegaConf.select(baseline, key, default=ABSENT, throw_on_missing=False) is ABSENT:
-        return True
+    try:
+        if OmegaConf.select(baseline, key, default=ABSENT, throw_on_missing=False) is ABSENT:
+            return True
+    except OmegaConfBaseException:
+        pass  # there, but its interpolation needs a value only the run sets (`optim.lr` from `model.path`)
     if raw(cfg, key) == raw(baseline, key):
         return False
     try:

@@ -14,7 +14,7 @@ from dpo_exp.config import ConfigError, validate_config
 from dpo_exp.config.validate import learning_rate_warning
 from dpo_exp.training.metrics_file import METRICS, read_metrics
 from tests.conftest import PREFERENCES
-from tests.helpers import FAST_DATA, FAST_TRAINER, SINGLE_RUN, compose_config
+from tests.helpers import FAST_DATA, FAST_MODEL, FAST_TRAINER, SINGLE_RUN, compose_config
 
 PAIRS = ["data=pairs", f"data.train_path={PREFERENCES}/standard/train.jsonl.gz"]
 
@@ -62,7 +62,11 @@ def one_epoch(tmp_path_factory) -> tuple[dict, pd.DataFrame, str]:
     logger.addHandler(handler)
     level, _ = logger.level, logger.setLevel(logging.INFO)
     try:
-        summary = run(compose_config(["trainer.max_epochs=1", "trainer.val_check_interval=null"]), folder)
+        # FAST's trainer settings less its max_steps, which max_epochs replaces (both are refused).
+        trainer = [setting for setting in FAST_TRAINER if not setting.startswith("trainer.max_steps")]
+        epoch = ["trainer.max_epochs=1", "trainer.val_check_interval=null"]
+        overrides = [*FAST_MODEL, *FAST_DATA, *trainer, *epoch]
+        summary = run(compose_config(overrides, fast=False), folder)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
