@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from dpo_exp.losses import LOSSES
+from dpo_exp.losses import LOSSES, takes_beta
 from tests.helpers import FAST_MODEL, assemble, compose_config
 
 PAIRED = sorted(name for name, spec in LOSSES.items() if spec.paired)
@@ -69,7 +69,8 @@ def test_held_out_accuracy_and_margin_rise_for_every_paired_loss(loss, pair_file
     data = ["data=pairs", f"data.train_path={train}", f"data.validation_path={validation}",
             "data.batch_size=16", "data.eval_batch_size=64", "data.max_length=32",
             "data.max_prompt_length=16"]  # fmt: skip
-    overrides = [*data, *FAST_MODEL, f"loss={loss}", f"beta={BETA.get(loss, 0.5)}",
+    beta = [f"beta={BETA.get(loss, 0.5)}"] if takes_beta(loss) else []
+    overrides = [*data, *FAST_MODEL, f"loss={loss}", *beta,
                  "optim.lr=1e-2", "optim.warmup_steps=0", f"trainer.max_steps={STEPS}"]  # fmt: skip
     module, datamodule = assemble(compose_config(overrides, fast=False))
     trainer = L.Trainer(
