@@ -76,3 +76,21 @@ def test_the_pipeline_table_varies_the_sft_seed_and_reuses_finished_runs(tmp_pat
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("[bench] reused") == 4  # 2 methods x 2 seeds, none trained again
     assert second.stdout[second.stdout.index("| run |") :] == first.stdout[first.stdout.index("| run |") :]
+
+
+def test_which_loss_tunes_then_evaluates_every_named_loss_and_draws_the_frontier(tmp_path: Path):
+    """Three losses of three kinds (a reference loss, the data's rewards, no beta) at a tiny size:
+    each tuned over its 3-point grid on one seed, then evaluated on two; a table row and a point
+    of the figure each."""
+    seeds = ["--tune-seeds", "0", "--eval-seeds", "0", "1"]
+    command = [sys.executable, "bench/which_loss.py", "--losses", "dpo", "reward_gap_sq", "sft", *seeds,
+               "--output-root", str(tmp_path), *SMALL_EXPERIMENT]  # fmt: skip
+    environment = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    done = subprocess.run(command, cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    table = done.stdout[done.stdout.index("| rank |") :].splitlines()
+    assert sorted(line.split(" | ")[1] for line in table[2:5]) == ["dpo", "reward_gap_sq", "sft"]
+    assert (tmp_path / "frontier.png").stat().st_size > 0
+    assert len(list(tmp_path.glob("tune/*/*/seed0/summary.json"))) == 9  # 3 losses x 3 points
+    assert len(list(tmp_path.glob("eval/*/seed*/summary.json"))) == 6  # 3 losses x 2 seeds
+    assert len([path for path in (tmp_path / "cache" / "sft").iterdir() if path.is_dir()]) == 2
