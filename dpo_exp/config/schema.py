@@ -133,6 +133,8 @@ class OptimSchema:
 class ReferenceSchema:
     cache: bool = MISSING
     cache_dir: str = MISSING
+    sync_every: int | None = MISSING
+    sync_mix: float = MISSING
 
 
 @dataclass

@@ -32,6 +32,7 @@ from dpo_exp.rows import is_local_dataset
 from dpo_exp.tasks import load_function
 from dpo_exp.training.build import loss_options
 from dpo_exp.training.guards import ACTIONS as NONFINITE_ACTIONS
+from dpo_exp.training.reference_sync import check_reference_sync
 from dpo_exp.training.resume import locate_checkpoint
 from dpo_exp.training.schedule import HIGHEST_PRETRAINED_LR, PRETRAINED_LR
 from dpo_exp.world import check_world
@@ -83,6 +84,7 @@ def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
     check_trainer(cfg.trainer)
     check_world(cfg.strategy.num_nodes, cfg.strategy.devices)
     check_dependent_keys(cfg, changed)
+    check_reference_sync(cfg, spec.needs_reference, list(changed))
     check_resume(cfg.resume)
     return spec
 

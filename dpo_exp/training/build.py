@@ -219,6 +219,7 @@ def build_module(
         head_on_completions=bool(cfg.speed.head_on_completions),
         logits_chunk=cfg.speed.logits_chunk,
         check_step_zero=starts_from_reference(cfg.model, needs_reference=spec.needs_reference),
+        moving_reference=cfg.reference.sync_every is not None,
     )
 
 

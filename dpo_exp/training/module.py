@@ -44,6 +44,7 @@ class PreferenceModule(L.LightningModule):
         head_on_completions: bool = True,
         logits_chunk: int | None = None,
         check_step_zero: bool = False,
+        moving_reference: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["policy", "reference"])
@@ -60,6 +61,8 @@ class PreferenceModule(L.LightningModule):
         # Whether the first training batch checks the step-0 invariant (`invariants.py`); its figures.
         self.check_step_zero = check_step_zero
         self.step_zero: dict[str, Any] | None = None
+        # TR-DPO's reference moves (`reference_sync.py`): it is training state, kept in checkpoints.
+        self.moving_reference = moving_reference
 
     # -- modes and checkpoints ---------------------------------------------------------------
 
@@ -71,7 +74,7 @@ class PreferenceModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rng_state"] = rng_state()
-        if self.device_mesh is not None:
+        if self.device_mesh is not None or self.moving_reference:
             return  # a sharded checkpoint is loaded into the whole module: it keeps the reference's shards
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("reference.")]:
@@ -82,7 +85,7 @@ class PreferenceModule(L.LightningModule):
             restore_rng_state(checkpoint["rng_state"])
         # The reference is rebuilt from config, never read back; restore its keys so loading stays strict.
         # (A sharded checkpoint's tensors are read by the strategy, not through `checkpoint`.)
-        if self.reference is not None and "state_dict" in checkpoint:
+        if self.reference is not None and "state_dict" in checkpoint and not self.moving_reference:
             reference_state = {f"reference.{k}": v for k, v in self.reference.state_dict().items()}
             checkpoint["state_dict"].update(reference_state)
 

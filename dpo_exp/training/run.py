@@ -49,6 +49,7 @@ from dpo_exp.training.guards import NonFiniteGuard
 from dpo_exp.training.ranks import RankWatch
 from dpo_exp.training.ref_cache import ReferenceCache, cache_wanted, data_fingerprint
 from dpo_exp.training.ref_scoring import ReferenceScoring, open_cache, scoring_options
+from dpo_exp.training.reference_sync import ReferenceSync
 from dpo_exp.training.resume import (
     RESUME_ENV,
     check_resumed_data,
@@ -237,6 +238,8 @@ def run_callbacks(
         callbacks.append(EvalLogpsWriter(run_dir))
     if parts.scoring is not None:
         callbacks.append(parts.scoring)
+    if cfg.reference.sync_every is not None:
+        callbacks.append(ReferenceSync(cfg.reference.sync_every, cfg.reference.sync_mix))
     return callbacks
 
 
