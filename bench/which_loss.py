@@ -51,6 +51,7 @@ GRIDS: dict[str, tuple[str, tuple[str, ...]]] = {
             "apo_zero",
             "apo_down",
             "kto",
+            "bco",
             "rpo",
             "cpo",
             "simpo",

@@ -19,7 +19,7 @@ from dpo_exp.losses.reward_aware import (
     reward_gap_sq_loss,
     reward_scaled_loss,
 )
-from dpo_exp.losses.unpaired import kto_loss, rft_loss
+from dpo_exp.losses.unpaired import bco_loss, kto_loss, rft_loss
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,7 @@ _SINGLE_LOSSES: tuple[LossSpec, ...] = (
     LossSpec(
         "rft", rft_loss, needs_reference=False, paired=False, has_grad_weight=False, positives_only=True
     ),
+    LossSpec("bco", bco_loss, needs_reference=True, paired=False, has_grad_weight=False),
     # TRL 1.16's DPOTrainer loss types, by its names (its `sigmoid` is `dpo`).
     _paired("exo_pair", exo_pair_loss, grad_weight=True),
     _paired("nca_pair", nca_pair_loss, grad_weight=False),
@@ -267,6 +268,7 @@ def _probe_inputs() -> dict[str, torch.Tensor]:
         "ntokens": ntokens,
         "desirable": torch.tensor([True, False]),
         "kl_baseline": torch.tensor(0.1),
+        "reward_shift": torch.tensor(0.05),
         "chosen_scores": torch.tensor([1.0, 0.5]),
         "rejected_scores": torch.tensor([0.0, 0.25]),
     }

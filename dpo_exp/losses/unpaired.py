@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from dpo_exp.losses.base import LossOutput, check_beta, check_shapes
 
@@ -55,6 +56,45 @@ def kto_loss(
         chosen_rewards=rewards[desirable],
         rejected_rewards=rewards[~desirable],
         metrics={"kl": z0},
+    )
+
+
+def bco_loss(
+    policy_logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    desirable: torch.Tensor,
+    reward_shift: torch.Tensor,
+    *,
+    beta: float,
+) -> LossOutput:
+    """Binary Classifier Optimization (BCO), unpaired: a logistic classifier of desirable examples
+    whose logit is the implicit reward less a running mean of the rewards.
+
+    With u = beta * (policy - ref) and delta = `reward_shift` (a scalar, detached here):
+      desirable:   loss = -logsigmoid(u - delta)
+      undesirable: loss = -logsigmoid(-(u - delta))
+
+    Jung, Park, Kim, Kim, Kim (2024), "Binary Classifier Optimization for Large Language Model
+    Alignment", arXiv:2404.04656, Eq. (8) without its density-ratio weights (TRL's former
+    `BCOTrainer` without `prompt_sample_size`). delta is the mean of every reward seen in training
+    so far, all processes and this batch included; the caller keeps it (as KTO's reference point).
+    Log-probs: SUMMED. Rewards: u of the desirable / undesirable examples. metrics: reward_shift.
+    """
+    check_beta(beta)
+    check_shapes(policy_logps, ref_logps, desirable)
+    if desirable.dtype != torch.bool:
+        raise ValueError(f"desirable must be a bool tensor, got dtype {desirable.dtype}")
+    if reward_shift.numel() != 1:
+        raise ValueError(f"reward_shift must be a scalar, got shape {tuple(reward_shift.shape)}")
+    delta = reward_shift.detach().reshape(())
+    rewards = beta * (policy_logps - ref_logps)
+    logits = rewards - delta
+    loss = torch.where(desirable, -F.logsigmoid(logits), -F.logsigmoid(-logits))
+    return LossOutput(
+        loss=loss,
+        chosen_rewards=rewards.detach()[desirable],
+        rejected_rewards=rewards.detach()[~desirable],
+        metrics={"reward_shift": delta},
     )
 
 

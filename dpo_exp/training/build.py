@@ -23,7 +23,7 @@ from transformers import PreTrainedModel
 from dpo_exp.console import log, stage
 from dpo_exp.data.module import PreferenceDataModule, PreparedData
 from dpo_exp.errors import ConfigError, DataError
-from dpo_exp.losses import LossSpec, kto_desirable_weight, needs_scores
+from dpo_exp.losses import LossSpec, kto_desirable_weight, loss_inputs, needs_scores
 from dpo_exp.models.scoring import shared_prompt_supported
 from dpo_exp.training.invariants import starts_from_reference
 from dpo_exp.training.metrics_file import MetricsLogger
@@ -251,7 +251,7 @@ def build_datamodule(
         shuffle=cfg.data.shuffle,
         group_by_length=bool(cfg.speed.group_by_length),
         ref_logps=ref_logps,
-        mismatched_rows=spec.needs_reference,  # KTO's reference point; RFT runs no such rows
+        mismatched_rows="kl_baseline" in loss_inputs(spec),  # KTO's reference point; RFT and BCO run none
         share_prompt=share_prompt,
         pack=share_prompt and bool(cfg.speed.pack),
     )

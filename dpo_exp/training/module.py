@@ -51,6 +51,10 @@ class PreferenceModule(L.LightningModule):
         self.policy = policy
         self.reference = reference
         self.loss_spec = get_loss(loss)
+        self.inputs = loss_inputs(self.loss_spec)
+        # BCO's running (sum, count) of rewards: fp64 on the host, kept in checkpoints by hand (as a
+        # buffer a half-precision plugin would cast it).
+        self.reward_moments = torch.zeros(2, dtype=torch.float64)
         # Whether the loss takes beta (rft does not), read off its signature once, not every step.
         self.beta_option = {"beta": beta} if "beta" in loss_hyperparameters(self.loss_spec) else {}
         self.beta = beta
@@ -74,6 +78,7 @@ class PreferenceModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rng_state"] = rng_state()
+        checkpoint["reward_moments"] = self.reward_moments.clone()
         if self.device_mesh is not None or self.moving_reference:
             return  # a sharded checkpoint is loaded into the whole module: it keeps the reference's shards
         state = checkpoint["state_dict"]
@@ -83,6 +88,8 @@ class PreferenceModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rng_state" in checkpoint:
             restore_rng_state(checkpoint["rng_state"])
+        if "reward_moments" in checkpoint:
+            self.reward_moments = checkpoint["reward_moments"].clone()
         # The reference is rebuilt from config, never read back; restore its keys so loading stays strict.
         # (A sharded checkpoint's tensors are read by the strategy, not through `checkpoint`.)
         if self.reference is not None and "state_dict" in checkpoint and not self.moving_reference:
@@ -173,7 +180,7 @@ class PreferenceModule(L.LightningModule):
             raise StepZeroMismatch(problem)
 
     def _call_loss(self, tensors: dict[str, torch.Tensor]) -> LossOutput:
-        inputs = {name: tensors[name] for name in loss_inputs(self.loss_spec)}
+        inputs = {name: tensors[name] for name in self.inputs}
         return self.loss_spec.fn(**inputs, **self.beta_option, **self.loss_options)
 
     def _paired_step(
@@ -217,17 +224,34 @@ class PreferenceModule(L.LightningModule):
         per_example = {"logps/chosen": policy_logps[desirable], "logps/rejected": policy_logps[~desirable]}
         if self.loss_spec.needs_reference:
             tensors["ref_logps"] = self.reference_logps(batch)
-            tensors["kl_baseline"] = self._kl_baseline(batch)
             logratio = policy_logps - tensors["ref_logps"]
             per_example["logratio/chosen"] = logratio[desirable]
             per_example["logratio/rejected"] = logratio[~desirable]
+            # Each example's reference point, in log-ratio units: KTO's KL estimate, BCO's reward shift.
+            if "kl_baseline" in self.inputs:
+                tensors["kl_baseline"] = point = self._kl_baseline(batch)
+            else:
+                tensors["reward_shift"] = self._reward_shift(logratio.detach(), update=self.training)
+                point = tensors["reward_shift"] / self.beta
         output = self._call_loss(tensors)
         per_example["rewards/chosen"] = output.chosen_rewards
         per_example["rewards/rejected"] = output.rejected_rewards
         if self.loss_spec.needs_reference:
             # An unpaired reward is "right" when it sits on its label's side of the reference point.
-            per_example["rewards/accuracy"] = ((logratio > tensors["kl_baseline"]) == desirable).float()
+            per_example["rewards/accuracy"] = ((logratio > point) == desirable).float()
         return tensors, output, per_example
+
+    def _reward_shift(self, logratio: torch.Tensor, *, update: bool) -> torch.Tensor:
+        """BCO's delta: the mean of every reward beta * log-ratio seen in training, this batch's and
+        every process's included (updated in training only; kept in checkpoints as buffers)."""
+        if update:
+            count = torch.tensor(float(logratio.numel()), dtype=torch.float64, device=logratio.device)
+            sums = torch.stack([self.beta * logratio.double().sum(), count])
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                sums = self.all_gather(sums).sum(0)
+            self.reward_moments += sums.cpu()
+        total, count = self.reward_moments
+        return (total / count.clamp(min=1)).float().to(logratio.device)
 
     def _kl_baseline(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """KTO's z0: mean log-ratio on mismatched pairs, clamped at 0, averaged over processes."""

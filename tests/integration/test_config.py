@@ -156,7 +156,7 @@ def test_every_loss_yaml_names_a_registered_loss():
             ["data=unpaired", f"data.train_path={PREFERENCES}/unpaired/train.jsonl.gz", "loss=dpo"],
             ConfigError,
             "loss=dpo: data=unpaired holds unpaired rows (prompt, completion, label), and loss=dpo trains "
-            "on pairs: use loss=kto, loss=rft, or pairs (data=pairs)",
+            "on pairs: use loss=kto, loss=rft, loss=bco, or pairs (data=pairs)",
         ),
         (["nonfinite=ignore"], ConfigError, "nonfinite must be one of stop, skip"),
     ],

@@ -472,6 +472,7 @@ def random_inputs(batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
         "ref_logps": logps(chosen_ntokens),
         "desirable": torch.rand(batch, generator=g) > 0.5,
         "kl_baseline": torch.tensor(0.2),
+        "reward_shift": torch.tensor(0.3),
         "chosen_scores": torch.rand(batch, generator=g) * 4,
         "rejected_scores": torch.rand(batch, generator=g) * 4,
     }
@@ -532,7 +533,7 @@ def test_every_loss_with_a_beta_rejects_non_positive_beta(name: str, beta: float
 
 TRL_DPO_LOSS_TYPES = {"hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
                       "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"}  # fmt: skip
-OURS = {"dpo", "kto", "orpo", "rft", "rpo", "simpo", "cpo", "slic", "alphapo", "mix"}
+OURS = {"dpo", "kto", "orpo", "rft", "rpo", "simpo", "cpo", "slic", "alphapo", "mix", "bco"}
 REWARD_AWARE = {"reward_gap_sq", "reward_gap_fwd_kl", "reward_gap_bwd_kl", "reward_scaled"}
 
 
@@ -542,7 +543,7 @@ def test_registry_names_and_flags() -> None:
     assert get_loss("sigmoid") is get_loss("dpo") and get_loss("dpo_norm") is get_loss("sigmoid_norm")
     reference_free = {"orpo", "rft", "simpo", "sft", "cpo", "slic", "alphapo"}
     assert {n for n, s in LOSSES.items() if not s.needs_reference} == reference_free
-    assert {n for n, s in LOSSES.items() if not s.paired} == {"kto", "rft"}
+    assert {n for n, s in LOSSES.items() if not s.paired} == {"kto", "rft", "bco"}
     assert {n for n, s in LOSSES.items() if s.positives_only} == {"rft"}
     assert get_loss("dpo").fn is dpo_loss
 
@@ -595,6 +596,7 @@ def test_loss_hyperparameters_follow_signatures() -> None:
         "aot_unpaired": {"beta": empty, "label_smoothing": 0.0},
         **{name: {"beta": empty} for name in ("nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down")},
         "sft": {},
+        "bco": {"beta": empty},
         "cpo": {"beta": empty, "nll_weight": 1.0, "label_smoothing": 0.0},
         "slic": {"margin": 1.0, "nll_weight": 0.1},
         "alphapo": {"beta": empty, "alpha": 0.25, "gamma": 0.5},

@@ -37,6 +37,7 @@ def golden_inputs() -> dict[str, torch.Tensor]:
         "ntokens": chosen_ntokens,
         "desirable": torch.tensor([True, False, True, False]),
         "kl_baseline": torch.tensor(0.2),
+        "reward_shift": torch.tensor(0.1),
         "chosen_scores": t(1.0, 0.5, 3.0, 2.0),  # reward gaps 1, -0.5, 2, 0
         "rejected_scores": t(0.0, 1.0, 1.0, 2.0),
     }
@@ -71,6 +72,7 @@ GOLDEN = {
     "reward_gap_fwd_kl": [0.048578, 0.0, 0.082608, 0.004975],
     "reward_gap_bwd_kl": [0.045309, 0.0, 0.067131, 0.004992],
     "reward_scaled": [0.533382, 0.487038, 0.626523, 0.0],
+    "bco": [0.620957, 0.533382, 0.513015, 0.71846],
 }
 
 
@@ -113,6 +115,8 @@ HAND = {
     ("reward_gap_sq", 1): 0.0,  # h = -1, gap -0.5: the implicit gap already matches the data's
     ("reward_scaled", 2): 2 * softplus(-1.0),  # |gap| * DPO's loss
     ("reward_scaled", 3): 0.0,  # equal rewards: the pair teaches nothing
+    ("bco", 0): softplus(-(0.25 - 0.1)),  # desirable, u = 0.5 * 0.5: -log sigma(u - delta)
+    ("bco", 1): softplus(-0.25 - 0.1),  # undesirable, u = 0.5 * -0.5: -log sigma(-(u - delta))
 }
 
 
