@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ class LossSpec:
         data when a run starts (kto's desirable_weight, by ``kto_desirable_weight``).
     sorts_batch: the per-example losses are of the batch's sorted margins, not of its pairs
         (aot): no per-pair weight can apply to them.
+    reward: what the loss's implicit reward is, in words (`LossOutput.chosen_rewards`): the unit of
+        its margins in the result block.
     """
 
     name: str
@@ -50,6 +53,7 @@ class LossSpec:
     positives_only: bool = False
     auto_options: tuple[str, ...] = ()
     sorts_batch: bool = False
+    reward: str = "beta x log-ratio"
 
 
 def _paired(
@@ -118,6 +122,22 @@ def needs_scores(spec: LossSpec) -> bool:
     """Whether the loss takes each response's reward from the data."""
     return any(name in SCORE_INPUTS for name in loss_inputs(spec))
 
+
+# What each loss's reward is, where it is not beta x the summed log-ratio.
+REWARD_WORDS = {
+    "ipo": "beta x per-token log-ratio",
+    "sigmoid_norm": "beta x per-token log-ratio",
+    "orpo": "beta x per-token log-prob",
+    "simpo": "beta x per-token log-prob",
+    "alphapo": "beta x AlphaPO's reward of the per-token log-prob",
+    "cpo": "beta x log-prob",
+    "slic": "log-prob",
+    "sft": "per-token log-prob",
+    "rft": "per-token log-prob",
+}
+_SINGLE_LOSSES = tuple(
+    dataclasses.replace(spec, reward=REWARD_WORDS.get(spec.name, spec.reward)) for spec in _SINGLE_LOSSES
+)
 
 # Other codebases' names for our losses: TRL's `sigmoid`, open-instruct's `dpo_norm`.
 ALIASES = {"sigmoid": "dpo", "dpo_norm": "sigmoid_norm"}

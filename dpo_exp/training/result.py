@@ -4,8 +4,8 @@
 ── result ───────────────────────────────────────────────────────────────
 ipo · beta 0.5 · seed 0 · tiny on synthetic · 300 steps in 41 s (5,210 tokens/s)
 validation loss (ipo)                                  24.13
-validation pairs ranked right (fraction)               0.625
-reward margin, chosen - rejected (beta x log-ratio)    0.118
+validation pairs ranked right by the reward (fraction)        0.625
+reward margin, chosen - rejected (beta x per-token log-ratio) 0.118
 run folder: outputs/runs/ipo_tiny_synthetic_beta0.5_seed0/20260101-120000
 ```
 """
@@ -17,16 +17,26 @@ from typing import Any
 from omegaconf import DictConfig
 
 from dpo_exp.data.module import data_label
-from dpo_exp.losses import takes_beta
+from dpo_exp.losses import LossSpec, get_loss, takes_beta
 from dpo_exp.models.loading import model_label
 
 RULE_WIDTH = 72
-# metric -> its label with units, in the order shown
-RUN_FIGURES = {
-    "val/loss": "validation loss ({loss})",
-    "val/rewards/accuracy": "validation pairs ranked right (fraction)",
-    "val/rewards/margin": "reward margin, chosen - rejected (beta x log-ratio)",
-}
+
+
+def run_figures(spec: LossSpec) -> dict[str, str]:
+    """Metric -> its label in the loss's own words, in the order shown: a pair ranking for pairwise
+    losses, a side of the reference point for KTO and BCO, the unit of the loss's reward."""
+    if spec.paired:
+        accuracy = "validation pairs ranked right by the reward (fraction)"
+        margin = f"reward margin, chosen - rejected ({spec.reward})"
+    else:
+        accuracy = "validation examples on their label's side of the reference point (fraction)"
+        margin = f"reward, desirable - undesirable examples ({spec.reward})"
+    return {
+        "val/loss": f"validation loss ({spec.name})",
+        "val/rewards/accuracy": accuracy,
+        "val/rewards/margin": margin,
+    }
 
 
 def rule(title: str) -> str:
@@ -71,10 +81,7 @@ def footer(summary: dict[str, Any]) -> list[str]:
 def run_result(cfg: DictConfig, summary: dict[str, Any], seconds: float) -> str:
     """The result block of one run on a fixed dataset."""
     metrics = summary["metrics"]
-    rows = [
-        (label.format(loss=summary["loss"]), [f"{metrics[name]:.4g}"])
-        for name, label in RUN_FIGURES.items()
-        if name in metrics
-    ]
+    figures = run_figures(get_loss(str(summary["loss"])))
+    rows = [(label, [f"{metrics[name]:.4g}"]) for name, label in figures.items() if name in metrics]
     lines = [rule("result"), what_ran(cfg, summary, seconds), *figure_rows(rows), *footer(summary)]
     return "\n".join(lines)
