@@ -17,21 +17,38 @@ from dpo_exp.console import warn
 CHOSEN = "val/logratio/chosen"
 MARGIN = "val/rewards/margin"
 ALARM_METRIC = "alarm/likelihood_displacement"
+# Nats of mean held-out chosen log-ratio: below -DROP, and fallen by DROP since the last evaluation.
+# A drift of a few hundredths between evaluations of the same pairs is not displacement.
+DROP = 0.1
 
 
 def displacement(previous: dict[str, float], current: dict[str, float]) -> bool:
-    """Whether, between two evaluations, the held-out chosen log-ratio fell below 0 and kept
-    falling while the margin grew."""
-    return current["chosen"] < min(previous["chosen"], 0.0) and current["margin"] > previous["margin"]
+    """Whether, between two evaluations, the held-out chosen log-ratio fell by more than DROP to
+    below -DROP while the margin grew."""
+    fell = current["chosen"] < min(previous["chosen"] - DROP, -DROP)
+    return fell and current["margin"] > previous["margin"]
 
 
-def displacement_message(previous: dict[str, float], current: dict[str, float]) -> str:
+# The remedy that fits the loss: a term holding the chosen answers up, or a stronger pull to the reference.
+REMEDIES = {
+    "rpo": "a larger loss.alpha (the weight of the chosen answers' NLL), or a larger beta",
+    "kto": "a larger loss.desirable_weight, or a larger beta",
+    "bco": "a larger beta, or loss=kto with a larger loss.desirable_weight",
+}
+PAIRED_REMEDY = "loss=rpo (its loss.alpha weighs the chosen answers' NLL), or a larger beta"
+
+
+def displacement_message(previous: dict[str, float], current: dict[str, float], loss: str = "dpo") -> str:
+    what = "the policy makes the chosen answers less likely than the reference does"
+    if current["margin"] > 0:
+        what += ", only less so than the rejected ones"
+    else:
+        what += ", and the margin, though growing, is still negative"
     return (
         f"likelihood displacement: the held-out chosen log-ratio fell from {previous['chosen']:+.3f} "
         f"to {current['chosen']:+.3f} (step {previous['step']} -> {current['step']}) while the margin "
-        f"grew from {previous['margin']:.3f} to {current['margin']:.3f}: the policy makes the chosen "
-        "answers less likely than the reference does, only less so than the rejected ones. "
-        "Remedies: loss=rpo (its loss.alpha weighs the chosen answers' NLL), or a larger beta"
+        f"grew from {previous['margin']:.3f} to {current['margin']:.3f}: {what}. "
+        f"Remedies: {REMEDIES.get(loss, PAIRED_REMEDY)}"
     )
 
 
@@ -40,7 +57,8 @@ class LikelihoodDisplacementAlarm(L.Callback):
     time they show displacement it warns on the console, logs `alarm/likelihood_displacement` = 1
     to every logger (W&B included), and keeps the figures in `fired` for summary.json."""
 
-    def __init__(self) -> None:
+    def __init__(self, loss: str = "dpo") -> None:
+        self.loss = loss  # the remedy named fits it
         self.previous: dict[str, float] | None = None
         self.fired: dict[str, Any] | None = None
 
@@ -62,7 +80,8 @@ class LikelihoodDisplacementAlarm(L.Callback):
         previous, self.previous = self.previous, current
         if self.fired is not None or previous is None or not displacement(previous, current):
             return
-        self.fired = {"from": previous, "to": current, "message": displacement_message(previous, current)}
+        message = displacement_message(previous, current, self.loss)
+        self.fired = {"from": previous, "to": current, "message": message}
         if trainer.is_global_zero:
             warn(self.fired["message"])
             for logger in trainer.loggers:

@@ -226,7 +226,7 @@ def run_callbacks(
     callbacks: list[L.Callback] = [
         throughput,
         NonFiniteGuard(cfg.nonfinite),
-        LikelihoodDisplacementAlarm(),
+        LikelihoodDisplacementAlarm(parts.spec.name),
         GradientTelemetry(),  # after the guard, which clears a skipped step's gradients
         LearningRateMonitor(logging_interval="step"),
     ]

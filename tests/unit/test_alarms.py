@@ -21,6 +21,21 @@ def test_displacement_by_hand():
     assert not displacement(point(0.5, 1.0), point(0.2, 2.0))  # falls, but still above the reference
     assert not displacement(point(-0.1, 1.0), point(-0.4, 0.8))  # margin shrinks too: no alarm
     assert not displacement(point(-0.4, 1.0), point(-0.1, 2.0))  # chosen rises
+    # Below the threshold (DROP = 0.1 nats): drift, not displacement.
+    assert not displacement(point(0.0, 0.1), point(-0.02, 0.2))  # a few hundredths below 0
+    assert not displacement(point(-0.3, 0.1), point(-0.35, 0.2))  # fell by 0.05 only
+
+
+def test_the_message_fits_the_sign_of_the_margin_and_the_loss():
+    from dpo_exp.training.alarms import displacement_message
+
+    positive = displacement_message(point(0.0, 0.5), point(-0.3, 0.8))
+    assert "only less so than the rejected ones" in positive and "loss=rpo" in positive
+    negative = displacement_message(point(0.0, -0.8), point(-0.3, -0.5), "dpo")
+    assert "still negative" in negative and "only less so" not in negative
+    assert "loss=rpo" not in displacement_message(point(0.0, 0.5), point(-0.3, 0.8), "kto")
+    assert "loss.desirable_weight" in displacement_message(point(0.0, 0.5), point(-0.3, 0.8), "kto")
+    assert "a larger loss.alpha" in displacement_message(point(0.0, 0.5), point(-0.3, 0.8), "rpo")
 
 
 class Recorder:
