@@ -125,3 +125,9 @@ def test_rft_batches_carry_no_mismatched_rows_and_count_only_the_rows_run(tmp_pa
     batches = iter(rft.train_dataloader())
     trained = [next(batches) for _ in range(2)]
     assert summary["tokens"] == sum(int(batch["attention_mask"].sum()) for batch in trained)
+
+
+@pytest.mark.parametrize(("alias", "name"), [("sigmoid", "dpo"), ("dpo_norm", "sigmoid_norm")])
+def test_other_codebases_names_train_our_loss(alias, name, tmp_path: Path):
+    summary = run(compose_config([f"loss={alias}", "trainer.max_steps=2"]), tmp_path)
+    assert summary["loss"] == name and summary["global_step"] == 2
