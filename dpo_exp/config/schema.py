@@ -158,6 +158,8 @@ class CheckpointSchema:
 class ExportSchema:
     save: bool = MISSING
     lora: str = MISSING
+    base_model: str | None = MISSING
+    push_to_hub: str | None = MISSING
 
 
 @dataclass

@@ -10,27 +10,27 @@ from __future__ import annotations
 import inspect
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from dpo_exp.config.defaults import override_keys, set_keys
+from dpo_exp.config.dependent import check_dependent_keys, validation_is_read
 from dpo_exp.config.keys import key_paths, suggestion, unknown_key_message
 from dpo_exp.config.schema import EXPERIMENT_SECTIONS, RUN_SECTIONS, TASK_SOURCE, TOP_LEVEL_KEYS
 from dpo_exp.console import VERBOSITY
 from dpo_exp.data.sources import GENERATED, get_source
-from dpo_exp.devices import weights_dtype
 from dpo_exp.errors import ConfigError
 from dpo_exp.losses import LOSSES, LossSpec, check_options, get_loss, loss_hyperparameters
 from dpo_exp.models.checks import check_model_config
 from dpo_exp.rows import is_local_dataset
 from dpo_exp.tasks import load_function
 from dpo_exp.training.build import loss_options
+from dpo_exp.training.export import check_export
 from dpo_exp.training.guards import ACTIONS as NONFINITE_ACTIONS
 from dpo_exp.training.reference_sync import check_reference_sync
 from dpo_exp.training.resume import locate_checkpoint
@@ -85,6 +85,7 @@ def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
     check_world(cfg.strategy.num_nodes, cfg.strategy.devices)
     check_dependent_keys(cfg, changed)
     check_reference_sync(cfg, spec.needs_reference, list(changed))
+    check_export(cfg, list(changed))
     check_resume(cfg.resume)
     return spec
 
@@ -341,60 +342,3 @@ def check_trainer(trainer_cfg: DictConfig) -> None:
             known = [f"trainer.{name}" for name in sorted(accepted)]
             hint = suggestion(f"trainer.{key}", known, trainer_cfg._get_node(key)._value())
             raise ConfigError(f"trainer.{key}: not an argument of lightning.Trainer{hint}")
-
-
-# Keys that only mean something when another setting enables them: (key prefix, whether the
-# run uses it, why not). Checked for the keys a launch set (`set_keys`), wherever it set them.
-DEPENDENT_KEYS: tuple[tuple[str, Callable[[DictConfig], bool], str], ...] = (
-    ("reference.cache_dir", lambda cfg: bool(cfg.reference.cache), "the reference cache is off"),
-    ("speed.pack", lambda cfg: bool(cfg.speed.share_prompt), "speed.share_prompt=false: rows are not shared"),
-    (
-        "speed.logits_chunk",
-        lambda cfg: bool(cfg.speed.head_on_completions),
-        "speed.head_on_completions=false computes the full logits",
-    ),
-    ("checkpoint.", lambda cfg: bool(cfg.trainer.enable_checkpointing), "trainer.enable_checkpointing=false"),
-    (
-        "trainer.max_steps",
-        lambda cfg: cfg.trainer.get("max_epochs") is None,
-        "trainer.max_epochs is set, and replaces it (the run's line says how many steps that is)",
-    ),
-    ("optim.warmup_ratio", lambda cfg: cfg.optim.warmup_steps is None, "optim.warmup_steps is set, and wins"),
-    (
-        "optim.master_weights",
-        lambda cfg: weights_dtype(cfg.trainer.precision, cfg.model.get("dtype")) != torch.float32,
-        "the weights are fp32 (neither trainer.precision=bf16-true nor model.dtype=bfloat16)",
-    ),
-    ("export.lora", lambda cfg: bool(cfg.export.save), "nothing is exported (export.save=false)"),
-    ("online.reference", lambda cfg: int(cfg.online.rounds) > 1, "one round's reference is the SFT model"),
-    ("sft.check_every", lambda cfg: cfg.sft.target_reward is not None, "sft.target_reward=null: no checks"),
-    *(
-        (f"data.{key}", lambda cfg: reads_dataset(cfg.data), "data.train_path is read, not data.dataset")
-        for key in ("revision", "subset", "data_dir", "train_split", "validation_split")
-    ),
-    ("data.val_size", lambda cfg: not validation_is_read(cfg.data), "validation is read, not cut from train"),
-    (
-        "data.split_seed",
-        lambda cfg: not validation_is_read(cfg.data),
-        "validation is read, not cut from train",
-    ),
-)
-
-
-def reads_dataset(data_cfg: DictConfig) -> bool:
-    """Whether the run reads `data.dataset` (a file given as `data.train_path` wins)."""
-    return bool(data_cfg.get("dataset")) and data_cfg.get("train_path") is None
-
-
-def validation_is_read(data_cfg: DictConfig) -> bool:
-    """Whether validation has its own file or dataset split (else it is cut from train)."""
-    if data_cfg.get("train_path") is not None:
-        return data_cfg.get("validation_path") is not None
-    return reads_dataset(data_cfg) and data_cfg.get("validation_split") is not None
-
-
-def check_dependent_keys(cfg: DictConfig, changed: Sequence[str]) -> None:
-    for key in changed:
-        for prefix, used, reason in DEPENDENT_KEYS:
-            if key.startswith(prefix) and not used(cfg):
-                raise ConfigError(f"{key}: has no effect: {reason}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel
 
 from dpo_exp.console import progress
+from dpo_exp.errors import ConfigError
 from dpo_exp.models.lora import TRAINED_ADAPTER, is_lora
 from dpo_exp.storage import building_folder
 
@@ -45,17 +47,48 @@ def export_policy(
     return directory
 
 
-def base_model(model_cfg: DictConfig) -> str | None:
-    """What the policy started from: a local folder as an absolute path, or a hub id as it is."""
+def base_model(model_cfg: DictConfig, named: str | None = None) -> str | None:
+    """What the policy started from, in a form another machine finds: `export.base_model` where
+    set (a hub id); a hub id as given; for a local folder, the hub id its config.json records
+    (`_name_or_path`, written by `save_pretrained` of a model loaded from the hub), else its
+    absolute path."""
+    if named:
+        return str(named)
     path = model_cfg.get("path")
     if path is None:
         return None
-    return str(Path(path).resolve()) if Path(path).exists() else str(path)
+    if not Path(path).exists():
+        return str(path)
+    return recorded_hub_id(Path(path)) or str(Path(path).resolve())
+
+
+def recorded_hub_id(folder: Path) -> str | None:
+    """The `_name_or_path` a saved model's config.json records, where it is a hub id (owner/name)
+    rather than a local path."""
+    try:
+        recorded = json.loads((folder / "config.json").read_text()).get("_name_or_path") or ""
+    except (OSError, ValueError):
+        return None
+    looks_like_id = (
+        recorded.count("/") == 1 and not recorded.startswith((".", "/", "~")) and not Path(recorded).exists()
+    )
+    return recorded if looks_like_id else None
+
+
+def push_to_hub(directory: Path, repo_id: str) -> str:
+    """Upload the exported folder to the hub as model repository `repo_id` (created if missing,
+    private); the URL of the upload. Needs a token (`huggingface-cli login` or HF_TOKEN)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="model", private=True, exist_ok=True)
+    commit = api.upload_folder(folder_path=str(directory), repo_id=repo_id, repo_type="model")
+    return str(getattr(commit, "commit_url", commit))
 
 
 def model_card(cfg: DictConfig, summary: dict[str, Any], *, adapter: bool) -> str:
     """A short card: what was trained on what, the final metrics, and the full resolved config."""
-    base = base_model(cfg.model)
+    base = base_model(cfg.model, cfg.export.get("base_model"))
     front_matter = [
         "---",
         f"library_name: {'peft' if adapter else 'transformers'}",
@@ -88,3 +121,13 @@ def model_card(cfg: DictConfig, summary: dict[str, Any], *, adapter: bool) -> st
         "",
     ]
     return "\n".join(lines)
+
+
+def check_export(cfg: DictConfig, changed: list[str]) -> None:
+    """`export.push_to_hub` and `export.base_model` act on the exported folder: refused without one."""
+    for key in ("export.push_to_hub", "export.base_model"):
+        if key in changed and not cfg.export.save:
+            raise ConfigError(f"{key}: has no effect: export.save=false writes no model folder")
+    repo = cfg.export.get("push_to_hub")
+    if repo is not None and (not isinstance(repo, str) or repo.count("/") != 1):
+        raise ConfigError(f"export.push_to_hub must be a hub repository id, owner/name; got {repo!r}")

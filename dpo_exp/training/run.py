@@ -41,7 +41,7 @@ from dpo_exp.training.build import (
 )
 from dpo_exp.training.checkpoints import checkpoint_callback
 from dpo_exp.training.eval_logps import EvalLogpsWriter
-from dpo_exp.training.export import EXPORT_DIR, export_policy
+from dpo_exp.training.export import EXPORT_DIR, export_policy, push_to_hub
 from dpo_exp.training.first_validation import ValidationAtStart
 from dpo_exp.training.flops import StepFlops
 from dpo_exp.training.gradients import GradientTelemetry
@@ -382,6 +382,8 @@ def finish_run(
     summary.update(wandb_location(trainer, online=bool(cfg.logger.get("online"))))
     write_json_atomically(summary, run_dir / SUMMARY)
     write_wandb_summary(trainer.loggers, summary)
+    if cfg.export.save and cfg.export.get("push_to_hub") and trainer.is_global_zero:
+        stage("export", f"pushed to {push_to_hub(run_dir / EXPORT_DIR, str(cfg.export.push_to_hub))}")
     continued = None if summary["resumed_from"] is None else Path(summary["resumed_from"]).parent.parent
     if continued is not None and continued != run_dir and not (continued / SUMMARY).exists():
         write_text_atomically(continued / FINISHED_IN, f"{run_dir}\n")  # never continued again

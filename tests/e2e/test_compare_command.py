@@ -95,7 +95,7 @@ def test_rescoring_lists_runs_it_cannot_rescore_with_the_reason(runs_folder: Pat
     [
         (["--rescore-beta", "0.1,big"], "β values are numbers, e.g. 0.05,0.1,0.5; got '0.1,big'"),
         (["--rescore-beta", "0.1,0"], "β must be a finite number > 0, got 0"),
-        (["--rescore-beta", "0.1", "--rescore-loss", "dpo,dop"], "unknown loss 'dop'; valid losses: alphapo,"),
+        (["--rescore-beta", "0.1", "--rescore-loss", "dpo,dop"], "unknown loss 'dop'; valid losses:"),
         (["--rescore-loss", "ipo"], "--rescore-loss needs --rescore-beta"),
     ],
 )

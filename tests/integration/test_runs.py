@@ -224,3 +224,22 @@ def test_validation_rows_repeated_from_training_are_counted_in_the_summary(tmp_p
     )
     assert summary["data"]["validation"]["overlap_with_train"] == 3
     assert summary["data"]["validation"]["rows_kept"] == 11
+
+
+def test_a_run_with_export_push_to_hub_uploads_its_model_folder(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    uploads = []
+
+    class RecordingApi:
+        def create_repo(self, repo_id, **options):
+            pass
+
+        def upload_folder(self, **options):
+            uploads.append(options)
+            return "https://huggingface.co/me/tiny-dpo/commit/1"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    summary = run(compose_config(["trainer.max_steps=2", "export.push_to_hub=me/tiny-dpo"]), tmp_path)
+    assert uploads == [{"folder_path": summary["export_dir"], "repo_id": "me/tiny-dpo", "repo_type": "model"}]
+    assert (Path(summary["export_dir"]) / "README.md").exists()
