@@ -25,11 +25,8 @@ from dpo_exp.losses import takes_beta
 from dpo_exp.models.loading import model_label
 from dpo_exp.training.run_files import new_folder
 from dpo_exp.training.schedule import default_lr
+from dpo_exp.training.wandb_run import SWEPT_KEYS  # set by `SweepNaming`, read by W&B's group too
 from dpo_exp.world import agreed
-
-# Set by `SweepNaming` when a multirun starts: the keys its sweep varies, comma-separated. An
-# environment variable, so launchers that run members in other processes (joblib) pass it on.
-SWEPT_KEYS = "DPO_EXP_SWEPT_KEYS"
 
 
 def run_name(cfg: DictConfig) -> str:

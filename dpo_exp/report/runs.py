@@ -8,6 +8,7 @@ the settings that differ name its runs; the settings it shares are its header.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,7 @@ def read_wandb_runs(project: str, group: str | None = None) -> list[RunRecord]:
     for run in wandb.Api().runs(project, filters=filters):
         history = run.history(pandas=True).rename(columns={"_step": "step"})
         summary = {
-            "metrics": {k: v for k, v in run.summary.items() if isinstance(v, int | float) and "/" in k},
+            "metrics": wandb_metrics(dict(run.summary.items())),
             "wall_time_s": run.summary.get("_runtime"),
         }
         status = {"finished": "finished", "failed": "failed", "crashed": "failed"}.get(
@@ -126,6 +127,13 @@ def read_wandb_runs(project: str, group: str | None = None) -> list[RunRecord]:
         sweep = getattr(run, "group", None) or None
         records.append(RunRecord(Path(run.name), status, params, summary, history=history, sweep=sweep))
     return records
+
+
+def wandb_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """A W&B run's final figures: a number, or the last value of one it keeps with its best
+    (`{"min": best, "last": last}`, `dpo_exp.training.wandb_run.BEST_VALUES`)."""
+    last = {k: v.get("last") if isinstance(v, Mapping) else v for k, v in summary.items() if "/" in k}
+    return {k: v for k, v in last.items() if isinstance(v, int | float)}
 
 
 def read_params(path: Path) -> dict[str, Any]:

@@ -6,21 +6,17 @@ the module and the trainer settings the CLI uses.
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel
 
-from dpo_exp.console import log, stage
+from dpo_exp.console import stage
 from dpo_exp.data.module import PreferenceDataModule, PreparedData
 from dpo_exp.errors import ConfigError, DataError
 from dpo_exp.losses import LossSpec, kto_desirable_weight, loss_inputs, needs_scores
@@ -31,6 +27,7 @@ from dpo_exp.training.module import PreferenceModule
 from dpo_exp.training.progress import StepProgressBar
 from dpo_exp.training.ranks import launch_patiently
 from dpo_exp.training.schedule import Schedule, trainer_arguments
+from dpo_exp.training.wandb_run import build_wandb_logger
 
 
 def loss_options(loss_cfg: DictConfig) -> dict[str, Any]:
@@ -112,68 +109,8 @@ def build_loggers(cfg: DictConfig, run_dir: Path, earlier: Sequence[dict[str, An
     resumed run continues); W&B as well with `logger=wandb`."""
     loggers: list[Logger] = [MetricsLogger(run_dir, earlier)]
     if cfg.logger.name == "wandb":
-        if not cfg.logger.online:
-            # The mode must be in the environment before wandb starts its service process.
-            os.environ["WANDB_MODE"] = "offline"
-        import wandb
-
-        flat_config = dict(flatten(OmegaConf.to_container(cfg, resolve=True)))
-        # wandb's own notices (three at the start, a 35-line summary at the end) only with
-        # verbosity=verbose; the result block names the W&B run folder, its debug.log keeps the rest.
-        quiet = not log.isEnabledFor(logging.DEBUG)
-        wandb_logger = WandbLogger(
-            project=cfg.logger.project,
-            entity=cfg.logger.entity,
-            name=cfg.run_name,
-            group=cfg.logger.group or sweep_group(),
-            tags=[
-                f"loss:{cfg.loss.name}",
-                f"model:{cfg.model.name}",
-                f"data:{cfg.data.name}",
-                *cfg.logger.tags,
-            ],
-            save_dir=str(run_dir),
-            offline=not cfg.logger.online,
-            config=flat_config,
-            settings=wandb.Settings(quiet=quiet, silent=quiet),
-        )
-        # Lightning always passes `anonymous`, which wandb 0.31 warns "has no effect".
-        wandb_logger._wandb_init.pop("anonymous", None)
-        loggers.append(wandb_logger)
+        loggers.append(build_wandb_logger(cfg, run_dir))
     return loggers
-
-
-def write_wandb_summary(loggers: list[Logger], summary: dict[str, Any]) -> None:
-    """The run's summary.json figures as its W&B summary: final metrics, the reference's, speed."""
-    figures = {**summary.get("metrics", {})}
-    figures.update({f"reference/{name}": value for name, value in summary.get("reference", {}).items()})
-    for key in ("global_step", "wall_time_s", "tokens_per_s", "padding_fraction", "peak_memory_gb", "mfu"):
-        if isinstance(summary.get(key), int | float):
-            figures[key] = summary[key]
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update(figures)
-
-
-def flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """Nested config -> ("a.b.c", value) pairs, so every override is a filterable W&B column."""
-    if not isinstance(tree, dict):
-        return [(prefix, tree)]
-    return [
-        pair
-        for key, value in tree.items()
-        for pair in flatten(value, f"{prefix}.{key}" if prefix else str(key))
-    ]
-
-
-def sweep_group() -> str | None:
-    """The sweep folder's name when running as a multirun member (a W&B group), else None."""
-    if not HydraConfig.initialized():
-        return None
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return None
-    return Path(hydra_cfg.sweep.dir).name
 
 
 def build_trainer(

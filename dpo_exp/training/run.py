@@ -37,7 +37,6 @@ from dpo_exp.training.build import (
     build_trainer,
     resolve_loss_options,
     share_prompt_wanted,
-    write_wandb_summary,
 )
 from dpo_exp.training.checkpoints import checkpoint_callback
 from dpo_exp.training.eval_logps import EvalLogpsWriter
@@ -72,6 +71,7 @@ from dpo_exp.training.run_files import (
 from dpo_exp.training.schedule import Schedule, default_lr, plan_schedule, world_size_of
 from dpo_exp.training.signals import StopCheckpoint, interrupt_as_terminate, stop_signal
 from dpo_exp.training.telemetry import TokenThroughput
+from dpo_exp.training.wandb_run import write_wandb_summary
 
 # Set by Lightning's launcher in the launching process; left behind, the next sweep member in
 # this process would take itself for a worker started by someone else and wait for its peers.

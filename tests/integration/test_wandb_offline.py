@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from collections.abc import Iterator
@@ -12,11 +14,24 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hydra.core.hydra_config import HydraConfig
 from wandb.proto.wandb_internal_pb2 import Record
 
 from dpo_exp.cli import run
-from dpo_exp.training.build import flatten
+from dpo_exp.config.schema import EXPERIMENT_SECTIONS
+from dpo_exp.training.wandb_run import (
+    BEST_VALUES,
+    EXPERIMENT_KEYS,
+    SWEPT_KEYS,
+    RunWandbLogger,
+    flatten,
+    sweep_name,
+    wandb_config,
+    wandb_group,
+    wandb_tags,
+)
 from tests.helpers import SMALL_EXPERIMENT, compose_config
+from tests.integration.test_sweep_configs import compose_sweep
 
 BLOCK, HEADER = 32768, 7
 
@@ -113,9 +128,103 @@ def test_an_offline_wandb_run_holds_the_config_history_summary_and_sample_table(
         if record.HasField("summary"):
             final.update(items(record.summary.update))
     for name, value in summary["metrics"].items():
-        assert final[name] == pytest.approx(value), name
+        # A figure kept with its best value holds its last beside it.
+        assert (final[name]["last"] if name in BEST_VALUES else final[name]) == pytest.approx(value), name
+    assert set(final["eval/true_reward"]) == {"max", "last"}
     assert final["reference/eval/true_reward"] == pytest.approx(summary["reference"]["eval/true_reward"])
     assert final["tokens_per_s"] == pytest.approx(summary["tokens_per_s"])
+
+
+def leet_summary(run_dir: Path) -> dict:
+    """The run as wandb's own reader of offline runs shows it (the README's `wandb leet`)."""
+    (folder,) = (run_dir / "wandb").glob("offline-run-*")
+    for _ in range(60):  # wandb-core writes the file from its own process; wait for its exit record
+        command = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(folder)]
+        shown = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+        if shown["state"] == "finished":
+            return shown
+        time.sleep(0.5)
+    raise AssertionError(f"the W&B run in {folder} never finished")
+
+
+@pytest.mark.slow
+def test_a_run_on_a_fixed_dataset_sends_the_settings_that_apply_once_each_and_its_best_values(
+    tmp_path: Path,
+):
+    cfg = compose_config(["logger=wandb", "beta=0.3"])
+    run(cfg, tmp_path / "run")
+    shown = leet_summary(tmp_path / "run")
+
+    # Only the config's settings, one column each: not the module's copies (`loss` beside
+    # `loss.name`, `optim/lr` beside `optim.lr`), nor the built-in experiment's sections.
+    assert set(shown["config"]) - {"_wandb"} == set(wandb_config(cfg))
+    assert shown["config"]["loss.name"] == "dpo" and shown["config"]["beta"] == 0.3
+    assert shown["tags"][:2] == ["loss:dpo", "beta:0.3"]
+
+    summary = shown["summary"]
+    losses = pd.read_csv(tmp_path / "run" / "metrics.csv")["val/loss"].dropna()
+    assert summary["val/loss"] == pytest.approx({"min": losses.min(), "last": losses.iloc[-1]})
+    assert set(summary["val/rewards/accuracy"]) == {"max", "last"}
+    assert "train/loss" in summary  # the other figures as before
+
+
+def test_only_the_settings_a_run_reads_are_columns():
+    fixed = wandb_config(compose_config())
+    assert "loss.name" in fixed and "optim.lr" in fixed and "beta" in fixed
+    sections = {key.split(".")[0] for key in fixed}
+    assert not sections & {"task", "sft", "sample", "evaluate", "online", "cache_dir"}
+    assert not sections & {"logger", "run_name"}  # the run's own W&B fields
+    assert "beta" not in wandb_config(compose_config(["loss=slic"]))  # a loss without β
+
+    experiment = wandb_config(compose_config(SMALL_EXPERIMENT, fast=False))
+    assert experiment["sft.steps"] == 30 and "task.splits.eval" in experiment
+
+
+def test_the_experiment_sections_left_out_are_the_ones_validation_refuses_on_a_fixed_dataset():
+    assert set(EXPERIMENT_KEYS) == set(EXPERIMENT_SECTIONS)
+
+
+def test_tags_name_the_loss_and_beta_where_the_loss_has_one():
+    assert wandb_tags(compose_config(["beta=0.3", "logger=wandb", "logger.tags=[mine]"])) == [
+        "loss:dpo",
+        "beta:0.3",
+        "model:tiny",
+        "data:synthetic",
+        "mine",
+    ]
+    assert not [tag for tag in wandb_tags(compose_config(["loss=slic", "logger=wandb"])) if "beta" in tag]
+
+
+@pytest.fixture
+def hydra_multirun():
+    """HydraConfig as a multirun member sees it, for the config named (set by the test)."""
+
+    def enter(name: str) -> None:
+        cfg = compose_sweep(name)
+        HydraConfig.instance().set_config(cfg)
+
+    yield enter
+    HydraConfig.instance().cfg = None
+
+
+def test_a_sweep_members_group_is_the_sweeps_name(hydra_multirun, monkeypatch):
+    monkeypatch.setenv(SWEPT_KEYS, "loss,beta")
+    hydra_multirun("beta_grid")
+    assert wandb_group(None) == "beta_grid"
+    assert wandb_group("mine") == "mine"
+
+
+def test_a_command_line_sweep_is_named_by_the_keys_it_varies():
+    assert sweep_name("config", ["loss", "beta"]) == "sweep_loss_beta"
+    assert sweep_name("tune_dpo", ["beta", "optim.lr"]) == "tune_dpo"
+
+
+def test_a_loss_option_chosen_at_the_start_replaces_auto_in_the_config(tmp_path: Path):
+    logger = RunWandbLogger(save_dir=str(tmp_path), offline=True, config={"loss.desirable_weight": "auto"})
+    logger.log_hyperparams({"loss": "kto", "beta": 0.1, "loss_options": {"desirable_weight": 1.25}})
+    config = dict(logger.experiment.config)
+    logger.experiment.finish()
+    assert config["loss.desirable_weight"] == 1.25 and "loss" not in config
 
 
 def test_the_config_is_flattened_so_every_override_is_a_column():

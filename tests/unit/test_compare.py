@@ -24,7 +24,7 @@ from dpo_exp.report.compare import (
     varying_params,
 )
 from dpo_exp.report.plots import overlap, place_labels, series
-from dpo_exp.report.runs import useful_params
+from dpo_exp.report.runs import useful_params, wandb_metrics
 from dpo_exp.training.run_files import write_failure
 
 
@@ -124,6 +124,11 @@ def test_runs_read_from_the_wandb_api_fill_the_same_table(tmp_path: Path, monkey
     assert list(table["status"]) == ["finished", "failed"]
     assert table.loc["a", "best val/loss"] == 0.4 and table.loc["a", "wall_time_s"] == 12.0
     assert (tmp_path / "compare" / "group1_metrics_vs_step.png").exists()
+
+
+def test_a_wandb_figure_kept_with_its_best_value_reads_back_as_its_last():
+    summary = {"val/loss": {"min": 0.3, "last": 0.4}, "train/loss": 0.5, "_runtime": 12.0, "eval/samples": {}}
+    assert wandb_metrics(summary) == {"val/loss": 0.4, "train/loss": 0.5}
 
 
 def test_an_online_runs_earlier_rounds_are_part_of_it_not_runs_of_their_own(tmp_path: Path):
