@@ -109,6 +109,7 @@ def group_table(group: RunGroup, root: Path) -> pd.DataFrame:
     for run in group.runs:
         row: dict[str, Any] = {short(key): run.params.get(key) for key in group.varying}
         row["status"] = run.status
+        row.update({key: run.speed.get(key) for key in speed_varying(group.runs)})
         row.update(metric_columns(group.runs, run))
         row["run"] = run_id(run, root)
         if any(other.error for other in group.runs):
@@ -117,6 +118,12 @@ def group_table(group: RunGroup, root: Path) -> pd.DataFrame:
     leading = [short(key) for key in group.varying]
     table = pd.DataFrame(rows).rename(columns=SHOWN_NAMES)
     return table.sort_values(leading, kind="stable") if leading else table
+
+
+def speed_varying(runs: list[RunRecord]) -> list[str]:
+    """The speed-only settings (`runs.SPEED_ONLY`) whose value differs between `runs`."""
+    keys = sorted({key for run in runs for key in run.speed})
+    return [key for key in keys if len({repr(run.speed.get(key)) for run in runs}) > 1]
 
 
 def run_id(run: RunRecord, root: Path) -> str:

@@ -29,11 +29,22 @@ from dpo_exp.training.run_files import write_failure
 
 
 def write_run(
-    root: Path, name: str, *, loss: str, beta: float, seed: int, val_losses: list[float], lr=5e-4, **final
+    root: Path,
+    name: str,
+    *,
+    loss: str,
+    beta: float,
+    seed: int,
+    val_losses: list[float],
+    lr=5e-4,
+    sections: dict | None = None,
+    **final,
 ):
+    """A finished run's folder; `sections` adds config sections (`{"speed": {"pack": True}}`)."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
     config = {"loss": {"name": loss}, "beta": beta, "seed": seed, "optim": {"lr": lr}, "run_name": name}
+    config.update(sections or {})
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     steps = list(range(len(val_losses)))
     pd.DataFrame({"step": steps, "val/loss": val_losses}).to_csv(run_dir / "metrics.csv", index=False)
@@ -268,3 +279,26 @@ def test_beta_is_a_column_when_a_loss_without_one_sits_beside_a_loss_with_one(tm
     assert list(series(group.runs, group.varying)) == ["loss=dpo β=1", "loss=rft"]
     compare(tmp_path)
     assert not (tmp_path / "compare" / "group1_final_vs_beta.png").exists()  # one β: no line to draw
+
+
+def test_runs_that_differ_only_in_speed_switches_are_one_group_and_one_line(tmp_path: Path):
+    """Switches documented as "same numbers, only faster" split no group; the table still says which
+    run took which path. trainer.precision changes the numbers: it still sets a run apart."""
+    fast = {"speed": {"pack": True, "logits_chunk": 256, "share_prompt": True}, "reference": {"cache": True},
+            "model": {"name": "tiny", "activation_checkpointing": True}}  # fmt: skip
+    slow = {"speed": {"pack": False, "logits_chunk": None, "share_prompt": False},
+            "reference": {"cache": False},
+            "model": {"name": "tiny", "activation_checkpointing": False}}  # fmt: skip
+    write_run(tmp_path, "fast", loss="dpo", beta=0.1, seed=0, val_losses=[0.69, 0.5], sections=fast)
+    write_run(tmp_path, "slow", loss="dpo", beta=0.1, seed=1, val_losses=[0.69, 0.6], sections=slow)
+    bf16 = {**slow, "trainer": {"precision": "bf16-mixed"}}
+    write_run(tmp_path, "bf16", loss="dpo", beta=0.1, seed=0, val_losses=[0.69, 0.6], sections=bf16)
+    runs = read_runs(tmp_path)
+    groups = group_runs(runs, tmp_path)
+    (pair,) = [group for group in groups if len(group.runs) == 2]
+    assert sorted(run.path.name for run in pair.runs) == ["fast", "slow"] and pair.varying == ["seed"]
+    assert len(groups) == 2  # bf16 apart: another precision, other numbers
+    assert list(series(pair.runs, [key for key in pair.varying if key != "seed"])) == ["mean of 2 runs"]
+    compare(tmp_path)
+    markdown = (tmp_path / "compare" / "runs.md").read_text()
+    assert "speed.pack" in markdown and "reference.cache" in markdown  # which run took which path
