@@ -83,8 +83,10 @@ def write_report(
     tables: dict[int, pd.DataFrame],
     plots: dict[int, list[Path]],
     everywhere: dict[str, Any],
+    folded: dict[int, pd.DataFrame] | None = None,
 ) -> None:
-    """One page: a header, then per group its shared settings, table and plots."""
+    """One page: a header, then per group its shared settings, table (and `folded`: its mean ± sd over
+    seeds) and plots."""
     runs = sum(len(group.runs) for group in groups)
     failed = sum(run.status == "failed" for group in groups for run in group.runs)
     parts = [
@@ -98,6 +100,9 @@ def write_report(
         if group.shared:
             parts.append(f'<p class="shared">Shared: {html.escape(shared_text(group.shared))}</p>')
         parts.append(table_html(tables[group.number]))
+        if folded and group.number in folded:
+            parts.append('<p class="shared">Seeds folded: mean ± sd over each setting\'s finished runs</p>')
+            parts.append(table_html(folded[group.number]))
         parts += [image_html(plot) for plot in plots.get(group.number, [])]
         parts.append("</section>")
     page = (

@@ -245,7 +245,8 @@ def test_report_html_holds_every_table_and_plot_in_one_file(mixed_root: Path):
     compare(mixed_root)
     out = mixed_root / "compare"
     page = (out / "report.html").read_text()
-    assert page.count("<section>") == 4 and page.count("<table>") == 4
+    # A table per group, and the seed sweep's mean ± sd over its seeds.
+    assert page.count("<section>") == 4 and page.count("<table>") == 5
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)">', page)
     assert sorted(name for name, _ in images) == sorted(path.stem for path in out.glob("group*.png"))
     assert all(base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n" for _, data in images)
@@ -302,3 +303,36 @@ def test_runs_that_differ_only_in_speed_switches_are_one_group_and_one_line(tmp_
     compare(tmp_path)
     markdown = (tmp_path / "compare" / "runs.md").read_text()
     assert "speed.pack" in markdown and "reference.cache" in markdown  # which run took which path
+
+
+def test_a_loss_by_beta_by_seed_sweep_folds_seeds_into_mean_and_sd_per_setting(tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    mark_sweep(sweep)
+    for number, (loss, beta, seed) in enumerate(itertools.product(("dpo", "ipo", "kto"), (0.1, 0.5), (0, 1))):
+        final_loss = 0.5 + beta + 0.1 * seed  # seeds 0 and 1: mean 0.55 + beta, sd 0.1 / sqrt(2)
+        write_run(sweep, f"{number}_member", loss=loss, beta=beta, seed=seed, val_losses=[0.69, final_loss],
+                  **{"val/rewards/accuracy": 0.5 + 0.25 * seed})  # fmt: skip
+    write_run(sweep, "12_member", loss="dpo", beta=2.0, seed=0, val_losses=[0.69, 0.4])  # one seed only
+    compare(sweep)
+    stats = pd.read_csv(sweep / "compare" / "seeds.csv")
+    assert len(stats) == 7 and list(stats.columns[:3]) == ["loss", "β", "runs"]
+    row = stats.set_index(["loss", "β"]).loc[("ipo", 0.5)]
+    assert row["runs"] == 2
+    assert row["val/loss mean"] == pytest.approx(1.05)
+    assert row["val/loss sd"] == pytest.approx(0.1 / 2**0.5)
+    assert row["val/rewards/accuracy mean"] == pytest.approx(0.625)
+    alone = stats.set_index(["loss", "β"]).loc[("dpo", 2.0)]
+    assert alone["runs"] == 1 and alone["val/loss mean"] == 0.4 and pd.isna(alone["val/loss sd"])
+    markdown = (sweep / "compare" / "runs.md").read_text()
+    assert "| loss | β | runs | val/loss | val/rewards/accuracy |" in markdown
+    assert "| ipo | 0.5 | 2 | 1.05 ± 0.071 | 0.625 ± 0.18 |" in markdown
+    assert "| dpo | 2 | 1 | 0.4 |  |" in markdown  # a single run: its value, no sd
+    assert "1.05 ± 0.071" in (sweep / "compare" / "report.html").read_text()
+
+
+def test_no_seed_table_where_every_setting_ran_once(tmp_path: Path):
+    write_run(tmp_path, "dpo", loss="dpo", beta=0.1, seed=0, val_losses=[0.69, 0.5])
+    write_run(tmp_path, "ipo", loss="ipo", beta=0.1, seed=1, val_losses=[25.0, 20.0])
+    compare(tmp_path)
+    assert not (tmp_path / "compare" / "seeds.csv").exists()
+    assert "Seeds folded" not in (tmp_path / "compare" / "runs.md").read_text()
