@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,14 @@ def group_table(group: RunGroup, root: Path) -> pd.DataFrame:
     return table.sort_values(leading, kind="stable") if leading else table
 
 
+def run_link(run: RunRecord, out_dir: Path) -> str:
+    """Where report.html links a run: its folder, relative to the report (the page still finds it
+    when the folder holding both moves), or its W&B page."""
+    if run.url is not None:
+        return run.url
+    return Path(os.path.relpath(run.path.resolve(), out_dir.resolve())).as_posix() + "/"
+
+
 def speed_varying(runs: list[RunRecord]) -> list[str]:
     """The speed-only settings (`runs.SPEED_ONLY`) whose value differs between `runs`."""
     keys = sorted({key for run in runs for key in run.speed})
@@ -190,7 +199,8 @@ def compare(root: Path, out_dir: Path | None = None, runs: list[RunRecord] | Non
             if plot(group, path):
                 plots.setdefault(group.number, []).append(path)
     everywhere = {k: v for k, v in shared_params(runs).items() if k in ("data.name", "model.name")}
-    write_report(out_dir / "report.html", str(root), groups, tables, plots, everywhere, folded)
+    links = {run_id(run, root): run_link(run, out_dir) for run in runs}
+    write_report(out_dir / "report.html", str(root), groups, tables, plots, everywhere, folded, links)
     return table
 
 

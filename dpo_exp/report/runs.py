@@ -54,6 +54,7 @@ class RunRecord:
     history: pd.DataFrame | None = None  # metrics.csv
     sweep: str | None = None  # the sweep folder (or W&B group) it belongs to
     speed: dict[str, Any] = field(default_factory=dict)  # its SPEED_ONLY settings
+    url: str | None = None  # where to open it: None for a folder on disk (linked by its path)
 
     @property
     def final(self) -> dict[str, float]:
@@ -135,6 +136,7 @@ def read_wandb_runs(project: str, group: str | None = None) -> list[RunRecord]:
         sweep = getattr(run, "group", None) or None
         record = RunRecord(Path(run.name), status, params, summary, history=history, sweep=sweep)
         record.speed = speed_params(dict(run.config))
+        record.url = getattr(run, "url", None) or ""  # "": a W&B run without a page, no link
         records.append(record)
     return records
 

@@ -249,7 +249,11 @@ def test_report_html_holds_every_table_and_plot_in_one_file(mixed_root: Path):
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)">', page)
     assert sorted(name for name, _ in images) == sorted(path.stem for path in out.glob("group*.png"))
     assert all(base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n" for _, data in images)
-    assert not re.search(r'(src|href)="(?!data:)', page)  # nothing fetched from elsewhere
+    assert not re.search(r'src="(?!data:)', page)  # nothing fetched from elsewhere
+    # Each run's name links to its folder, relative to the page: it opens after the folder moves.
+    links = dict((name, href) for href, name in re.findall(r'<a href="([^"]+)">([^<]+)</a>', page))
+    assert len(links) == 12 and links["runs/dpo_single"] == "../runs/dpo_single/"
+    assert all((out / href / "summary.json").exists() for href in links.values())
     assert "0_beta=0.1,loss=dpo" in page and "Shared: loss=dpo, β=2" in page
 
 
