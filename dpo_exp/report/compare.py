@@ -4,17 +4,19 @@ Reads only what runs wrote (summary.json, config.yaml, metrics.csv, failed.txt; 
 grouped by what they share (a sweep, or single runs with the same settings but loss, β, seed and
 rounds, see `runs.py`); in each group only the settings that differ become columns and legend
 entries, the rest its header. Writes into `<folder>/compare/`: `runs.csv` (every run, its group),
-`runs.md` (a table per group), per group `group<n>_metrics_vs_step.png`, `group<n>_final_vs_beta.png`
-(when β varies) and `group<n>_frontier.png` (when runs carry `eval/true_reward` and `eval/kl`), and
-`report.html`, all of it in one file. With `--rescore-beta`, runs trained with
-`save_eval_logps=true` are re-scored at other β (and losses) without a model, into `rescored.csv`
-and `rescored.md`.
+`runs.md` (a table per group, and where a setting ran with several seeds, its mean ± sd over them),
+`seeds.csv` (those means and sds as numbers), per group `group<n>_metrics_vs_step.png`,
+`group<n>_final_vs_beta.png` (when β varies) and `group<n>_frontier.png` (when runs carry
+`eval/true_reward` and `eval/kl`), and `report.html`, all of it in one file. With `--rescore-beta`,
+runs trained with `save_eval_logps=true` are re-scored at other β (and losses) without a model, into
+`rescored.csv` and `rescored.md`.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ from dpo_exp.report.runs import (
     shared_params,
     varying_params,
 )
+from dpo_exp.report.seeds import folded_table, seed_stats
 from dpo_exp.training.eval_logps import load_eval_logps, rescore, rescore_refusal, saved_steps
 from dpo_exp.training.run_files import FAILED, SUMMARY
 
@@ -109,6 +112,7 @@ def group_table(group: RunGroup, root: Path) -> pd.DataFrame:
     for run in group.runs:
         row: dict[str, Any] = {short(key): run.params.get(key) for key in group.varying}
         row["status"] = run.status
+        row.update({key: run.speed.get(key) for key in speed_varying(group.runs)})
         row.update(metric_columns(group.runs, run))
         row["run"] = run_id(run, root)
         if any(other.error for other in group.runs):
@@ -117,6 +121,20 @@ def group_table(group: RunGroup, root: Path) -> pd.DataFrame:
     leading = [short(key) for key in group.varying]
     table = pd.DataFrame(rows).rename(columns=SHOWN_NAMES)
     return table.sort_values(leading, kind="stable") if leading else table
+
+
+def run_link(run: RunRecord, out_dir: Path) -> str:
+    """Where report.html links a run: its folder, relative to the report (the page still finds it
+    when the folder holding both moves), or its W&B page."""
+    if run.url is not None:
+        return run.url
+    return Path(os.path.relpath(run.path.resolve(), out_dir.resolve())).as_posix() + "/"
+
+
+def speed_varying(runs: list[RunRecord]) -> list[str]:
+    """The speed-only settings (`runs.SPEED_ONLY`) whose value differs between `runs`."""
+    keys = sorted({key for run in runs for key in run.speed})
+    return [key for key in keys if len({repr(run.speed.get(key)) for run in runs}) > 1]
 
 
 def run_id(run: RunRecord, root: Path) -> str:
@@ -166,7 +184,12 @@ def compare(root: Path, out_dir: Path | None = None, runs: list[RunRecord] | Non
     table = build_table(runs, root, groups)
     table.to_csv(out_dir / "runs.csv", index=False)
     tables = {group.number: group_table(group, root) for group in groups}
-    sections = [f"## {group_heading(group)}\n\n{format_markdown(tables[group.number])}" for group in groups]
+    folded = write_seed_tables(groups, out_dir)
+    sections = [
+        f"## {group_heading(group)}\n\n{format_markdown(tables[group.number])}"
+        + (f"\n{SEEDS_HEADING}\n\n{format_markdown(folded[group.number])}" if group.number in folded else "")
+        for group in groups
+    ]
     (out_dir / "runs.md").write_text("\n".join(sections))
     plots: dict[int, list[Path]] = {}
     for group in groups:
@@ -176,14 +199,34 @@ def compare(root: Path, out_dir: Path | None = None, runs: list[RunRecord] | Non
             if plot(group, path):
                 plots.setdefault(group.number, []).append(path)
     everywhere = {k: v for k, v in shared_params(runs).items() if k in ("data.name", "model.name")}
-    write_report(out_dir / "report.html", str(root), groups, tables, plots, everywhere)
+    links = {run_id(run, root): run_link(run, out_dir) for run in runs}
+    write_report(out_dir / "report.html", str(root), groups, tables, plots, everywhere, folded, links)
     return table
+
+
+SEEDS_HEADING = "Seeds folded: mean ± sd of the final metrics over each setting's finished runs"
+
+
+def write_seed_tables(groups: list[RunGroup], out_dir: Path) -> dict[int, pd.DataFrame]:
+    """`seeds.csv` (every group's settings with more than one run: mean and sd as numbers); return
+    each such group's table as text ("mean ± sd"), for runs.md, the report and the terminal."""
+    stats = {group.number: seed_stats(group) for group in groups}
+    stats = {number: table for number, table in stats.items() if table is not None}
+    (out_dir / "seeds.csv").unlink(missing_ok=True)  # from an earlier comparison of other runs
+    if stats:
+        frames = [table.assign(group=number) for number, table in stats.items()]
+        pd.concat(frames, ignore_index=True).to_csv(out_dir / "seeds.csv", index=False)
+    return {number: folded_table(table) for number, table in stats.items()}
 
 
 def print_groups(root: Path, out_dir: Path, runs: list[RunRecord]) -> None:
     for group in group_runs(runs, root):
         print(f"\n{group_heading(group)}")
         print(terminal_table(group_table(group, root)))
+        stats = seed_stats(group)
+        if stats is not None:
+            print(f"  {SEEDS_HEADING}")
+            print(folded_table(stats).rename(columns=TERMINAL_NAMES).to_string(index=False))
         for run in group.runs:
             if run.status == "failed":
                 print(f"  failed: {run_id(run, root)}: {run.error}")

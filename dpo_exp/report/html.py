@@ -1,7 +1,8 @@
 """`report.html`: the comparison as one self-contained page (tables and plots inside it), to share.
 
 Each group gets a section: its title, what its runs share, a table of what differs and how each
-run ended, and its plots, embedded as PNG data. No script, no stylesheet or image from elsewhere.
+run ended (each run a link to its folder), and its plots, embedded as PNG data. No script, no
+stylesheet or image from elsewhere.
 """
 
 from __future__ import annotations
@@ -44,8 +45,16 @@ def breakable(name: str) -> str:
     return html.escape(name).replace("/", "/<wbr>")
 
 
-def table_html(table: pd.DataFrame) -> str:
-    """The table, numbers right-aligned, a failed or incomplete run's row coloured by its status."""
+def cell_html(column: str, value: Any, links: dict[str, str]) -> str:
+    """A cell's text; a run's name as a link to its folder (or page) where it has one."""
+    text = html.escape(cell(value))
+    href = links.get(str(value)) if column == "run" else None
+    return f'<a href="{html.escape(href)}">{text}</a>' if href else text
+
+
+def table_html(table: pd.DataFrame, links: dict[str, str] | None = None) -> str:
+    """The table, numbers right-aligned, a failed or incomplete run's row coloured by its status, each
+    run's name a link (`links`: run name -> href)."""
     text_columns = {
         column
         for column in table.columns
@@ -59,7 +68,7 @@ def table_html(table: pd.DataFrame) -> str:
     for row in table.to_dict(orient="records"):
         cells = "".join(
             f'<td class="{"text" if column in text_columns else "num"}{" path" if column == "run" else ""}">'
-            f"{html.escape(cell(row[column]))}</td>"
+            f"{cell_html(column, row[column], links or {})}</td>"
             for column in table.columns
         )
         rows.append(f'<tr class="{html.escape(str(row.get("status", "")))}">{cells}</tr>')
@@ -83,8 +92,11 @@ def write_report(
     tables: dict[int, pd.DataFrame],
     plots: dict[int, list[Path]],
     everywhere: dict[str, Any],
+    folded: dict[int, pd.DataFrame] | None = None,
+    links: dict[str, str] | None = None,
 ) -> None:
-    """One page: a header, then per group its shared settings, table and plots."""
+    """One page: a header, then per group its shared settings, table (each run linked, `links`; and
+    `folded`: its mean ± sd over seeds) and plots."""
     runs = sum(len(group.runs) for group in groups)
     failed = sum(run.status == "failed" for group in groups for run in group.runs)
     parts = [
@@ -97,7 +109,10 @@ def write_report(
         parts.append(f"<section><h2>{group.number}. {html.escape(group.title)}</h2>")
         if group.shared:
             parts.append(f'<p class="shared">Shared: {html.escape(shared_text(group.shared))}</p>')
-        parts.append(table_html(tables[group.number]))
+        parts.append(table_html(tables[group.number], links))
+        if folded and group.number in folded:
+            parts.append('<p class="shared">Seeds folded: mean ± sd over each setting\'s finished runs</p>')
+            parts.append(table_html(folded[group.number]))
         parts += [image_html(plot) for plot in plots.get(group.number, [])]
         parts.append("</section>")
     page = (

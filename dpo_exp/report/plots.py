@@ -22,6 +22,7 @@ from matplotlib.ticker import FormatStrFormatter  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
 from dpo_exp.report.runs import RunGroup, RunRecord  # noqa: E402
+from dpo_exp.report.style import RunColours, beta_axis, thin_tick_labels  # noqa: E402
 
 DPI = 100
 PANEL = (3.6, 2.6)  # inches per small multiple
@@ -36,6 +37,10 @@ FINAL_METRICS = (
     "eval/true_reward",
     "eval/kl",
 )
+# A loss's own scale: IPO's loss near 25 beside DPO's near 0.7 on one axis flattens one of them, so
+# where a group holds several losses each gets its own panel of these metrics.
+LOSS_METRICS = ("train/loss", "val/loss")
+MARKER = {"marker": "o", "markersize": 3}  # a run evaluated once is a point, not an empty panel
 STEP_METRICS = (
     "train/loss",
     "val/loss",
@@ -75,9 +80,30 @@ def line_keys(group: RunGroup) -> list[str]:
     return [key for key in group.varying if key != "seed"]
 
 
-def colours(count: int) -> list[Any]:
-    cmap = plt.get_cmap("tab10" if count <= 10 else "tab20" if count <= 20 else "viridis")
-    return [cmap(i if count <= 20 else i / max(count - 1, 1)) for i in range(count)]
+def panels(runs: list[RunRecord], metrics: list[str], has: Any) -> list[tuple[str, str | None]]:
+    """(metric, loss) per panel: a loss metric once per loss where `runs` hold several losses (each
+    on its own scale), every other metric once (loss None: every run). `has(run, metric)` says
+    whether a run has figures of that metric."""
+    result: list[tuple[str, str | None]] = []
+    for metric in metrics:
+        losses = list(dict.fromkeys(str(run.params.get("loss.name")) for run in runs if has(run, metric)))
+        if metric in LOSS_METRICS and len(losses) > 1:
+            result += [(metric, loss) for loss in losses]
+        else:
+            result.append((metric, None))
+    return result
+
+
+def in_panel(runs: list[RunRecord], loss: str | None) -> list[RunRecord]:
+    return runs if loss is None else [run for run in runs if str(run.params.get("loss.name")) == loss]
+
+
+def panel_title(metric: str, loss: str | None) -> str:
+    return metric if loss is None else f"{metric} ({loss})"
+
+
+def has_history(run: RunRecord, metric: str) -> bool:
+    return run.history is not None and metric in run.history
 
 
 def grid(count: int, legend: bool) -> tuple[plt.Figure, list[plt.Axes]]:
@@ -127,58 +153,75 @@ def history_of(runs: list[RunRecord], metric: str) -> pd.DataFrame | None:
 
 
 def plot_metrics_vs_step(group: RunGroup, path: Path) -> bool:
-    """Each metric against step: a panel per metric, a line per setting (seeds averaged, band)."""
-    metrics = [m for m in STEP_METRICS if any(r.history is not None and m in r.history for r in group.runs)]
+    """Each metric against step, from step 0: a panel per metric (per loss for a loss), a line per
+    setting (seeds averaged, band), a marker at each evaluation."""
+    metrics = [m for m in STEP_METRICS if any(has_history(run, m) for run in group.runs)]
     if not metrics:
         return False
     lines = series(group.runs, line_keys(group))
-    figure, axes = grid(len(metrics), legend=True)
-    for axis, metric in zip(axes, metrics, strict=True):
-        for colour, (label, runs) in zip(colours(len(lines)), lines.items(), strict=True):
-            points = history_of(runs, metric)
+    colours = RunColours(group)
+    layout = panels(group.runs, metrics, has_history)
+    figure, axes = grid(len(layout), legend=True)
+    drawn: dict[str, Any] = {}  # label -> a line, for the legend: each line once, whichever panel
+    for axis, (metric, loss) in zip(axes, layout, strict=True):
+        for label, runs in lines.items():
+            points = history_of(in_panel(runs, loss), metric)
             if points is None:
                 continue
-            axis.plot(points.index, points["mean"], color=colour, label=label, linewidth=1.2)
+            colour = colours.shade(runs[0])
+            (drawn[label],) = axis.plot(
+                points.index, points["mean"], color=colour, label=label, linewidth=1.2, **MARKER
+            )
             if len(runs) > 1:
                 axis.fill_between(points.index, points["min"], points["max"], color=colour, alpha=0.2)
-        axis.set_title(metric, fontsize="medium")
+        axis.set_title(panel_title(metric, loss), fontsize="medium")
         axis.set_xlabel("step")
         plain_numbers(axis)
-    handles, labels = axes[0].get_legend_handles_labels()
     seeds = " (mean over seeds, band: min-max)" if "seed" in group.varying else ""
-    legend(figure, handles, labels)
+    ordered = [label for label in lines if label in drawn]
+    legend(figure, [drawn[label] for label in ordered], ordered)
     figure.suptitle(f"{group.title}: metrics against step{seeds}", fontsize="medium")
     save(figure, path)
     return True
 
 
+def beta_stats(runs: list[RunRecord], metric: str) -> pd.DataFrame:
+    """Mean and sd of `metric` over `runs` at each β, in order of β (empty where none has it)."""
+    values = [(run.params.get("beta"), run.final[metric]) for run in runs if metric in run.final]
+    points = pd.DataFrame(values, columns=["beta", "value"])
+    return points.groupby("beta")["value"].agg(["mean", "std"]).sort_index()
+
+
 def plot_final_vs_beta(group: RunGroup, path: Path) -> bool:
-    """Final metrics against β, a line per other setting: mean over seeds, bars at ± one sd."""
+    """Final metrics against β (per loss for a loss), a line per other setting: mean over seeds,
+    bars at ± one sd; a tick at each β that ran."""
     finished = [run for run in group.runs if run.status == "finished"]
     metrics = [name for name in FINAL_METRICS if any(name in run.final for run in finished)]
-    betas = {run.params["beta"] for run in finished if "beta" in run.params}
+    betas = sorted({run.params["beta"] for run in finished if "beta" in run.params})
     if len(betas) < 2 or not metrics:
         return False
-    others = [key for key in line_keys(group) if key != "beta"]
-    lines = series(finished, others)
-    figure, axes = grid(len(metrics), legend=len(lines) > 1)
-    for axis, metric in zip(axes, metrics, strict=True):
-        for colour, (label, runs) in zip(colours(len(lines)), lines.items(), strict=True):
-            values = [(run.params.get("beta"), run.final[metric]) for run in runs if metric in run.final]
-            points = pd.DataFrame(values, columns=["beta", "value"])
-            if points.empty:
+    lines = series(finished, [key for key in line_keys(group) if key != "beta"])
+    colours = RunColours(group)
+    layout = panels(finished, metrics, lambda run, metric: metric in run.final)
+    figure, axes = grid(len(layout), legend=len(lines) > 1)
+    drawn: dict[str, Any] = {}
+    for axis, (metric, loss) in zip(axes, layout, strict=True):
+        for label, runs in lines.items():
+            stats = beta_stats(in_panel(runs, loss), metric)
+            if stats.empty:
                 continue
-            stats = points.groupby("beta")["value"].agg(["mean", "std"]).sort_index()
             error = stats["std"].fillna(0)
-            axis.errorbar(
-                stats.index, stats["mean"], yerr=error, marker="o", ms=4, capsize=3, color=colour, label=label
-            )
-        axis.set(title=f"final {metric}", xlabel="β", xscale="log")
+            style = {"marker": "o", "ms": 4, "capsize": 3, "color": colours.hue(runs[0]), "label": label}
+            drawn[label] = axis.errorbar(stats.index, stats["mean"], yerr=error, **style)
+        axis.set(title=f"final {panel_title(metric, loss)}", xlabel="β")
+        beta_axis(axis, betas)
         axis.title.set_fontsize("medium")
         plain_numbers(axis)
     if len(lines) > 1:
-        legend(figure, *axes[0].get_legend_handles_labels())
+        ordered = [label for label in lines if label in drawn]
+        legend(figure, [drawn[label] for label in ordered], ordered)
     figure.suptitle(f"{group.title}: final metrics against β (mean ± sd over seeds)", fontsize="medium")
+    thin_tick_labels(figure, axes)
     save(figure, path)
     return True
 
@@ -260,7 +303,9 @@ def plot_frontier(group: RunGroup, path: Path) -> bool:
     figure = plt.figure(figsize=(PANEL[0] * 2 + LEGEND_WIDTH, PANEL[1] * 2), dpi=DPI)
     axis = figure.add_axes((0.09, 0.11, 0.62, 0.8))
     anchors, texts = [], []
-    for colour, (label, runs) in zip(colours(len(lines)), lines.items(), strict=True):
+    colours = RunColours(group)
+    for label, runs in lines.items():
+        colour = colours.hue(runs[0])
         kls = [run.final["eval/kl"] for run in runs]
         rewards = [run.final["eval/true_reward"] for run in runs]
         axis.scatter(kls, rewards, color=colour, s=12, alpha=0.35, linewidths=0)

@@ -1,8 +1,9 @@
 """Run folders read back, their settings flattened, and runs grouped by what they share.
 
 A group is the members of one sweep (a folder Hydra's multirun made, or one W&B group), or the
-single runs that share every setting but the loss, β, seed and online rounds. Within a group only
-the settings that differ name its runs; the settings it shares are its header.
+single runs that share every setting but the loss, β, seed and online rounds (and the switches that
+only make a run faster). Within a group only the settings that differ name its runs; the settings it
+shares are its header.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ EXPERIMENT_DERIVED = ("model.path", "model.ref_path", "data.train_path", "data.v
                       "data.source", "data.options")  # fmt: skip
 # The built-in experiment's own sections: they change nothing in a run on a fixed dataset.
 EXPERIMENT_ONLY = ("task.", "sft.", "sample.", "evaluate.", "online.")
+# Paths to the same numbers, only faster (conf/config.yaml's `speed:`, `fast_paths` in
+# training/run.py): runs that differ in them alone learn the same, so they group and fold as one
+# setting; each run's own values are kept apart (`RunRecord.speed`), for the table beside tokens/s.
+SPEED_ONLY = ("speed.head_on_completions", "speed.share_prompt", "speed.pack", "speed.logits_chunk",
+              "speed.peak_flops", "reference.cache", "model.activation_checkpointing")  # fmt: skip
 # Settings single runs may differ in and still be compared in one group.
 AXES = ("loss.", "beta", "seed", "online.")
 # Listed first when they differ; the others follow in name order.
@@ -48,6 +54,8 @@ class RunRecord:
     error: str = ""
     history: pd.DataFrame | None = None  # metrics.csv
     sweep: str | None = None  # the sweep folder (or W&B group) it belongs to
+    speed: dict[str, Any] = field(default_factory=dict)  # its SPEED_ONLY settings
+    url: str | None = None  # where to open it: None for a folder on disk (linked by its path)
 
     @property
     def final(self) -> dict[str, float]:
@@ -84,13 +92,15 @@ def is_earlier_round(folder: Path) -> bool:
 
 
 def read_run(path: Path) -> RunRecord:
-    params = read_params(path)
+    flat = read_config(path)
+    params = useful_params(flat)
     if (path / SUMMARY).exists():
         record = RunRecord(path, "finished", params, summary=json.loads((path / SUMMARY).read_text()))
     elif (path / FAILED).exists():
         record = RunRecord(path, "failed", params, error=failure_reason(path))
     else:
         record = RunRecord(path, "incomplete", params)
+    record.speed = speed_params(flat)
     if (path / METRICS).exists():
         record.history = read_metrics(path / METRICS)
     if any((path.parent / marker).exists() for marker in SWEEP_MARKERS):
@@ -125,7 +135,10 @@ def read_wandb_runs(project: str, group: str | None = None) -> list[RunRecord]:
         )
         params = useful_params(dict(run.config))
         sweep = getattr(run, "group", None) or None
-        records.append(RunRecord(Path(run.name), status, params, summary, history=history, sweep=sweep))
+        record = RunRecord(Path(run.name), status, params, summary, history=history, sweep=sweep)
+        record.speed = speed_params(dict(run.config))
+        record.url = getattr(run, "url", None) or ""  # "": a W&B run without a page, no link
+        records.append(record)
     return records
 
 
@@ -136,25 +149,33 @@ def wandb_metrics(summary: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in last.items() if isinstance(v, int | float)}
 
 
-def read_params(path: Path) -> dict[str, Any]:
-    """The resolved config when the run got far enough to write it, else Hydra's composed copy."""
+def read_config(path: Path) -> dict[str, Any]:
+    """The resolved config, flattened, when the run got far enough to write it, else Hydra's
+    composed copy."""
     for candidate in (path / "config.yaml", path / ".hydra" / "config.yaml"):
         if candidate.exists():
             config = yaml.safe_load(candidate.read_text()) or {}
-            return useful_params(pd.json_normalize(config, sep=".").iloc[0].to_dict())
+            return pd.json_normalize(config, sep=".").iloc[0].to_dict()
     return {}
 
 
+def speed_params(flat: dict[str, Any]) -> dict[str, Any]:
+    return {key: flat[key] for key in SPEED_ONLY if key in flat}
+
+
 def useful_params(flat: dict[str, Any]) -> dict[str, Any]:
-    """The settings that decide what a run learns: not those that name or place it, not the
-    experiment's stage outputs or (on a fixed dataset) its unused sections, not β where the loss
-    has none."""
+    """The settings that decide what a run learns: not those that name or place it or only make it
+    faster, not the experiment's stage outputs or (on a fixed dataset) its unused sections, not β
+    where the loss has none."""
     experiment = any(key.startswith("task.") for key in flat)
     unused = EXPERIMENT_DERIVED if experiment else EXPERIMENT_ONLY
     params = {
         key: value
         for key, value in flat.items()
-        if key not in IGNORED_PARAMS and not key.startswith(IGNORED_PREFIXES) and not key.startswith(unused)
+        if key not in IGNORED_PARAMS
+        and key not in SPEED_ONLY
+        and not key.startswith(IGNORED_PREFIXES)
+        and not key.startswith(unused)
     }
     if "loss.name" in params and not takes_beta(str(params["loss.name"])):
         params.pop("beta", None)

@@ -13,8 +13,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 import yaml
+from matplotlib.colors import to_hex
 from PIL import Image
 
+from dpo_exp.report import plots
 from dpo_exp.report.compare import (
     build_table,
     compare,
@@ -29,11 +31,22 @@ from dpo_exp.training.run_files import write_failure
 
 
 def write_run(
-    root: Path, name: str, *, loss: str, beta: float, seed: int, val_losses: list[float], lr=5e-4, **final
+    root: Path,
+    name: str,
+    *,
+    loss: str,
+    beta: float,
+    seed: int,
+    val_losses: list[float],
+    lr=5e-4,
+    sections: dict | None = None,
+    **final,
 ):
+    """A finished run's folder; `sections` adds config sections (`{"speed": {"pack": True}}`)."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
     config = {"loss": {"name": loss}, "beta": beta, "seed": seed, "optim": {"lr": lr}, "run_name": name}
+    config.update(sections or {})
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     steps = list(range(len(val_losses)))
     pd.DataFrame({"step": steps, "val/loss": val_losses}).to_csv(run_dir / "metrics.csv", index=False)
@@ -192,26 +205,23 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def test_plots_keep_one_readable_size_however_many_runs(mixed_root: Path, tmp_path: Path):
-    big = tmp_path / "big"
+    big = tmp_path / "big"  # 36 runs of the two losses of the 6-run grid in mixed_root
     mark_sweep(big)
     for number, (beta, loss, seed) in enumerate(
-        itertools.product((0.01, 0.1, 0.5, 1, 2, 4), ("dpo", "ipo", "kto"), (0, 1))
+        itertools.product((0.01, 0.1, 0.5, 1, 2, 4), ("dpo", "ipo"), (0, 1, 2))
     ):
         write_run(big, f"{number}_member", loss=loss, beta=beta, seed=seed, val_losses=[0.69, 0.5, 0.4],
                   **{"eval/true_reward": 0.5, "eval/kl": 1.0})  # fmt: skip
     compare(big)
     compare(mixed_root)
-    sizes = {
-        name: png_size(big / "compare" / f"group1_{name}.png")
-        for name in ("metrics_vs_step", "final_vs_beta")
-    }
-    assert sizes["metrics_vs_step"] == (
-        640,
-        300,
-    )  # one metric: a 3.6 x 2.6 in panel, a 2.8 in legend; 100 dpi
-    assert sizes["final_vs_beta"] == (1360, 300)  # 3 final metrics: 3 panels, the legend
-    small = png_size(mixed_root / "compare" / "group1_metrics_vs_step.png")  # the 6-run grid
-    assert small == sizes["metrics_vs_step"]
+    names = ("metrics_vs_step", "final_vs_beta")
+    sizes = {name: png_size(big / "compare" / f"group1_{name}.png") for name in names}
+    # val/loss, a panel per loss: two 3.6 x 2.6 in panels and a 2.8 in legend; 100 dpi
+    assert sizes["metrics_vs_step"] == (1000, 300)
+    # val/loss per loss, true reward, KL: 4 panels, 3 to a row, the legend
+    assert sizes["final_vs_beta"] == (1360, 560)
+    small = {name: png_size(mixed_root / "compare" / f"group1_{name}.png") for name in names}  # 6-run grid
+    assert small == sizes
     for path in [*(big / "compare").glob("*.png"), *(mixed_root / "compare").glob("*.png")]:
         assert png_size(path)[0] < 2000, path
 
@@ -239,11 +249,16 @@ def test_report_html_holds_every_table_and_plot_in_one_file(mixed_root: Path):
     compare(mixed_root)
     out = mixed_root / "compare"
     page = (out / "report.html").read_text()
-    assert page.count("<section>") == 4 and page.count("<table>") == 4
+    # A table per group, and the seed sweep's mean ± sd over its seeds.
+    assert page.count("<section>") == 4 and page.count("<table>") == 5
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)">', page)
     assert sorted(name for name, _ in images) == sorted(path.stem for path in out.glob("group*.png"))
     assert all(base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n" for _, data in images)
-    assert not re.search(r'(src|href)="(?!data:)', page)  # nothing fetched from elsewhere
+    assert not re.search(r'src="(?!data:)', page)  # nothing fetched from elsewhere
+    # Each run's name links to its folder, relative to the page: it opens after the folder moves.
+    links = dict((name, href) for href, name in re.findall(r'<a href="([^"]+)">([^<]+)</a>', page))
+    assert len(links) == 12 and links["runs/dpo_single"] == "../runs/dpo_single/"
+    assert all((out / href / "summary.json").exists() for href in links.values())
     assert "0_beta=0.1,loss=dpo" in page and "Shared: loss=dpo, β=2" in page
 
 
@@ -273,3 +288,151 @@ def test_beta_is_a_column_when_a_loss_without_one_sits_beside_a_loss_with_one(tm
     assert list(series(group.runs, group.varying)) == ["loss=dpo β=1", "loss=rft"]
     compare(tmp_path)
     assert not (tmp_path / "compare" / "group1_final_vs_beta.png").exists()  # one β: no line to draw
+
+
+def test_runs_that_differ_only_in_speed_switches_are_one_group_and_one_line(tmp_path: Path):
+    """Switches documented as "same numbers, only faster" split no group; the table still says which
+    run took which path. trainer.precision changes the numbers: it still sets a run apart."""
+    fast = {"speed": {"pack": True, "logits_chunk": 256, "share_prompt": True}, "reference": {"cache": True},
+            "model": {"name": "tiny", "activation_checkpointing": True}}  # fmt: skip
+    slow = {"speed": {"pack": False, "logits_chunk": None, "share_prompt": False},
+            "reference": {"cache": False},
+            "model": {"name": "tiny", "activation_checkpointing": False}}  # fmt: skip
+    write_run(tmp_path, "fast", loss="dpo", beta=0.1, seed=0, val_losses=[0.69, 0.5], sections=fast)
+    write_run(tmp_path, "slow", loss="dpo", beta=0.1, seed=1, val_losses=[0.69, 0.6], sections=slow)
+    bf16 = {**slow, "trainer": {"precision": "bf16-mixed"}}
+    write_run(tmp_path, "bf16", loss="dpo", beta=0.1, seed=0, val_losses=[0.69, 0.6], sections=bf16)
+    runs = read_runs(tmp_path)
+    groups = group_runs(runs, tmp_path)
+    (pair,) = [group for group in groups if len(group.runs) == 2]
+    assert sorted(run.path.name for run in pair.runs) == ["fast", "slow"] and pair.varying == ["seed"]
+    assert len(groups) == 2  # bf16 apart: another precision, other numbers
+    assert list(series(pair.runs, [key for key in pair.varying if key != "seed"])) == ["mean of 2 runs"]
+    compare(tmp_path)
+    markdown = (tmp_path / "compare" / "runs.md").read_text()
+    assert "speed.pack" in markdown and "reference.cache" in markdown  # which run took which path
+
+
+def test_a_loss_by_beta_by_seed_sweep_folds_seeds_into_mean_and_sd_per_setting(tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    mark_sweep(sweep)
+    for number, (loss, beta, seed) in enumerate(itertools.product(("dpo", "ipo", "kto"), (0.1, 0.5), (0, 1))):
+        final_loss = 0.5 + beta + 0.1 * seed  # seeds 0 and 1: mean 0.55 + beta, sd 0.1 / sqrt(2)
+        write_run(sweep, f"{number}_member", loss=loss, beta=beta, seed=seed, val_losses=[0.69, final_loss],
+                  **{"val/rewards/accuracy": 0.5 + 0.25 * seed})  # fmt: skip
+    write_run(sweep, "12_member", loss="dpo", beta=2.0, seed=0, val_losses=[0.69, 0.4])  # one seed only
+    compare(sweep)
+    stats = pd.read_csv(sweep / "compare" / "seeds.csv")
+    assert len(stats) == 7 and list(stats.columns[:3]) == ["loss", "β", "runs"]
+    row = stats.set_index(["loss", "β"]).loc[("ipo", 0.5)]
+    assert row["runs"] == 2
+    assert row["val/loss mean"] == pytest.approx(1.05)
+    assert row["val/loss sd"] == pytest.approx(0.1 / 2**0.5)
+    assert row["val/rewards/accuracy mean"] == pytest.approx(0.625)
+    alone = stats.set_index(["loss", "β"]).loc[("dpo", 2.0)]
+    assert alone["runs"] == 1 and alone["val/loss mean"] == 0.4 and pd.isna(alone["val/loss sd"])
+    markdown = (sweep / "compare" / "runs.md").read_text()
+    assert "| loss | β | runs | val/loss | val/rewards/accuracy |" in markdown
+    assert "| ipo | 0.5 | 2 | 1.05 ± 0.071 | 0.625 ± 0.18 |" in markdown
+    assert "| dpo | 2 | 1 | 0.4 |  |" in markdown  # a single run: its value, no sd
+    assert "1.05 ± 0.071" in (sweep / "compare" / "report.html").read_text()
+
+
+def test_no_seed_table_where_every_setting_ran_once(tmp_path: Path):
+    write_run(tmp_path, "dpo", loss="dpo", beta=0.1, seed=0, val_losses=[0.69, 0.5])
+    write_run(tmp_path, "ipo", loss="ipo", beta=0.1, seed=1, val_losses=[25.0, 20.0])
+    compare(tmp_path)
+    assert not (tmp_path / "compare" / "seeds.csv").exists()
+    assert "Seeds folded" not in (tmp_path / "compare" / "runs.md").read_text()
+
+
+@pytest.fixture
+def figures(monkeypatch) -> dict[str, plt.Figure]:
+    """The figures compare draws, by file stem, kept open to be read (their files left empty)."""
+    drawn: dict[str, plt.Figure] = {}
+
+    def keep(figure: plt.Figure, path: Path) -> None:
+        drawn[path.stem] = figure
+        path.write_bytes(b"")
+
+    monkeypatch.setattr(plots, "save", keep)
+    yield drawn
+    plt.close("all")
+
+
+def curves(figure: plt.Figure) -> dict[str, dict[str, plt.Line2D]]:
+    """Panel title -> {legend label -> its line}."""
+    return {
+        axis.get_title(): {
+            line.get_label(): line for line in axis.get_lines() if not line.get_label().startswith("_")
+        }
+        for axis in figure.axes
+        if axis.get_visible() and axis.get_title()
+    }
+
+
+def test_curves_start_at_step_0_with_a_marker_at_each_evaluation(tmp_path: Path, figures):
+    write_run(tmp_path, "once", loss="dpo", beta=0.1, seed=0, val_losses=[0.69])  # validated at step 0 only
+    write_run(tmp_path, "twice", loss="dpo", beta=0.5, seed=0, val_losses=[0.69, 0.5])
+    compare(tmp_path)
+    (panel,) = curves(figures["group1_metrics_vs_step"]).values()
+    assert list(panel["β=0.1"].get_xdata()) == [0] and list(panel["β=0.5"].get_xdata()) == [0, 1]
+    assert all(
+        line.get_marker() not in (None, "None", "") and line.get_markersize() > 0 for line in panel.values()
+    )
+
+
+def test_each_loss_gets_its_own_loss_panel_and_other_metrics_stay_shared(tmp_path: Path, figures):
+    write_run(tmp_path, "dpo", loss="dpo", beta=0.1, seed=0, val_losses=[0.69, 0.2], **{"eval/kl": 1.0})
+    write_run(tmp_path, "ipo", loss="ipo", beta=0.1, seed=0, val_losses=[25.0, 48.0], **{"eval/kl": 2.0})
+    for run in ("dpo", "ipo"):  # an accuracy column beside the loss
+        metrics = pd.read_csv(tmp_path / run / "metrics.csv").assign(**{"val/rewards/accuracy": [0.5, 0.7]})
+        metrics.to_csv(tmp_path / run / "metrics.csv", index=False)
+    compare(tmp_path)
+    panels = curves(figures["group1_metrics_vs_step"])
+    assert list(panels) == ["val/loss (dpo)", "val/loss (ipo)", "val/rewards/accuracy"]
+    assert list(panels["val/loss (dpo)"]) == ["loss=dpo"] and list(panels["val/loss (ipo)"]) == ["loss=ipo"]
+    assert list(panels["val/rewards/accuracy"]) == ["loss=dpo", "loss=ipo"]
+
+
+def test_a_run_keeps_its_colour_in_every_figure_and_beta_shades_it(tmp_path: Path, figures):
+    sweep = tmp_path / "sweep"
+    mark_sweep(sweep)
+    for number, (loss, beta) in enumerate(itertools.product(("dpo", "ipo"), (0.1, 1.0))):
+        final = {"eval/true_reward": 0.5 + beta, "eval/kl": 1 + beta}
+        if (loss, beta) == ("dpo", 0.1):
+            final = {}  # no true reward: the frontier's first line is ipo's
+        write_run(sweep, f"{number}_m", loss=loss, beta=beta, seed=0, val_losses=[0.69, 0.5], **final)
+    compare(sweep)
+    steps = curves(figures["group1_metrics_vs_step"])["val/loss (ipo)"]
+    (against_beta,) = [
+        axis for axis in figures["group1_final_vs_beta"].axes if axis.get_title() == "final eval/kl"
+    ]
+    (frontier,) = figures["group1_frontier"].axes
+    hue = labelled_colours(against_beta)["loss=ipo"]
+    assert labelled_colours(frontier)["loss=ipo"] == hue  # the same, though the frontier's first line
+    assert to_hex(steps["loss=ipo β=1"].get_color()) == hue  # the largest β: the hue itself
+    assert to_hex(steps["loss=ipo β=0.1"].get_color()) != hue  # a smaller β: a lighter shade of it
+
+
+def labelled_colours(axis: plt.Axes) -> dict[str, str]:
+    """Legend label -> colour of each line and error-bar line on `axis`."""
+    lines = {line.get_label(): line for line in axis.get_lines()}
+    lines.update({container.get_label(): container.lines[0] for container in axis.containers})
+    return {label: to_hex(line.get_color()) for label, line in lines.items() if not label.startswith("_")}
+
+
+def test_beta_ticks_are_the_betas_that_ran_written_plainly_and_never_overlap(tmp_path: Path, figures):
+    betas = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
+    for beta in betas:
+        write_run(tmp_path, f"b{beta}", loss="dpo", beta=beta, seed=0, val_losses=[0.69, 0.5 - beta / 20])
+    compare(tmp_path)
+    figure = figures["group1_final_vs_beta"]
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    (axis,) = [axis for axis in figure.axes if axis.get_visible()]
+    shown = [label for label in axis.get_xticklabels() if label.get_text()]
+    assert {label.get_text() for label in shown} <= {f"{beta:g}" for beta in betas}
+    assert {"0.01", "5"} <= {label.get_text() for label in shown} and len(shown) >= 5
+    boxes = [label.get_window_extent(renderer) for label in shown]
+    assert all(overlap(a, b) == 0 for a, b in itertools.combinations(boxes, 2))
