@@ -14,8 +14,9 @@ stage cache. A run's gain is its sampled true reward minus its own SFT model's o
 (paired). The table gives, per loss, the mean gain over the evaluation seeds with its 95% interval
 (Student's t over seeds, so it holds the SFT models' spread too), KL(pi || pi_SFT), and the change
 of the held-out pairs' chosen / rejected log-probs from the SFT model. Losses are ranked only where
-intervals separate: a loss's rank is 1 + the number of losses whose whole interval lies above its
-own, so losses that overlap share ranks. The figure plots every loss's reward against its KL (mean
+their difference is clear: a loss's rank is 1 + the number of losses that beat it, A beating B
+where the 95% interval of A's gain minus B's, paired by seed, lies above 0; losses share ranks
+where no paired interval separates them. The figure plots every loss's reward against its KL (mean
 and standard deviation over seeds): the reward-KL frontier of all losses in one figure.
 """
 
@@ -85,11 +86,15 @@ def interval(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def ranks(intervals: dict[str, tuple[float, float, float]]) -> dict[str, int]:
-    """1 + how many losses' whole intervals lie above this one's: overlapping losses share ranks."""
-    return {
-        name: 1 + sum(other[1] > mine[2] for other in intervals.values()) for name, mine in intervals.items()
-    }
+def ranks(gains: dict[str, list[float]]) -> dict[str, int]:
+    """1 + how many losses beat this one, paired by seed: A beats B where the 95% interval of A's
+    gain minus B's, seed by seed (the same SFT model and prompts), lies above 0. Losses no paired
+    interval separates share a rank."""
+
+    def beats(a: list[float], b: list[float]) -> bool:
+        return interval([x - y for x, y in zip(a, b, strict=True)])[1] > 0
+
+    return {name: 1 + sum(beats(other, mine) for other in gains.values()) for name, mine in gains.items()}
 
 
 def choose(points: dict[str, list[float]]) -> str:
@@ -99,7 +104,7 @@ def choose(points: dict[str, list[float]]) -> str:
 
 def table(results: dict[str, list[dict]], chosen: dict[str, str]) -> str:
     gains = {name: interval([r["gain"] for r in runs]) for name, runs in results.items()}
-    ranking = ranks(gains)
+    ranking = ranks({name: [r["gain"] for r in runs] for name, runs in results.items()})
     lines = [
         "| rank | loss | chosen | gain (95% interval) | KL | Δlogp chosen | Δlogp rejected | gain per seed |",
         "|---|---|---|---|---|---|---|---|",
