@@ -132,14 +132,15 @@ def frontier(results: dict[str, list[dict]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 6))
+    figure, axes = plt.subplots(figsize=(11, 8))
     for name, runs in sorted(results.items()):
         kls, rewards = [r["KL"] for r in runs], [r["true_reward"] for r in runs]
         axes.errorbar(statistics.mean(kls), statistics.mean(rewards), xerr=spread(kls), yerr=spread(rewards),
                       fmt="o", capsize=2)  # fmt: skip
         axes.annotate(name, (statistics.mean(kls), statistics.mean(rewards)), fontsize=7, xytext=(3, 3),
                       textcoords="offset points")  # fmt: skip
-    axes.set_xlabel("KL(π ‖ π_SFT), nats per answer")
+    axes.set_xscale("log")  # most losses sit within 0.1-2 nats; a few collapse to 10+
+    axes.set_xlabel("KL(π ‖ π_SFT), nats per answer (log scale)")
     axes.set_ylabel("true reward (sampled, eval prompts)")
     axes.set_title("Reward–KL frontier, every loss at its tuned strength")
     axes.grid(alpha=0.3)
