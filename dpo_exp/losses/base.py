@@ -54,6 +54,12 @@ def check_beta(beta: float) -> None:
         raise ValueError(f"beta must be > 0, got {beta}")
 
 
+def check_label_smoothing(label_smoothing: float) -> None:
+    """A label-flip rate eps in [0, 0.5): at 0.5 the labels carry no preference."""
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+
+
 def check_shapes(*tensors: torch.Tensor) -> None:
     """All per-sequence inputs must be 1-D and the same length: (B,) vs (B, 1) would
     broadcast silently to (B, B)."""
@@ -106,11 +112,15 @@ def dpo_style_output(
 ) -> LossOutput:
     """Output for the reference-based pairwise losses: rewards beta * (policy - ref), and the
     loss's own per-pair gradient scale `grad_weight` = -d loss / d(beta * h), as each loss derives it."""
-    return LossOutput(
-        loss=loss,
-        chosen_rewards=ref_rewards(policy_chosen_logps, ref_chosen_logps, beta),
-        rejected_rewards=ref_rewards(policy_rejected_logps, ref_rejected_logps, beta),
-        metrics={"grad_weight": grad_weight.detach(), **metrics},
+    return reference_output(
+        loss,
+        policy_chosen_logps,
+        policy_rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        beta,
+        grad_weight=grad_weight,
+        **metrics,
     )
 
 

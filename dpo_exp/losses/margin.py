@@ -15,6 +15,7 @@ from dpo_exp.losses.base import (
     DEFAULT_DIVERGENCE_ALPHA,
     LossOutput,
     check_beta,
+    check_label_smoothing,
     check_shapes,
     divergence_margin,
     divergence_scores,
@@ -184,11 +185,6 @@ def _smoothed_logistic(delta: torch.Tensor, beta: float, label_smoothing: float)
     return -F.logsigmoid(beta * delta) * (1 - label_smoothing) - F.logsigmoid(-beta * delta) * label_smoothing
 
 
-def _check_smoothing(label_smoothing: float) -> None:
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
-
-
 def aot_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -211,7 +207,7 @@ def aot_loss(
     Log-probs: SUMMED. Rewards: beta * (policy - ref) per pair.
     """
     check_beta(beta)
-    _check_smoothing(label_smoothing)
+    check_label_smoothing(label_smoothing)
     check_shapes(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     margins, _ = torch.sort(policy_chosen_logps - policy_rejected_logps, dim=0)
     ref_margins, _ = torch.sort(ref_chosen_logps - ref_rejected_logps, dim=0)
@@ -243,7 +239,7 @@ def aot_unpaired_loss(
     Melnyk et al. (2024), arXiv:2406.05882; TRL's `aot_unpaired`. Log-probs: SUMMED.
     """
     check_beta(beta)
-    _check_smoothing(label_smoothing)
+    check_label_smoothing(label_smoothing)
     check_shapes(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     chosen, _ = torch.sort(policy_chosen_logps - ref_chosen_logps, dim=0)
     rejected, _ = torch.sort(policy_rejected_logps - ref_rejected_logps, dim=0)

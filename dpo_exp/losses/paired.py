@@ -9,6 +9,7 @@ from dpo_exp.losses.base import (
     DEFAULT_DIVERGENCE_ALPHA,
     LossOutput,
     check_beta,
+    check_label_smoothing,
     check_shapes,
     divergence_margin,
     divergence_scores,
@@ -45,8 +46,7 @@ def dpo_loss(
     negative when a smoothed pair is pushed back).
     """
     check_beta(beta)
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    check_label_smoothing(label_smoothing)
     logits = beta * divergence_margin(
         policy_chosen_logps,
         policy_rejected_logps,
@@ -226,8 +226,7 @@ def robust_loss(
     = ((1 - eps) * sigmoid(-beta * h) + eps * sigmoid(beta * h)) / (1 - 2 * eps).
     """
     check_beta(beta)
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    check_label_smoothing(label_smoothing)
     logits = beta * divergence_margin(
         policy_chosen_logps,
         policy_rejected_logps,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dpo_exp.losses.base import LossOutput, check_beta, check_shapes, per_token_mean
+from dpo_exp.losses.base import LossOutput, check_beta, check_label_smoothing, check_shapes, per_token_mean
 
 
 def batch_token_nll(policy_chosen_logps: torch.Tensor, chosen_ntokens: torch.Tensor) -> torch.Tensor:
@@ -81,8 +81,7 @@ def cpo_loss(
     """
     check_beta(beta)
     check_shapes(policy_chosen_logps, policy_rejected_logps, chosen_ntokens)
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    check_label_smoothing(label_smoothing)
     if nll_weight < 0:
         raise ValueError(f"nll_weight must be >= 0, got {nll_weight}")
     logits = beta * (policy_chosen_logps - policy_rejected_logps)
