@@ -2,20 +2,17 @@
 
 `python train.py [overrides]` (or `dpo-exp [overrides]`) trains: the built-in experiment when the
 data is a task (`data=arithmetic`, the default; `data=gsm8k`), one training run on a fixed dataset
-otherwise. `dpo-exp sft|sample [overrides]` builds the experiment's first stages only;
-`dpo-exp data-report [overrides]` reports the data a run would train on; `dpo-exp compare <folder>`
-compares run folders.
+otherwise. The `dpo-exp` command's other subcommands are in `dpo_exp.commands`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +30,8 @@ from dpo_exp.config.keys import refuse_unknown_overrides
 from dpo_exp.config.offline import offline_when_local
 from dpo_exp.config.validate import learning_rate_warning
 from dpo_exp.console import is_main_process, quiet_libraries, result, warn
-from dpo_exp.data.module import prepare_data
-from dpo_exp.data.report import format_report
 from dpo_exp.errors import UserError, storage_error
 from dpo_exp.experiment.run import experiment_result, run_experiment
-from dpo_exp.experiment.stages import Task, sample_stage, sft_stage
-from dpo_exp.losses import get_loss
-from dpo_exp.models.loading import load_tokenizer
 from dpo_exp.runtime import keep_freed_memory
 from dpo_exp.training import train
 from dpo_exp.training.checkpoints import checkpoints_of
@@ -269,122 +261,3 @@ def hydra_main(cfg: DictConfig) -> float | None:
         warn(f"objective {cfg.objective!r} is not among this run's metrics: {', '.join(metrics)}")
         return None
     return metrics[cfg.objective]
-
-
-def trains_nothing(command: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
-    """A command that writes no run folder: the one Hydra made for it is removed when it ends."""
-
-    @functools.wraps(command)
-    def wrapper(cfg: DictConfig) -> None:
-        quiet_libraries()
-        try:
-            command(cfg)
-        finally:
-            discard_unused_folder(Path(HydraConfig.get().runtime.output_dir), Path(cfg.output_root))
-
-    return wrapper
-
-
-def require_experiment(cfg: DictConfig, command: str) -> None:
-    if not is_experiment(cfg):
-        raise SystemExit(
-            f"dpo-exp {command}: data={cfg.data.name} is a fixed dataset; it has no {command} stage"
-        )
-
-
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-@trains_nothing
-def sft_main(cfg: DictConfig) -> None:
-    """The experiment's SFT checkpoint only, built or found in the cache (its line names it)."""
-    with errors_as_messages():
-        require_experiment(validated(cfg), "sft")
-        with offline_when_local(cfg):
-            sft_stage(cfg, Task.from_config(cfg.task))
-
-
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-@trains_nothing
-def sample_main(cfg: DictConfig) -> None:
-    """The experiment's SFT checkpoint and its labelled samples only, built or found in the cache."""
-    with errors_as_messages():
-        require_experiment(validated(cfg), "sample")
-        task = Task.from_config(cfg.task)
-        with offline_when_local(cfg):
-            sample_stage(cfg, task, sft_stage(cfg, task))
-
-
-def data_report(cfg: DictConfig) -> str:
-    """The report of both splits as the training run would prepare them; loads no model."""
-    spec = get_loss(cfg.loss.name)
-    if is_experiment(cfg):
-        raise SystemExit(
-            f"dpo-exp data-report: data={cfg.data.name} is sampled by the built-in experiment; "
-            "`dpo-exp sample` builds it and prints its counts"
-        )
-    data = prepare_data(cfg.data, load_tokenizer(cfg.model), paired=spec.paired)
-    return "\n".join(
-        [
-            format_report(data.train.report, f"train data ({cfg.data.name})"),
-            format_report(data.validation.report, f"validation data ({cfg.data.name})"),
-            *data.notes,
-            *(f"warning: {warning}" for warning in data.warnings),
-        ]
-    )
-
-
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-@trains_nothing
-def data_report_main(cfg: DictConfig) -> None:
-    with errors_as_messages(), offline_when_local(cfg):
-        print(data_report(validated(cfg)))
-
-
-def compare_main() -> None:
-    from dpo_exp.report import compare
-
-    compare.main(sys.argv[1:])
-
-
-# The subcommands, what each does in one line, and its entry (run with the subcommand's own
-# arguments in sys.argv[1:]). `train` is also what `dpo-exp [overrides]` runs.
-COMMANDS: dict[str, tuple[str, Callable[[], None]]] = {
-    "train": ("train one run on a dataset, the built-in experiment, or a sweep with -m (the default)", main),
-    "sft": ("the built-in experiment's SFT checkpoint only, built or found in the cache", sft_main),
-    "sample": ("the experiment's SFT checkpoint and its labelled samples only", sample_main),
-    "data-report": ("what a run would train on, both splits, counted; loads no model", data_report_main),
-    "compare": (
-        "tables, plots and an HTML report of the runs under a folder: compare <folder>",
-        compare_main,
-    ),
-}
-
-
-def usage() -> str:
-    """`dpo-exp --help`: the subcommands, one line each (Hydra's help is each command's own)."""
-    width = max(map(len, COMMANDS))
-    lines = [
-        "usage: dpo-exp [train] [key=value ...]       train (see README.md for the settings)",
-        "       dpo-exp <command> [arguments ...]",
-        "",
-        "commands:",
-        *(f"  {name:<{width}}  {about}" for name, (about, _) in COMMANDS.items()),
-        "",
-        "dpo-exp <command> --help shows a command's own help (for train and the stages: its settings,",
-        "as Hydra composes them). Settings are key=value: optim.lr=5e-7 beta=0.1 loss=ipo data=pairs.",
-    ]
-    return "\n".join(lines)
-
-
-def console_main() -> None:
-    """`dpo-exp [train] [overrides]` trains like train.py; `dpo-exp sft|sample|data-report
-    [overrides]` runs one part; `dpo-exp compare <folder>` compares the runs under a folder;
-    `dpo-exp --help` lists these."""
-    command = sys.argv[1] if len(sys.argv) > 1 else None
-    if command in ("-h", "--help"):
-        print(usage())
-    elif command in COMMANDS:
-        check_launcher()
-        sys.argv.pop(1)
-        COMMANDS[command][1]()
-    else:
-        main()

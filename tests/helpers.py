@@ -96,7 +96,7 @@ def train_py(
 def dpo_exp_command(*arguments: str) -> subprocess.CompletedProcess:
     """`dpo-exp arguments` (the console script's own dispatch) in a subprocess from the project root,
     offline."""
-    command = [sys.executable, "-c", "from dpo_exp.cli import console_main; console_main()", *arguments]
+    command = [sys.executable, "-c", "from dpo_exp.commands import console_main; console_main()", *arguments]
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     return subprocess.run(
         command, cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=300

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dpo_exp.cli import data_report, run
+from dpo_exp.cli import run
+from dpo_exp.commands import data_report
 from dpo_exp.data.records import DataError
 from tests.conftest import PREFERENCES
 from tests.helpers import FAST_DATA, FAST_MODEL, FAST_TRAINER, SINGLE_RUN, compose_config

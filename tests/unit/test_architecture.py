@@ -34,7 +34,7 @@ LAYERS = [
     ("training run", {"dpo_exp.training"}),
     ("experiment", {"dpo_exp.experiment"}),
     ("report", {"dpo_exp.report"}),
-    ("entry", {"dpo_exp.config", "dpo_exp.cli"}),
+    ("entry", {"dpo_exp.config", "dpo_exp.cli", "dpo_exp.commands"}),
 ]
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 50

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from dpo_exp.cli import COMMANDS, console_main
+from dpo_exp.commands import COMMANDS, console_main
 
 
 def help_of(monkeypatch, capsys, *arguments: str) -> str:
