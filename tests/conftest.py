@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import copy
 import os
 import shutil
 import tempfile
@@ -23,10 +24,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
     GPT2Config,
     GPTNeoXConfig,
     LlamaConfig,
     Qwen2Config,
+    RobertaConfig,
 )
 
 from dpo_exp.models.tokenizer import build_char_tokenizer  # noqa: E402
@@ -203,3 +206,31 @@ def family_dirs(tmp_path_factory, char_tokenizer) -> dict[str, Path]:
         char_tokenizer.save_pretrained(directory)
         directories[family] = directory
     return directories
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_dir(tmp_path_factory, char_tokenizer) -> Path:
+    """A tiny RoBERTa sentiment classifier (NEGATIVE, POSITIVE) and its tokenizer, loadable by path:
+    the shape of the DPO paper's IMDb reward, siebert/sentiment-roberta-large-english."""
+    directory = tmp_path_factory.mktemp("tiny_roberta_classifier")
+    config = RobertaConfig(
+        vocab_size=len(char_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=130,
+        type_vocab_size=1,
+        pad_token_id=char_tokenizer.pad_token_id,
+        bos_token_id=char_tokenizer.bos_token_id,
+        eos_token_id=char_tokenizer.eos_token_id,
+        num_labels=2,
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1},
+    )
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(directory)
+    tokenizer = copy.deepcopy(char_tokenizer)
+    tokenizer.chat_template = None  # a classifier of plain text, as sentiment models ship
+    tokenizer.save_pretrained(directory)
+    return directory
