@@ -75,7 +75,8 @@ class TaskSchema:
     name: str = MISSING
     problems: str = MISSING  # module:function, (count, **options) -> list[Problem]
     options: dict[str, Any] = field(default_factory=dict)
-    reward: str = MISSING  # module:function, (prompt, completion, answer) -> float
+    reward: str = MISSING  # module:function, (prompt, completion, answer) -> float; or a classifier
+    reward_output: str = "logit:0"  # a classifier's score: logit:<i> or prob:<i or label>
     pass_threshold: float = MISSING
     max_new_tokens: int = MISSING
     splits: SplitsSchema = field(default_factory=SplitsSchema)
@@ -109,6 +110,8 @@ class EvaluateSchema:
     seed: int = MISSING
     table_every: int = MISSING
     table_size: int = MISSING
+    reward: str | None = None  # module:function or a classifier; on a task, null: task.reward
+    reward_output: str = "logit:0"
 
 
 @dataclass
