@@ -13,7 +13,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from dpo_exp.cli import COMMANDS
+from dpo_exp.commands import COMMANDS
 from tests.conftest import GSM8K_CARD, PROJECT_ROOT
 from tests.helpers import dpo_exp_command, train_py
 
