@@ -62,7 +62,7 @@ def test_the_experiment_prints_a_line_per_stage_and_a_labelled_result(tmp_path: 
 
 
 def test_a_data_report_writes_no_run_folder(tmp_path: Path):
-    command = "import sys; from dpo_exp.cli import console_main; sys.argv[0] = 'dpo-exp'; console_main()"
+    command = "import sys; from dpo_exp.commands import console_main; sys.argv[0] = 'dpo-exp'; console_main()"
     arguments = ["data-report", *FAST, f"output_root={tmp_path}"]
     result = subprocess.run(
         [sys.executable, "-c", command, *arguments],
