@@ -2,7 +2,8 @@
 
 `dpo-exp [train] [overrides]` trains as `python train.py` does (`dpo_exp.cli`); `dpo-exp sft|sample
 [overrides]` builds the built-in experiment's first stages only; `dpo-exp data-report [overrides]`
-reports the data a run would train on; `dpo-exp compare <folder>` compares run folders;
+reports the data a run would train on; `dpo-exp evaluate [run=<folder>] [overrides]` gives a
+policy's validation figures without training; `dpo-exp compare <folder>` compares run folders;
 `dpo-exp --help` lists them.
 """
 
@@ -130,8 +131,7 @@ COMMANDS: dict[str, tuple[str, Callable[[], None]]] = {
     "sample": ("the experiment's SFT checkpoint and its labelled samples only", sample_main),
     "data-report": ("what a run would train on, both splits, counted; loads no model", data_report_main),
     "evaluate": (
-        "a model's or a run's validation figures on a preference set, no training: "
-        "evaluate run=<folder> | model.path=<folder>",
+        "a run's or a model's validation figures on a preference set, no training (docs/evaluate.md)",
         evaluate_main,
     ),
     "compare": (
