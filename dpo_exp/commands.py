@@ -2,7 +2,8 @@
 
 `dpo-exp [train] [overrides]` trains as `python train.py` does (`dpo_exp.cli`); `dpo-exp sft|sample
 [overrides]` builds the built-in experiment's first stages only; `dpo-exp data-report [overrides]`
-reports the data a run would train on; `dpo-exp compare <folder>` compares run folders;
+reports the data a run would train on; `dpo-exp evaluate [run=<folder>] [overrides]` gives a
+policy's validation figures without training; `dpo-exp compare <folder>` compares run folders;
 `dpo-exp --help` lists them.
 """
 
@@ -20,6 +21,7 @@ from omegaconf import DictConfig
 from dpo_exp.cli import check_launcher, errors_as_messages, main, validated
 from dpo_exp.config import is_experiment
 from dpo_exp.config.defaults import CONF_DIR
+from dpo_exp.config.evaluation import run_arguments, run_evaluation, split_run_argument
 from dpo_exp.config.offline import offline_when_local
 from dpo_exp.console import quiet_libraries
 from dpo_exp.data.module import prepare_data
@@ -98,6 +100,23 @@ def data_report_main(cfg: DictConfig) -> None:
         print(data_report(validated(cfg)))
 
 
+def evaluate_main() -> None:
+    """`dpo-exp evaluate [run=<run folder or checkpoint>] [overrides]`: Hydra composes the command
+    line on the run's own groups (`run_arguments`); `run_evaluation` does the rest."""
+    with errors_as_messages():
+        run, given = split_run_argument(sys.argv[1:])
+        arguments = given if run is None else run_arguments(run, given)
+    sys.argv = [sys.argv[0], *arguments]
+
+    @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+    @trains_nothing
+    def evaluate_command(cfg: DictConfig) -> None:
+        with errors_as_messages():
+            print(run_evaluation(cfg, list(HydraConfig.get().overrides.task), run, given))
+
+    evaluate_command()
+
+
 def compare_main() -> None:
     from dpo_exp.report import compare
 
@@ -111,6 +130,10 @@ COMMANDS: dict[str, tuple[str, Callable[[], None]]] = {
     "sft": ("the built-in experiment's SFT checkpoint only, built or found in the cache", sft_main),
     "sample": ("the experiment's SFT checkpoint and its labelled samples only", sample_main),
     "data-report": ("what a run would train on, both splits, counted; loads no model", data_report_main),
+    "evaluate": (
+        "a run's or a model's validation figures on a preference set, no training (docs/evaluate.md)",
+        evaluate_main,
+    ),
     "compare": (
         "tables, plots and an HTML report of the runs under a folder: compare <folder>",
         compare_main,

@@ -45,13 +45,17 @@ def is_experiment(cfg: DictConfig) -> bool:
     return cfg.data.source == TASK_SOURCE
 
 
-def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
+def validate_config(
+    cfg: DictConfig, overrides: Sequence[str] = (), *, changed: Sequence[str] | None = None
+) -> LossSpec:
     """Fail fast, with the key at fault, on settings that would fail or do nothing; return the loss.
 
     `overrides` are the run's command-line (and sweep) overrides, `key=value`. A key they set, or
     that a config file sets away from what the chosen group options give (`set_keys`), is refused
     where it would do nothing: a setting of the built-in experiment on a fixed dataset, `beta` for a
-    loss without one, a key another setting switches off.
+    loss without one, a key another setting switches off. `changed`, where given, are the keys
+    set instead (a run folder's resolved config, checked again, differs from a fresh composition in
+    every value an interpolation made).
     """
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
@@ -68,7 +72,7 @@ def validate_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> LossSpec:
         check_schema(cfg[section], schema, section)
     spec = get_loss(cfg.loss.name)
     check_loss_options(cfg.loss, spec, cfg.beta)
-    changed = set_keys(cfg, overrides)
+    changed = set_keys(cfg, overrides) if changed is None else list(changed)
     check_unused_beta(spec, changed)
     if is_experiment(cfg):
         check_experiment(cfg, spec)

@@ -11,6 +11,7 @@ import lightning as L
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
+from dpo_exp.console import detail, stage, warn
 from dpo_exp.data.collate import (
     IndexedItem,
     PairCollator,
@@ -21,7 +22,14 @@ from dpo_exp.data.collate import (
     WithReferenceLogps,
 )
 from dpo_exp.data.records import DataError, PreferencePair, Record
-from dpo_exp.data.report import DataReport, build_report, check_not_empty, count_overlap
+from dpo_exp.data.report import (
+    DataReport,
+    build_report,
+    check_not_empty,
+    count_overlap,
+    format_report,
+    truncation_warning,
+)
 from dpo_exp.data.sampling import GlobalBatchSampler, row_length
 from dpo_exp.data.sources import GENERATED, LoadedRecords, load_source, to_unpaired
 from dpo_exp.data.tokenize import tokenize_records
@@ -135,6 +143,41 @@ def prepare_data(data_cfg: Any, tokenizer: Any, *, paired: bool) -> PreparedData
             "training row: their figures measure training data"
         )
     return prepared
+
+
+def announce_data(data: PreparedData, name: str) -> None:
+    """Each split's report (at verbose), and what a run says of its data: truncation, notes, warnings."""
+    for split, report in (("train", data.train.report), ("validation", data.validation.report)):
+        title = f"{split} data ({name})"
+        detail(format_report(report, title))
+        if (warning := truncation_warning(report, title)) is not None:
+            warn(warning)
+    for note in data.notes:
+        stage("data", note)
+    for warning in data.warnings:
+        warn(warning)
+
+
+def evaluated_location(data_cfg: Any) -> Location:
+    """The one set `dpo-exp evaluate` reads whole: `validation_path`, else the dataset's
+    `validation_split`; None when the config names neither."""
+    if data_cfg.get("validation_path"):
+        return str(data_cfg.validation_path)
+    if data_cfg.get("dataset") and data_cfg.get("validation_split"):
+        parts = {key: data_cfg.get(key) for key in ("revision", "subset", "data_dir")}
+        return DatasetSplit(str(data_cfg.dataset), str(data_cfg.validation_split), **parts)
+    return None
+
+
+def prepare_evaluated(data_cfg: Any, tokenizer: Any, *, paired: bool) -> PreparedData:
+    """The set `evaluated_location` names, tokenised and truncated as a run's validation split is.
+    Nothing is trained, so no training rows are read: both splits of the result are this set."""
+    location = evaluated_location(data_cfg)
+    if location is None:
+        raise DataError("data.validation_path: no set to evaluate is named")
+    loaded = load_source(data_cfg.source, location, **dict(data_cfg.get("options") or {}))
+    split = prepare_split(loaded, tokenizer, data_cfg, paired=paired)
+    return PreparedData(train=split, validation=split)
 
 
 def split_collator(

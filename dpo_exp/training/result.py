@@ -85,3 +85,32 @@ def run_result(cfg: DictConfig, summary: dict[str, Any], seconds: float) -> str:
     rows = [(label, [f"{metrics[name]:.4g}"]) for name, label in figures.items() if name in metrics]
     lines = [rule("result"), what_ran(cfg, summary, seconds), *figure_rows(rows), *footer(summary)]
     return "\n".join(lines)
+
+
+def evaluation_result(record: dict[str, Any], path: str) -> str:
+    """The result block of `dpo-exp evaluate`: what was compared on what, its validation figures in
+    the loss's own words, and the file they were written to."""
+    policy, data, reference = record["policy"], record["data"], record["reference"]
+    what = [str(record["loss"])]
+    if record.get("beta") is not None:
+        what.append(f"beta {record['beta']:g}")
+    unit = "pairs" if record["paired"] else "examples"
+    what.append(f"{data['rows']} {unit} of {data['name']}")
+    step = f" (step {policy['step']})" if policy.get("step") is not None else ""
+    against = (
+        "no reference"
+        if reference is None
+        else f"reference: {reference['kind']} {reference.get('path') or ''}"
+    )
+    metrics = record["metrics"]
+    figures = run_figures(get_loss(str(record["loss"])))
+    rows = [(label, [f"{metrics[name]:.4g}"]) for name, label in figures.items() if name in metrics]
+    lines = [
+        rule("evaluation"),
+        " · ".join(what),
+        f"policy: {policy['kind']} {policy['path']}{step}",
+        against.rstrip(),
+        *figure_rows(rows),
+        f"written: {path}",
+    ]
+    return "\n".join(lines)

@@ -22,9 +22,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 from transformers import PreTrainedModel
 
-from dpo_exp.console import detail, stage, warn
-from dpo_exp.data.module import PreparedData, prepare_data
-from dpo_exp.data.report import format_report, truncation_warning
+from dpo_exp.console import stage
+from dpo_exp.data.module import PreparedData, announce_data, prepare_data
 from dpo_exp.devices import allow_tf32, compute_dtype, describe_device, run_precision
 from dpo_exp.errors import ConfigError
 from dpo_exp.losses import LossSpec, get_loss, loss_hyperparameters
@@ -169,20 +168,14 @@ class RunParts:
     auto_loss_options: dict[str, dict[str, Any]]  # how each `auto` option was chosen
 
 
-def assemble_run(cfg: DictConfig) -> RunParts:
-    """Tokenizer, data, policy, reference (or its cached log-probs), module and data module."""
+def assemble_run(cfg: DictConfig, data: PreparedData | None = None) -> RunParts:
+    """Tokenizer, data, policy, reference (or its cached log-probs), module and data module.
+    `data`, when given, is used as prepared (an evaluation's, which reads no training rows)."""
     spec = get_loss(cfg.loss.name)
     tokenizer = load_tokenizer(cfg.model)
-    data = prepare_data(cfg.data, tokenizer, paired=spec.paired)
-    for split, report in (("train", data.train.report), ("validation", data.validation.report)):
-        title = f"{split} data ({cfg.data.name})"
-        detail(format_report(report, title))
-        if (warning := truncation_warning(report, title)) is not None:
-            warn(warning)
-    for note in data.notes:
-        stage("data", note)
-    for warning in data.warnings:
-        warn(warning)
+    if data is None:
+        data = prepare_data(cfg.data, tokenizer, paired=spec.paired)
+        announce_data(data, str(cfg.data.name))
     options, auto_options = resolve_loss_options(cfg.loss, spec, data)
     policy = load_policy(cfg.model, tokenizer)
     cache, reference, scoring = None, None, None

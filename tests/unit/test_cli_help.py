@@ -21,7 +21,7 @@ def help_of(monkeypatch, capsys, *arguments: str) -> str:
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_lists_every_subcommand_with_one_line(monkeypatch, capsys, flag):
     shown = help_of(monkeypatch, capsys, flag)
-    for name in ("train", "sft", "sample", "data-report", "compare"):
+    for name in ("train", "sft", "sample", "data-report", "evaluate", "compare"):
         line = next(line for line in shown.splitlines() if line.strip().startswith(f"{name} "))
         assert COMMANDS[name][0] in line
     assert "== Config ==" not in shown and "Powered by Hydra" not in shown
@@ -31,3 +31,8 @@ def test_a_subcommands_help_is_still_its_own(monkeypatch, capsys):
     shown = help_of(monkeypatch, capsys, "train", "--help")
     assert "== Config ==" in shown and "optim" in shown  # Hydra's: the settings it would compose
     assert "usage: dpo-exp compare" in help_of(monkeypatch, capsys, "compare", "--help")
+
+
+def test_evaluate_has_hydras_help_of_its_settings(monkeypatch, capsys):
+    shown = help_of(monkeypatch, capsys, "evaluate", "--help")
+    assert "== Config ==" in shown and "ref_path" in shown
