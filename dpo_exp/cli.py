@@ -239,6 +239,12 @@ def main() -> None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
     """Train (one run or the built-in experiment); return the `objective` metric, for sweepers."""
+    return train_job(cfg)
+
+
+def train_job(cfg: DictConfig) -> float | None:
+    """What a Hydra main that trains does with the config it composed: validate, claim the run
+    folder (or continue an unfinished one), train, and return the `objective` metric."""
     quiet_libraries()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN

@@ -1,10 +1,11 @@
 """The `dpo-exp` command: its subcommands, each a part of a run or a report.
 
-`dpo-exp [train] [overrides]` trains as `python train.py` does (`dpo_exp.cli`); `dpo-exp sft|sample
-[overrides]` builds the built-in experiment's first stages only; `dpo-exp data-report [overrides]`
-reports the data a run would train on; `dpo-exp evaluate [run=<folder>] [overrides]` gives a
-policy's validation figures without training; `dpo-exp compare <folder>` compares run folders;
-`dpo-exp --help` lists them.
+`dpo-exp [train] [overrides]` trains as `python train.py` does (`dpo_exp.cli`); `dpo-exp sft
+data=demonstrations [overrides]` fine-tunes a model on demonstrations (one training run);
+`dpo-exp sft|sample [overrides]` on the built-in experiment's data builds its first stages only;
+`dpo-exp data-report [overrides]` reports the data a run would train on; `dpo-exp evaluate
+[run=<folder>] [overrides]` gives a policy's validation figures without training; `dpo-exp compare
+<folder>` compares run folders; `dpo-exp --help` lists them.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from dpo_exp.cli import check_launcher, errors_as_messages, main, validated
+from dpo_exp.cli import check_launcher, errors_as_messages, main, train_job, validated
 from dpo_exp.config import is_experiment
 from dpo_exp.config.defaults import CONF_DIR
 from dpo_exp.config.evaluation import run_arguments, run_evaluation, split_run_argument
 from dpo_exp.config.offline import offline_when_local
 from dpo_exp.console import quiet_libraries
+from dpo_exp.data.demonstrations import DEMONSTRATIONS
 from dpo_exp.data.module import prepare_data
 from dpo_exp.data.report import format_report
 from dpo_exp.experiment.stages import Task, sample_stage, sft_stage
@@ -48,14 +50,24 @@ def trains_nothing(command: Callable[[DictConfig], None]) -> Callable[[DictConfi
 
 def require_experiment(cfg: DictConfig, command: str) -> None:
     if not is_experiment(cfg):
+        own = "; SFT on your own demonstrations is data=demonstrations" if command == "sft" else ""
         raise SystemExit(
-            f"dpo-exp {command}: data={cfg.data.name} is a fixed dataset; it has no {command} stage"
+            f"dpo-exp {command}: data={cfg.data.name} is a fixed dataset; it has no {command} stage{own}"
         )
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def sft_main(cfg: DictConfig) -> float | None:
+    """On demonstrations (data=demonstrations), a training run that fine-tunes the named model on
+    them, with its run folder and exported model; else the built-in experiment's SFT checkpoint."""
+    if cfg.data.source == DEMONSTRATIONS:
+        return train_job(cfg)
+    experiment_sft(cfg)
+    return None
+
+
 @trains_nothing
-def sft_main(cfg: DictConfig) -> None:
+def experiment_sft(cfg: DictConfig) -> None:
     """The experiment's SFT checkpoint only, built or found in the cache (its line names it)."""
     with errors_as_messages():
         require_experiment(validated(cfg), "sft")
@@ -127,7 +139,11 @@ def compare_main() -> None:
 # arguments in sys.argv[1:]). `train` is also what `dpo-exp [overrides]` runs.
 COMMANDS: dict[str, tuple[str, Callable[[], None]]] = {
     "train": ("train one run on a dataset, the built-in experiment, or a sweep with -m (the default)", main),
-    "sft": ("the built-in experiment's SFT checkpoint only, built or found in the cache", sft_main),
+    "sft": (
+        "SFT on your demonstrations (data=demonstrations data.train_path=<file>), a run; "
+        "else the experiment's SFT checkpoint",
+        sft_main,
+    ),
     "sample": ("the experiment's SFT checkpoint and its labelled samples only", sample_main),
     "data-report": ("what a run would train on, both splits, counted; loads no model", data_report_main),
     "evaluate": (

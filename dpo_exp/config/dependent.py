@@ -10,10 +10,21 @@ from omegaconf import DictConfig
 
 from dpo_exp.devices import weights_dtype
 from dpo_exp.errors import ConfigError
+from dpo_exp.losses import get_loss
+
+
+def uses_reference(cfg: DictConfig) -> bool:
+    return get_loss(cfg.loss.name).needs_reference
+
 
 # Keys that only mean something when another setting enables them: (key prefix, whether the
-# run uses it, why not). Checked for the keys a launch set (`set_keys`), wherever it set them.
+# run uses it, why not; `{loss}` is the loss's name). Checked for the keys a launch set
+# (`set_keys`), wherever it set them.
 DEPENDENT_KEYS: tuple[tuple[str, Callable[[DictConfig], bool], str], ...] = (
+    *(
+        (key, uses_reference, "loss={loss} uses no reference model")
+        for key in ("reference.cache", "model.ref_path", "model.ref_dtype")
+    ),
     ("reference.cache_dir", lambda cfg: bool(cfg.reference.cache), "the reference cache is off"),
     ("speed.pack", lambda cfg: bool(cfg.speed.share_prompt), "speed.share_prompt=false: rows are not shared"),
     (
@@ -65,4 +76,4 @@ def check_dependent_keys(cfg: DictConfig, changed: Sequence[str]) -> None:
     for key in changed:
         for prefix, used, reason in DEPENDENT_KEYS:
             if key.startswith(prefix) and not used(cfg):
-                raise ConfigError(f"{key}: has no effect: {reason}")
+                raise ConfigError(f"{key}: has no effect: {reason.format(loss=cfg.loss.name)}")

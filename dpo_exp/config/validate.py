@@ -23,6 +23,7 @@ from dpo_exp.config.dependent import check_dependent_keys, validation_is_read
 from dpo_exp.config.keys import key_paths, suggestion, unknown_key_message
 from dpo_exp.config.schema import EXPERIMENT_SECTIONS, RUN_SECTIONS, TASK_SOURCE, TOP_LEVEL_KEYS
 from dpo_exp.console import VERBOSITY
+from dpo_exp.data.demonstrations import DEMONSTRATIONS
 from dpo_exp.data.sources import GENERATED, get_source
 from dpo_exp.errors import ConfigError
 from dpo_exp.losses import LOSSES, LossSpec, check_options, get_loss, loss_hyperparameters
@@ -34,7 +35,7 @@ from dpo_exp.training.export import check_export
 from dpo_exp.training.guards import ACTIONS as NONFINITE_ACTIONS
 from dpo_exp.training.reference_sync import check_reference_sync
 from dpo_exp.training.resume import locate_checkpoint
-from dpo_exp.training.schedule import HIGHEST_PRETRAINED_LR, PRETRAINED_LR
+from dpo_exp.training.schedule import HIGHEST_PRETRAINED_LR, HIGHEST_SFT_LR, default_lr
 from dpo_exp.world import check_world
 
 __all__ = ["ConfigError", "is_experiment", "learning_rate_warning", "override_keys", "validate_config"]
@@ -80,6 +81,7 @@ def validate_config(
         check_fixed_data(cfg, changed)
     check_data(cfg.data)
     check_unpaired_data(cfg.data, spec)
+    check_demonstrations(cfg.data, spec)
     check_counts(cfg)
     check_model_config(cfg)
     check_positive_number(cfg.optim.lr, "optim.lr")
@@ -172,6 +174,18 @@ def check_unpaired_data(data_cfg: DictConfig, spec: LossSpec) -> None:
         )
 
 
+def check_demonstrations(data_cfg: DictConfig, spec: LossSpec) -> None:
+    """Demonstrations train by SFT: a loss on desirable completions alone, with no reference."""
+    if data_cfg.source != DEMONSTRATIONS or (spec.positives_only and not spec.needs_reference):
+        return
+    sft = ", ".join(f"loss={s.name}" for s in LOSSES.values() if s.positives_only and not s.needs_reference)
+    raise ConfigError(
+        f"loss={spec.name}: data={data_cfg.name} holds demonstrations (prompt, completion), which train by "
+        f"SFT, the NLL of their completions ({sft}, the preset's); loss={spec.name} needs "
+        + ("pairs (data=pairs)" if spec.paired else "labelled examples (data=unpaired)")
+    )
+
+
 def check_data(data_cfg: DictConfig) -> None:
     if data_cfg.source != TASK_SOURCE:
         get_source(data_cfg.source)
@@ -252,13 +266,17 @@ def check_counts(cfg: DictConfig) -> None:
 
 
 def learning_rate_warning(cfg: DictConfig) -> str | None:
-    """A warning when a model loaded from weights would train at a rate far above DPO's range."""
-    lr = float(cfg.optim.lr)
-    if cfg.model.get("path") is None or lr <= HIGHEST_PRETRAINED_LR:
+    """A warning when a model loaded from weights would train at a rate far above its method's range
+    (DPO's; SFT's, on demonstrations)."""
+    lr, path = float(cfg.optim.lr), cfg.model.get("path")
+    sft = cfg.data.source == DEMONSTRATIONS
+    if path is None or lr <= (HIGHEST_SFT_LR if sft else HIGHEST_PRETRAINED_LR):
         return None
+    default = default_lr(path, cfg.data.source)
+    usual = "SFT recipes use 1e-5 to 2e-4 (the top with LoRA)" if sft else "DPO recipes use 5e-7 to 5e-6"
     return (
-        f"optim.lr={lr:g} trains model.path={cfg.model.path} at {lr / PRETRAINED_LR:.0f}x the default "
-        f"for a pretrained model ({PRETRAINED_LR:g}); DPO recipes use 5e-7 to 5e-6"
+        f"optim.lr={lr:g} trains model.path={path} at {lr / default:.0f}x the default "
+        f"for a pretrained model ({default:g}); {usual}"
     )
 
 

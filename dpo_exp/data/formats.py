@@ -10,6 +10,9 @@ A pairs row is in one of these formats (TRL's names), told apart by the kinds of
   too, TRL's rule: the conversations hold the prompt.
 
 Unpaired rows (`prompt`, `completion`, `label`) are KTO's format, read by the `unpaired` source.
+Demonstrations for SFT are TRL's prompt-completion rows (`prompt`, `completion`, text or message
+lists) or conversational language-modelling rows (`messages`, whose final assistant turn is the
+completion), read by the `demonstrations` source.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ IMPLICIT_TRANSCRIPT = "implicit prompt (HH-RLHF transcripts)"
 IMPLICIT_CONVERSATIONAL = "implicit prompt (conversational)"
 UNPAIRED = "unpaired"
 UNPAIRED_CONVERSATIONAL = "unpaired (conversational)"
+DEMONSTRATION = "prompt-completion"
+DEMONSTRATION_CONVERSATIONAL = "prompt-completion (conversational)"
+DEMONSTRATION_MESSAGES = "messages (final assistant turn)"
 
 HH_ASSISTANT = "\n\nAssistant:"
 

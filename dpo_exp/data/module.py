@@ -12,6 +12,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from dpo_exp.console import detail, stage, warn
+from dpo_exp.data import demonstrations  # noqa: F401  (registers the `demonstrations` source)
 from dpo_exp.data.collate import (
     IndexedItem,
     PairCollator,
@@ -37,11 +38,15 @@ from dpo_exp.rows import DatasetSplit, Location
 
 
 def data_label(data_cfg: Any) -> str:
-    """The data group's name; for your own data (data=pairs, data=unpaired), the file's or dataset's
-    name too."""
+    """The data group's name; for your own data (data=pairs, unpaired, demonstrations), the file's
+    or dataset's name too."""
     name = str(data_cfg.name)
     path = data_cfg.get("train_path") or data_cfg.get("dataset")
-    if name == data_cfg.get("source") and name in ("pairs", "unpaired") and path:
+    if (
+        name == data_cfg.get("source")
+        and name in ("pairs", "unpaired", demonstrations.DEMONSTRATIONS)
+        and path
+    ):
         name = f"{name}-{Path(str(path)).name.split('.')[0]}"
     return name
 

@@ -159,7 +159,7 @@ def pairs(
     records: list[Record] = []
     kinds: Counter[str] = Counter()
     for row_index, row in enumerate(rows):
-        where = _Where(where_read, location, row_index)
+        where = RowWhere(where_read, location, row_index)
         if chosen_field not in row and "completion" in row and "label" in row:
             raise where.error(
                 "this row is unpaired (prompt, completion, label): KTO's format, read by data=unpaired",
@@ -224,17 +224,17 @@ def _is_messages(value: Any) -> bool:
 
 
 def _pair(
-    row: dict[str, Any], where: _Where, has_prompt: bool, fields: tuple[str, str, str]
+    row: dict[str, Any], where: RowWhere, has_prompt: bool, fields: tuple[str, str, str]
 ) -> tuple[PreferencePair, str]:
     """(the row's pair, its format)."""
     prompt_field, chosen_field, rejected_field = fields
-    chosen = _text(row, chosen_field, where)
-    rejected = _text(row, rejected_field, where)
+    chosen = text_field(row, chosen_field, where)
+    rejected = text_field(row, rejected_field, where)
     cut = {
         "chosen_cut": _cut_flag(row, "chosen_cut", chosen, where),
         "rejected_cut": _cut_flag(row, "rejected_cut", rejected, where),
     }
-    prompt = _text(row, prompt_field, where) if has_prompt else None
+    prompt = text_field(row, prompt_field, where) if has_prompt else None
     if isinstance(chosen, list) != isinstance(rejected, list):
         raise where.error("chosen and rejected must both be text or both be message lists", rejected_field)
     if formats.is_implicit(prompt, chosen):
@@ -248,7 +248,7 @@ def _pair(
 def _with_numbers(
     record: PreferencePair,
     row: dict[str, Any],
-    where: _Where,
+    where: RowWhere,
     present: list[str],
     fields: tuple[str, str, str],
 ) -> PreferencePair:
@@ -262,7 +262,7 @@ def _with_numbers(
     return dataclasses.replace(record, chosen_score=chosen, rejected_score=rejected, weight=weight)
 
 
-def _number(row: dict[str, Any], field: str, where: _Where) -> float:
+def _number(row: dict[str, Any], field: str, where: RowWhere) -> float:
     value = row.get(field)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise where.error(f"must be a finite number (the file has this column), got {value!r}", field)
@@ -278,7 +278,7 @@ def hh_rlhf(location: Location, *, max_rows: int | None = None) -> LoadedRecords
     where_read, rows = read_rows(location, max_rows)
     records: list[Record] = []
     for row_index, row in enumerate(rows):
-        where = _Where(where_read, location, row_index)
+        where = RowWhere(where_read, location, row_index)
         split = formats.split_implicit(_string(row, "chosen", where), _string(row, "rejected", where))
         if split[1] != formats.IMPLICIT_TRANSCRIPT:
             message = f"no {formats.HH_ASSISTANT!r} in the text shared by chosen and rejected"
@@ -300,9 +300,9 @@ def unpaired(
     where_read, rows = read_rows(location, max_rows)
     records: list[Record] = []
     for row_index, row in enumerate(rows):
-        where = _Where(where_read, location, row_index)
-        prompt = _text(row, prompt_field, where)
-        completion = _text(row, completion_field, where)
+        where = RowWhere(where_read, location, row_index)
+        prompt = text_field(row, prompt_field, where)
+        completion = text_field(row, completion_field, where)
         label = row.get(label_field)
         # `type(...) is bool`: 0/1 or "true" would pass a looser check and hide a bad column.
         if type(label) is not bool:
@@ -332,7 +332,7 @@ def synthetic(location: None, *, num_examples: int, digits: int = 3, seed: int =
 # --- row validation ---------------------------------------------------------------------
 
 
-class _Where:
+class RowWhere:
     """Where a row came from, to build located errors (JSONL rows are reported as lines)."""
 
     def __init__(self, where_read: str, location: Location, row: int) -> None:
@@ -346,14 +346,14 @@ class _Where:
         return DataError(message, file=self.where_read, row=self.row, field=field)
 
 
-def _string(row: dict[str, Any], field: str, where: _Where) -> str:
+def _string(row: dict[str, Any], field: str, where: RowWhere) -> str:
     value = row.get(field)
     if not isinstance(value, str):
         raise where.error(f"expected a string, got {describe(value)}", field)
     return value
 
 
-def _cut_flag(row: dict[str, Any], field: str, response: Text, where: _Where) -> bool:
+def _cut_flag(row: dict[str, Any], field: str, response: Text, where: RowWhere) -> bool:
     """An optional bool: whether `response` was cut before it ended (absent or null: false)."""
     value = row.get(field)
     if value is None:
@@ -365,7 +365,7 @@ def _cut_flag(row: dict[str, Any], field: str, response: Text, where: _Where) ->
     return value
 
 
-def _text(row: dict[str, Any], field: str, where: _Where) -> Text:
+def text_field(row: dict[str, Any], field: str, where: RowWhere) -> Text:
     """A string, or a list of messages, each a dict with string `role` and `content`."""
     value = row.get(field)
     if isinstance(value, str):

@@ -11,7 +11,9 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel
 
 from dpo_exp.console import progress
+from dpo_exp.data.demonstrations import DEMONSTRATIONS
 from dpo_exp.errors import ConfigError
+from dpo_exp.losses import takes_beta
 from dpo_exp.models.lora import TRAINED_ADAPTER, is_lora
 from dpo_exp.storage import building_folder
 
@@ -89,11 +91,14 @@ def push_to_hub(directory: Path, repo_id: str) -> str:
 def model_card(cfg: DictConfig, summary: dict[str, Any], *, adapter: bool) -> str:
     """A short card: what was trained on what, the final metrics, and the full resolved config."""
     base = base_model(cfg.model, cfg.export.get("base_model"))
+    sft = cfg.data.get("source") == DEMONSTRATIONS
+    method = "sft" if sft else "preference-optimization"
+    beta = f", beta {cfg.beta}" if takes_beta(str(cfg.loss.name)) else ""
     front_matter = [
         "---",
         f"library_name: {'peft' if adapter else 'transformers'}",
         *([f"base_model: {base}"] if base else []),
-        "tags: [dpo_exp, preference-optimization, " + str(cfg.loss.name) + "]",
+        f"tags: [dpo_exp, {method}, {cfg.loss.name}]",
         "---",
     ]
     metrics = summary.get("metrics", {})
@@ -103,7 +108,8 @@ def model_card(cfg: DictConfig, summary: dict[str, Any], *, adapter: bool) -> st
         "",
         f"# {cfg.run_name}",
         "",
-        f"Trained with dpo_exp: loss `{cfg.loss.name}`, beta {cfg.beta}, data `{cfg.data.name}`, "
+        f"Trained with dpo_exp{' (supervised fine-tuning)' if sft else ''}: loss `{cfg.loss.name}`{beta}, "
+        f"data `{cfg.data.name}`, "
         f"{summary.get('global_step', '?')} steps from `{base or cfg.model.name}`"
         + (" (LoRA adapter; loads its base by path)." if adapter else "."),
         "",

@@ -222,6 +222,11 @@ class PreferenceModule(L.LightningModule):
         desirable = batch["desirable"]
         tensors = {"policy_logps": policy_logps, "ntokens": ntokens, "desirable": desirable}
         per_example = {"logps/chosen": policy_logps[desirable], "logps/rejected": policy_logps[~desirable]}
+        # The desirable completions' NLL per token, weighted by tokens (SFT's figure, whose exp is the
+        # perplexity): each completion's mean repeated once per token, so the logged mean over every
+        # value of every process is their summed NLL over their summed token count.
+        counts = ntokens[desirable].long()
+        per_example["nll_per_token"] = (-policy_logps[desirable] / counts).repeat_interleave(counts)
         if self.loss_spec.needs_reference:
             tensors["ref_logps"] = self.reference_logps(batch)
             logratio = policy_logps - tensors["ref_logps"]

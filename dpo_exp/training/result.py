@@ -12,6 +12,7 @@ run folder: outputs/runs/ipo_tiny_synthetic_beta0.5_seed0/20260101-120000
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -19,8 +20,10 @@ from omegaconf import DictConfig
 from dpo_exp.data.module import data_label
 from dpo_exp.losses import LossSpec, get_loss, takes_beta
 from dpo_exp.models.loading import model_label
+from dpo_exp.training.metrics_file import METRICS, read_metrics
 
 RULE_WIDTH = 72
+NLL_PER_TOKEN = "val/nll_per_token"
 
 
 def run_figures(spec: LossSpec) -> dict[str, str]:
@@ -32,11 +35,27 @@ def run_figures(spec: LossSpec) -> dict[str, str]:
     else:
         accuracy = "validation examples on their label's side of the reference point (fraction)"
         margin = f"reward, desirable - undesirable examples ({spec.reward})"
+    # Fine-tuning on desirable completions alone (SFT on demonstrations, RFT): nothing is ranked, and
+    # the figure is the completions' NLL per token (token-weighted; its exp is the perplexity).
+    fine_tuning = {NLL_PER_TOKEN: "validation NLL per completion token"} if spec.positives_only else {}
     return {
+        **fine_tuning,
         "val/loss": f"validation loss ({spec.name})",
         "val/rewards/accuracy": accuracy,
         "val/rewards/margin": margin,
     }
+
+
+def value_at_step_zero(run_dir: str, name: str) -> float | None:
+    """`name`'s value in the validation at step 0 (metrics.csv), where the run has one."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return None
+    metrics = read_metrics(path)
+    if name not in metrics.columns:
+        return None
+    at_zero = metrics[metrics["step"] == 0][name].dropna()
+    return None if at_zero.empty else float(at_zero.iloc[0])
 
 
 def rule(title: str) -> str:
@@ -83,6 +102,12 @@ def run_result(cfg: DictConfig, summary: dict[str, Any], seconds: float) -> str:
     metrics = summary["metrics"]
     figures = run_figures(get_loss(str(summary["loss"])))
     rows = [(label, [f"{metrics[name]:.4g}"]) for name, label in figures.items() if name in metrics]
+    if NLL_PER_TOKEN in figures and NLL_PER_TOKEN in metrics:
+        start = value_at_step_zero(summary["run_dir"], NLL_PER_TOKEN)
+        if start is not None:  # where it started, beside where it ended: what the fine-tuning changed
+            label = figures[NLL_PER_TOKEN]
+            rows[0] = (f"{label}, step {summary['global_step']}", rows[0][1])
+            rows.insert(0, (f"{label}, step 0", [f"{start:.4g}"]))
     lines = [rule("result"), what_ran(cfg, summary, seconds), *figure_rows(rows), *footer(summary)]
     return "\n".join(lines)
 

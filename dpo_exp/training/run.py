@@ -351,7 +351,7 @@ def describe_run(cfg: DictConfig, parts: RunParts, run_dir: Path, schedule: Sche
         own = "the saved adapter, frozen" if adapter else "the policy's base, adapter off"
         reference = "frozen model" if parts.reference is not None else own
     lr = float(cfg.optim.lr)
-    default = " (default)" if lr == default_lr(cfg.model.get("path")) else ""
+    default = " (default)" if lr == default_lr(cfg.model.get("path"), cfg.data.source) else ""
     return (
         f"{what} on {report.rows_kept} {unit}{dropped}, {schedule.describe()}; lr {lr:g}{default}, "
         f"{schedule.intervals()}, batch {cfg.data.batch_size}; "

@@ -14,11 +14,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# optim.lr's default (conf/config.yaml, `${dpo_exp.default_lr:${model.path}}`): a model loaded from
-# weights trains at the rate DPO recipes use (TRL's DPOConfig default; the DPO paper's 5e-7 to 1e-6);
-# a model built from its config starts from random weights and needs a pretraining-size rate.
+from dpo_exp.data.demonstrations import DEMONSTRATIONS
+
+# optim.lr's default (conf/config.yaml, `${dpo_exp.default_lr:${model.path},${data.source}}`): a
+# model loaded from weights trains at the rate DPO recipes use (TRL's DPOConfig default; the DPO
+# paper's 5e-7 to 1e-6); a model built from its config starts from random weights and needs a
+# pretraining-size rate.
 PRETRAINED_LR = 1e-6
 BUILT_LR = 5e-4
+# A loaded model fine-tuned on demonstrations (data=demonstrations, `dpo-exp sft`) trains at SFT's
+# usual rate: TRL's SFTConfig default, 20 times DPO's.
+SFT_PRETRAINED_LR = 2e-5
+HIGHEST_SFT_LR = 1e-3  # above LoRA SFT's usual 2e-4
 # A loaded model trained faster than this is far outside what preference fine-tuning uses.
 HIGHEST_PRETRAINED_LR = 1e-4
 # Null intervals: about this many validations a run, and every step logged up to this many points.
@@ -26,9 +33,12 @@ VALIDATIONS = 10
 LOG_POINTS = 200
 
 
-def default_lr(model_path: Any) -> float:
-    """optim.lr's default for a model loaded from `model_path`, or built from its config (None)."""
-    return BUILT_LR if model_path is None else PRETRAINED_LR
+def default_lr(model_path: Any, data_source: Any = None) -> float:
+    """optim.lr's default for a model loaded from `model_path`, or built from its config (None),
+    trained on data of `data_source` (`${data.source}`): SFT's rate on demonstrations, else DPO's."""
+    if model_path is None:
+        return BUILT_LR
+    return SFT_PRETRAINED_LR if data_source == DEMONSTRATIONS else PRETRAINED_LR
 
 
 def warmup_steps(optim: Mapping[str, Any], steps: int) -> int:
