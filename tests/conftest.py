@@ -37,6 +37,8 @@ from dpo_exp.models.tokenizer import build_char_tokenizer  # noqa: E402
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The preference fixtures the project ships: one dataset repository, a config per format.
 PREFERENCES = PROJECT_ROOT / "tests" / "fixtures" / "preferences"
+# Hand-written demonstrations for SFT (`data=demonstrations`): text and chat rows.
+DEMONSTRATIONS = PROJECT_ROOT / "tests" / "fixtures" / "demonstrations" / "train.jsonl"
 # The team's offline mirror of real data: tests marked `real_data` read it, and skip without it.
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 NO_MIRROR = f"needs the offline data mirror at {SHARED_DATA} (absent in a plain clone)"

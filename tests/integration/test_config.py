@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from dpo_exp.cli import CONF_DIR, run
 from dpo_exp.config import ConfigError, validate_config
 from dpo_exp.data.records import DataError
-from tests.conftest import PREFERENCES
+from tests.conftest import DEMONSTRATIONS, PREFERENCES
 from tests.helpers import FAST_MODEL, FAST_TRAINER, SINGLE_RUN, compose_config
 
 # Values a user must supply for some options (a path of their own); the tests supply real ones.
@@ -20,6 +20,7 @@ REQUIRED = {
     "model/hf": ["model.path={tiny_model_dir}"],
     "data/pairs": [f"data.train_path={PREFERENCES}/standard/train.jsonl.gz"],
     "data/unpaired": [f"data.train_path={PREFERENCES}/unpaired/train.jsonl.gz", "loss=kto"],
+    "data/demonstrations": [f"data.train_path={DEMONSTRATIONS}"],
 }
 
 

@@ -36,3 +36,12 @@ def test_a_subcommands_help_is_still_its_own(monkeypatch, capsys):
 def test_evaluate_has_hydras_help_of_its_settings(monkeypatch, capsys):
     shown = help_of(monkeypatch, capsys, "evaluate", "--help")
     assert "== Config ==" in shown and "ref_path" in shown
+
+
+def test_the_sft_line_says_it_fine_tunes_on_your_demonstrations(monkeypatch, capsys):
+    (line,) = [
+        line
+        for line in help_of(monkeypatch, capsys, "--help").splitlines()
+        if line.strip().startswith("sft ")
+    ]
+    assert "data=demonstrations data.train_path=<file>" in line and "experiment's SFT checkpoint" in line
