@@ -26,11 +26,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from dpo_exp.config import is_experiment, validate_config
 from dpo_exp.config.defaults import CONF_DIR, override_keys
 from dpo_exp.config.folders import move_log_files, point_hydra_at
+from dpo_exp.config.generation_eval import generation_eval_wanted
 from dpo_exp.config.keys import refuse_unknown_overrides
 from dpo_exp.config.offline import offline_when_local
 from dpo_exp.config.validate import learning_rate_warning
 from dpo_exp.console import is_main_process, quiet_libraries, result, warn
 from dpo_exp.errors import UserError, storage_error
+from dpo_exp.experiment.reward_eval import generation_eval
 from dpo_exp.experiment.run import experiment_result, run_experiment
 from dpo_exp.runtime import keep_freed_memory
 from dpo_exp.training import train
@@ -199,9 +201,18 @@ def run(
             summary = run_experiment(cfg, run_dir)
             result(experiment_result(cfg, summary, time.perf_counter() - start))
         else:
-            summary = train(cfg, run_dir)
+            summary = train(cfg, run_dir, **generation_eval_parts(cfg, run_dir))
             result(run_result(cfg, summary, time.perf_counter() - start))
     return summary
+
+
+def generation_eval_parts(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """With `evaluate.reward`, the callback that samples and scores, and the summary's `generation`
+    block it fills as it runs; nothing otherwise."""
+    if not generation_eval_wanted(cfg):
+        return {}
+    evaluation = generation_eval(cfg, run_dir)
+    return {"callbacks": [evaluation], "extra_summary": {"generation": evaluation.record}}
 
 
 # Keys of earlier versions, and what says the same thing now; refused with that, not Hydra's

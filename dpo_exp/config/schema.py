@@ -112,6 +112,10 @@ class EvaluateSchema:
     table_size: int = MISSING
     reward: str | None = None  # module:function or a classifier; on a task, null: task.reward
     reward_output: str = "logit:0"
+    # A fixed dataset's generation-scored evaluation (with `reward`): its prompts and sampling.
+    prompts: int = MISSING
+    temperature: float = MISSING
+    max_new_tokens: int = MISSING
 
 
 @dataclass
@@ -198,13 +202,27 @@ EXPERIMENT_SECTIONS: dict[str, tuple[type | None, str]] = {
         SampleSchema,
         "draws the samples that become the experiment's training data; nothing is sampled",
     ),
-    "evaluate": (EvaluateSchema, "scores samples with the task's verifier; a fixed dataset has no verifier"),
+    "evaluate": (
+        EvaluateSchema,
+        "scores samples with the task's verifier; a fixed dataset has no verifier unless evaluate.reward "
+        "names one",
+    ),
     "online": (
         OnlineSchema,
         "resamples the training data from the current policy; there is nothing to resample",
     ),
     "cache_dir": (None, "holds the experiment's SFT and sample stages; none is built"),
 }
+
+# The `evaluate` keys a fixed dataset's generation-scored evaluation reads (with `evaluate.reward`);
+# the others (`split`) choose among the built-in experiment's prompt sets.
+FIXED_DATA_EVALUATE_KEYS = (
+    "reward", "reward_output", "prompts", "temperature", "max_new_tokens", "batch_size", "seed",
+    "table_every", "table_size",
+)  # fmt: skip
+# Those only a fixed dataset reads: the built-in experiment's prompts, length and temperature are
+# its task's (task.splits.eval, task.max_new_tokens; samples at temperature 1).
+FIXED_DATA_ONLY_EVALUATE_KEYS = ("prompts", "temperature", "max_new_tokens")
 
 # Top-level keys (not sections) with the types they must have.
 TOP_LEVEL_KEYS = (

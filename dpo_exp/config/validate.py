@@ -20,6 +20,12 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from dpo_exp.config.defaults import override_keys, set_keys
 from dpo_exp.config.dependent import check_dependent_keys, validation_is_read
+from dpo_exp.config.generation_eval import (
+    check_experiment_evaluate_keys,
+    check_generation_eval,
+    fixed_data_evaluate_refusals,
+    generation_eval_wanted,
+)
 from dpo_exp.config.keys import key_paths, suggestion, unknown_key_message
 from dpo_exp.config.schema import EXPERIMENT_SECTIONS, RUN_SECTIONS, TASK_SOURCE, TOP_LEVEL_KEYS
 from dpo_exp.console import VERBOSITY
@@ -77,6 +83,7 @@ def validate_config(
     check_unused_beta(spec, changed)
     if is_experiment(cfg):
         check_experiment(cfg, spec)
+        check_experiment_evaluate_keys(cfg, changed)
     else:
         check_fixed_data(cfg, changed)
     check_data(cfg.data)
@@ -336,9 +343,14 @@ def check_fixed_data(cfg: DictConfig, changed: Sequence[str]) -> None:
     name = cfg.data.name
     if cfg.get("task") is not None:
         raise ConfigError(f"task: {EXPERIMENT_SECTIONS['task'][1]}; data={name} is a fixed dataset")
-    refused = []
+    scored = generation_eval_wanted(cfg)  # then `evaluate` keys are checked by what a fixed dataset reads
+    if scored:
+        check_schema(cfg.evaluate, EXPERIMENT_SECTIONS["evaluate"][0], "evaluate")
+    refused = fixed_data_evaluate_refusals(cfg, changed) if scored else []
     for key in changed:
         section = key.split(".", 1)[0]
+        if section == "evaluate" and scored:
+            continue
         if section in EXPERIMENT_SECTIONS and section != "task":
             refused.append(
                 f"{key}: data={name} is a fixed dataset; `{section}` {EXPERIMENT_SECTIONS[section][1]}"
@@ -348,6 +360,8 @@ def check_fixed_data(cfg: DictConfig, changed: Sequence[str]) -> None:
             "\n".join(refused)
             + "\n(these settings belong to the built-in experiment: data=arithmetic, data=gsm8k)"
         )
+    if scored:
+        check_generation_eval(cfg)
 
 
 def check_unused_beta(spec: LossSpec, changed: Sequence[str]) -> None:

@@ -17,19 +17,18 @@ W&B table `eval/samples`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import WandbLogger
 from transformers import PreTrainedModel
 
 from dpo_exp.console import progress
 from dpo_exp.data.collate import pad_sequences
 from dpo_exp.data.tokenize import TokenizedPair
 from dpo_exp.experiment.generation import decode, encode_prompts, generate_completions, in_batches_that_fit
+from dpo_exp.experiment.sample_table import write_sample_table
 from dpo_exp.losses.logprobs import sequence_logps
 from dpo_exp.tasks import Problem, Reward
 
@@ -236,13 +235,4 @@ class TrueRewardEval(L.Callback):
             max_new_tokens=self.options["max_new_tokens"],
             seed=self.options["seed"],
         )
-        if self.run_dir is not None:
-            folder = self.run_dir / "samples"
-            folder.mkdir(parents=True, exist_ok=True)
-            lines = "".join(json.dumps(row) + "\n" for row in rows)
-            (folder / f"step_{trainer.global_step:06d}.jsonl").write_text(lines)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                columns = list(rows[0])
-                data = [[row[column] for column in columns] for row in rows]
-                logger.log_table(key="eval/samples", columns=columns, data=data, step=trainer.global_step)
+        write_sample_table(trainer, self.run_dir, rows)

@@ -55,6 +55,10 @@ class Reward:
     def _score(self, prompts: list[str], completions: list[str], answers: list[str | None]) -> list[float]:
         raise NotImplementedError
 
+    def to(self, device: str | torch.device) -> Reward:
+        """Where a model reward scores (a function has no device)."""
+        return self
+
 
 def checked(scores: Any, count: int, name: str) -> list[float]:
     """The scores as floats, refused when their count is wrong or one is not finite."""
@@ -151,6 +155,10 @@ class ClassifierReward(Reward):
             }
             | {"max_length": self.max_length, "chat": self.chat}
         )
+
+    def to(self, device: str | torch.device) -> ClassifierReward:
+        self.model.to(device)
+        return self
 
     def text(self, prompt: str, completion: str) -> str:
         if not self.chat:

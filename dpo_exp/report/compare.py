@@ -7,9 +7,10 @@ entries, the rest its header. Writes into `<folder>/compare/`: `runs.csv` (every
 `runs.md` (a table per group, and where a setting ran with several seeds, its mean ± sd over them),
 `seeds.csv` (those means and sds as numbers), per group `group<n>_metrics_vs_step.png`,
 `group<n>_final_vs_beta.png` (when β varies) and `group<n>_frontier.png` (when runs carry
-`eval/true_reward` and `eval/kl`), and `report.html`, all of it in one file. With `--rescore-beta`,
-runs trained with `save_eval_logps=true` are re-scored at other β (and losses) without a model, into
-`rescored.csv` and `rescored.md`.
+`eval/true_reward` and `eval/kl`), `group<n>_reward_kl.png` (when runs carry `eval/reward` and
+`eval/kl`: a generation-scored evaluation, `evaluate.reward`), and `report.html`, all of it in one
+file. With `--rescore-beta`, runs trained with `save_eval_logps=true` are re-scored at other β (and
+losses) without a model, into `rescored.csv` and `rescored.md`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dpo_exp.report.plots import (
     plot_metrics_vs_step,
     short,
 )
+from dpo_exp.report.reward_frontier import plot_reward_kl
 from dpo_exp.report.runs import (
     RunGroup,
     RunRecord,
@@ -57,12 +59,15 @@ TERMINAL_NAMES = {
     "val/rewards/margin": "margin",
     "val/logratio/chosen": "Δlogp chosen",
     "eval/true_reward": "true reward",
+    "eval/reward": "reward",
+    "eval/win_rate": "win rate",
     "eval/kl": "KL",
 }
 PLOTS: dict[str, Callable[[RunGroup, Path], bool]] = {
     "metrics_vs_step": plot_metrics_vs_step,
     "final_vs_beta": plot_final_vs_beta,
     "frontier": plot_frontier,
+    "reward_kl": plot_reward_kl,
 }
 
 

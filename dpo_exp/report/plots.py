@@ -35,6 +35,8 @@ FINAL_METRICS = (
     "val/rewards/margin",
     "val/logratio/chosen",
     "eval/true_reward",
+    "eval/reward",
+    "eval/win_rate",
     "eval/kl",
 )
 # A loss's own scale: IPO's loss near 25 beside DPO's near 0.7 on one axis flattens one of them, so
@@ -47,6 +49,8 @@ STEP_METRICS = (
     "val/rewards/accuracy",
     "val/rewards/margin",
     "eval/true_reward",
+    "eval/reward",
+    "eval/win_rate",
     "eval/kl",
 )
 

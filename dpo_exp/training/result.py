@@ -97,6 +97,24 @@ def footer(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def generation_rows(generation: dict[str, Any] | None) -> list[tuple[str, list[str]]]:
+    """Generation-scored figures (`evaluate.reward`), step 0 -> end: `0.5 -> 0.62 [0.55, 0.69]`."""
+    if not generation or "final" not in generation:
+        return []
+    start, end = generation.get("step0", {}), generation["final"]
+
+    def span(name: str) -> str:
+        first = f"{start[name]:.4g} -> " if name in start else ""
+        return f"{first}{end[name]:.4g}"
+
+    interval = f" [{end['win_rate_ci95_low']:.3g}, {end['win_rate_ci95_high']:.3g}]"
+    return [
+        (f"reward of samples, step 0 -> end ({generation['reward']})", [span("reward")]),
+        ("win rate against the reference's samples [95% interval]", [span("win_rate") + interval]),
+        ("KL(policy || reference) on its samples, nats per answer", [span("kl")]),
+    ]
+
+
 def run_result(cfg: DictConfig, summary: dict[str, Any], seconds: float) -> str:
     """The result block of one run on a fixed dataset."""
     metrics = summary["metrics"]
@@ -108,6 +126,7 @@ def run_result(cfg: DictConfig, summary: dict[str, Any], seconds: float) -> str:
             label = figures[NLL_PER_TOKEN]
             rows[0] = (f"{label}, step {summary['global_step']}", rows[0][1])
             rows.insert(0, (f"{label}, step 0", [f"{start:.4g}"]))
+    rows += generation_rows(summary.get("generation"))
     lines = [rule("result"), what_ran(cfg, summary, seconds), *figure_rows(rows), *footer(summary)]
     return "\n".join(lines)
 

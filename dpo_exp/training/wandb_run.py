@@ -151,6 +151,9 @@ def write_wandb_summary(loggers: list[Logger], summary: dict[str, Any]) -> None:
     A figure in `BEST_VALUES` is left as W&B summarised it: its last value is there, beside its best."""
     figures = {name: value for name, value in summary.get("metrics", {}).items() if name not in BEST_VALUES}
     figures.update({f"reference/{name}": value for name, value in summary.get("reference", {}).items()})
+    for when in ("step0", "final"):  # generation-scored figures (`evaluate.reward`), first and last
+        entry = (summary.get("generation") or {}).get(when, {})
+        figures.update({f"generation/{when}/{name}": value for name, value in entry.items()})
     for key in ("global_step", "wall_time_s", "tokens_per_s", "padding_fraction", "peak_memory_gb", "mfu"):
         if isinstance(summary.get(key), int | float):
             figures[key] = summary[key]
