@@ -34,7 +34,8 @@ SAMPLE_FILES = {
     "unpaired_val.jsonl": "916a76e961d6febc",
 }
 TRAIN_STATS = {"prompts": 8, "samples": 32, "mean_reward": 0.3229166666666667, "prompts_with_pair": 7,
-               "prompts_all_pass": 0, "prompts_all_fail": 3, "cut": 0, "pairs": 21, "unpaired": 32, "rft": 7}  # fmt: skip
+               "prompts_all_pass": 0, "prompts_all_fail": 3, "cut": 0, "pairs": 21, "unpaired": 32,
+               "rft": 7}  # fmt: skip
 PARTIAL_CREDIT = {"true_reward": 0.22916666666666669, "true_reward_greedy": 0.20833333333333331,
                   "kl": 15.80385971069336}  # fmt: skip
 SAMPLED = [1, 1, 1, 0, 1, 1, 0, 0, 2, 0, 0, 1, 1, 0, 1, 1]  # thirds: each prompt's sampled reward
