@@ -57,17 +57,11 @@ def problems(
             "task.options.demonstration_field: with task.options.prefix_tokens the rest of each text is "
             "its demonstration"
         )
-    location = path if path is not None else DatasetSplit(dataset, split, revision=revision, subset=subset)
-    where, rows = read_rows(location, None, local_copy_hint=LOCAL_COPY_HINT)
-    order = list(range(len(rows)))
-    if shuffle_seed is not None:
-        random.Random(shuffle_seed).shuffle(order)
+    where, rows, order, at = ordered_rows(
+        path, DatasetSplit(dataset or "", split, revision, subset), shuffle_seed
+    )
     if len(rows) < count:
         raise DataError(f"has {len(rows)} rows, and the task's splits need {count} prompts", file=where)
-
-    def at(index: int) -> dict[str, int]:
-        return position_of_row(where, index) if isinstance(location, str) else {"row": index}
-
     if prefix_tokens is None:
         return [
             Problem(
@@ -83,6 +77,22 @@ def problems(
         Problem(*split_text(text(rows[i], prompt_field, where, at(i)), rng.randint(low, high)))
         for i in order[:count]
     ]
+
+
+def ordered_rows(
+    path: str | None, split: DatasetSplit, shuffle_seed: int | None
+) -> tuple[str, list[dict[str, Any]], list[int], Callable[[int], dict[str, int]]]:
+    """(where, the rows, their order, where a row is as an error names it) of `path` or else `split`."""
+    location = path if path is not None else split
+    where, rows = read_rows(location, None, local_copy_hint=LOCAL_COPY_HINT)
+    order = list(range(len(rows)))
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(order)
+
+    def at(index: int) -> dict[str, int]:
+        return position_of_row(where, index) if isinstance(location, str) else {"row": index}
+
+    return where, rows, order, at
 
 
 def text(row: dict[str, Any], field: str, where: str, at: dict[str, int]) -> str:
