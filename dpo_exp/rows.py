@@ -28,6 +28,7 @@ _BUILDERS = {
     ".json": "json",
     ".json.gz": "json",
     ".parquet": "parquet",
+    ".csv": "csv",
 }
 
 

@@ -16,6 +16,7 @@ from dpo_exp.losses import get_loss
 def uses_reference(cfg: DictConfig) -> bool:
     return get_loss(cfg.loss.name).needs_reference
 
+from dpo_exp.models.reward import is_function
 
 # Keys that only mean something when another setting enables them: (key prefix, whether the
 # run uses it, why not; `{loss}` is the loss's name). Checked for the keys a launch set
@@ -48,6 +49,22 @@ DEPENDENT_KEYS: tuple[tuple[str, Callable[[DictConfig], bool], str], ...] = (
     ("online.reference", lambda cfg: int(cfg.online.rounds) > 1, "one round's reference is the SFT model"),
     ("sft.check_every", lambda cfg: cfg.sft.target_reward is not None, "sft.target_reward=null: no checks"),
     *(
+        (
+            f"task.reward_{key}",
+            lambda cfg: is_classifier(cfg.get("task"), "reward"),
+            "task.reward is a function",
+        )
+        for key in ("output", "revision")
+    ),
+    *(
+        (
+            f"evaluate.reward_{key}",
+            lambda cfg: is_classifier(cfg.get("evaluate"), "reward"),
+            "evaluate.reward is null (the task's reward, with the task's settings) or a function",
+        )
+        for key in ("output", "revision")
+    ),
+    *(
         (f"data.{key}", lambda cfg: reads_dataset(cfg.data), "data.train_path is read, not data.dataset")
         for key in ("revision", "subset", "data_dir", "train_split", "validation_split")
     ),
@@ -58,6 +75,12 @@ DEPENDENT_KEYS: tuple[tuple[str, Callable[[DictConfig], bool], str], ...] = (
         "validation is read, not cut from train",
     ),
 )
+
+
+def is_classifier(section: DictConfig | None, key: str) -> bool:
+    """Whether `section.key` names a classifier reward (a path or hub id, not null or a function)."""
+    spec = None if section is None else section.get(key)
+    return spec is not None and not is_function(str(spec))
 
 
 def reads_dataset(data_cfg: DictConfig) -> bool:

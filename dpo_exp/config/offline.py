@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 from omegaconf import DictConfig
 
+from dpo_exp.models.reward import is_function
 from dpo_exp.rows import is_local_dataset
 
 
@@ -22,7 +23,20 @@ def sources_are_local(cfg: DictConfig) -> bool:
     hub_data = cfg.data.get("train_path") is None and cfg.data.get("dataset")
     options = cfg.task.get("options") or {} if cfg.get("task") is not None else {}
     hub_task = options.get("path") is None and options.get("dataset")
+    if not all(path is None or os.path.exists(os.path.expanduser(str(path))) for path in reward_paths(cfg)):
+        return False
     return not any(dataset and not is_local_dataset(str(dataset)) for dataset in (hub_data, hub_task))
+
+
+def reward_paths(cfg: DictConfig) -> list[str | None]:
+    """The classifiers a run loads (its task's reward and evaluation's) and a prompt set's
+    tokenizer: paths or hub ids."""
+    paths = []
+    for section in ("task", "evaluate"):
+        spec = cfg[section].get("reward") if cfg.get(section) is not None else None
+        paths.append(None if spec is None or is_function(str(spec)) else spec)
+    options = cfg.task.get("options") or {} if cfg.get("task") is not None else {}
+    return [*paths, options.get("tokenizer")]
 
 
 @contextlib.contextmanager

@@ -77,6 +77,7 @@ class TaskSchema:
     options: dict[str, Any] = field(default_factory=dict)
     reward: str = MISSING  # module:function, (prompt, completion, answer) -> float; or a classifier
     reward_output: str = "logit:0"  # a classifier's score: logit:<i> or prob:<i or label>
+    reward_revision: str | None = None  # a classifier's hub commit; null for a local folder
     pass_threshold: float = MISSING
     max_new_tokens: int = MISSING
     splits: SplitsSchema = field(default_factory=SplitsSchema)
@@ -100,6 +101,7 @@ class SampleSchema:
     temperature: float = MISSING
     top_p: float = MISSING
     pair_mode: PairMode = MISSING
+    min_margin: float = 0.0
     batch_size: int = MISSING
 
 
@@ -116,6 +118,7 @@ class EvaluateSchema:
     prompts: int = MISSING
     temperature: float = MISSING
     max_new_tokens: int = MISSING
+    reward_revision: str | None = None
 
 
 @dataclass
@@ -193,7 +196,7 @@ RUN_SECTIONS: dict[str, type] = {
 # The built-in experiment's own sections, and what each does, for the message that refuses
 # them when the data is a fixed dataset (which they cannot change).
 EXPERIMENT_SECTIONS: dict[str, tuple[type | None, str]] = {
-    "task": (TaskSchema, "defines the built-in experiment's problems and verifier"),
+    "task": (TaskSchema, "defines the built-in experiment's problems and reward"),
     "sft": (
         SftSchema,
         "trains the built-in experiment's SFT model; a fixed dataset trains the model you named",

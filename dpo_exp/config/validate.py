@@ -34,6 +34,7 @@ from dpo_exp.data.sources import GENERATED, get_source
 from dpo_exp.errors import ConfigError
 from dpo_exp.losses import LOSSES, LossSpec, check_options, get_loss, loss_hyperparameters
 from dpo_exp.models.checks import check_model_config
+from dpo_exp.models.reward import is_function
 from dpo_exp.rows import is_local_dataset
 from dpo_exp.tasks import load_function
 from dpo_exp.training.build import loss_options
@@ -265,11 +266,22 @@ def check_counts(cfg: DictConfig) -> None:
     check_positive_integer(cfg.checkpoint.every_n_steps, "checkpoint.every_n_steps", off)
     check_positive_integer(cfg.checkpoint.keep_last, "checkpoint.keep_last", off)
     if is_experiment(cfg):
-        check_positive_integer(cfg.sft.steps, "sft.steps")
-        check_positive_integer(cfg.sample.num_samples, "sample.num_samples")
+        check_experiment_numbers(cfg)
     elif not validation_is_read(cfg.data):
         hint = " (with no validation file or split, the validation split is cut from the training data)"
         check_positive_integer(cfg.data.val_size, "data.val_size", hint)
+
+
+def check_experiment_numbers(cfg: DictConfig) -> None:
+    """SFT steps (0: the model as it is), samples per prompt, the pairs' reward margin."""
+    steps = cfg.sft.steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ConfigError(f"sft.steps must be a non-negative integer (0: the model as it is), got {steps!r}")
+    if steps == 0 and cfg.sft.target_reward is not None:
+        raise ConfigError("sft.target_reward: sft.steps=0 trains nothing, so no target can be reached")
+    check_positive_integer(cfg.sample.num_samples, "sample.num_samples")
+    if float(cfg.sample.min_margin) < 0:
+        raise ConfigError(f"sample.min_margin must be at least 0 (a reward gap), got {cfg.sample.min_margin}")
 
 
 def learning_rate_warning(cfg: DictConfig) -> str | None:
@@ -328,14 +340,23 @@ def check_experiment(cfg: DictConfig, spec: LossSpec) -> None:
 
 
 def check_task(task_cfg: DictConfig) -> None:
+    """The splits' sizes, the problems function and its options, a function reward; a classifier
+    reward is checked when it loads (a hub id cannot be checked offline)."""
     for split, size in task_cfg.splits.items():
         if int(size) <= 0:
             raise ConfigError(f"task.splits.{split} must be a positive integer")
     for key in ("problems", "reward"):
+        if key == "reward" and not is_function(task_cfg.reward):
+            continue
         try:
             load_function(task_cfg[key])
         except (ValueError, ImportError) as error:
             raise ConfigError(f"task.{key}: {error}") from error
+    options = OmegaConf.to_container(task_cfg.options, resolve=True)
+    try:
+        inspect.signature(load_function(task_cfg.problems)).bind(1, **options)
+    except TypeError as error:
+        raise ConfigError(f"task.options: {task_cfg.problems} does not take them ({error})") from None
 
 
 def check_fixed_data(cfg: DictConfig, changed: Sequence[str]) -> None:

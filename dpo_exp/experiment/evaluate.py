@@ -1,5 +1,8 @@
 """Held-out evaluation against the task's true reward, and how far the policy moved from the reference.
 
+The reward is a `Reward`: the task's own, or `evaluate.reward` (a held-out one); it scores every
+completion of an evaluation in one call.
+
 - `true_reward`: mean reward of one sample per prompt at temperature 1 (the policy's own distribution);
 - `true_reward_greedy`: mean reward of the greedy completion;
 - `kl`: KL(policy || reference), estimated from those same samples as the mean over prompts of the
@@ -30,7 +33,8 @@ from dpo_exp.data.tokenize import TokenizedPair
 from dpo_exp.experiment.generation import decode, encode_prompts, generate_completions, in_batches_that_fit
 from dpo_exp.experiment.sample_table import write_sample_table
 from dpo_exp.losses.logprobs import sequence_logps
-from dpo_exp.tasks import Problem, Reward
+from dpo_exp.models.reward import Reward
+from dpo_exp.tasks import Problem
 
 
 @torch.no_grad()
@@ -101,10 +105,9 @@ def evaluate_policy(
 def rewards_of(
     problems: list[Problem], completions: list[list[int]], tokenizer: Any, reward: Reward
 ) -> list[float]:
-    return [
-        float(reward(problem.prompt, decode(tokenizer, ids), problem.answer))
-        for problem, ids in zip(problems, completions, strict=True)
-    ]
+    """One reward per completion, scored in one call (a classifier batches them)."""
+    texts = [decode(tokenizer, ids) for ids in completions]
+    return reward.score([p.prompt for p in problems], texts, [p.answer for p in problems])
 
 
 def mean(values: list[float]) -> float:
@@ -157,17 +160,17 @@ def sample_rows(
         ]
         for name, model in (("policy", policy), ("reference", reference))
     }
+    prompts, answers = [p.prompt for p in problems], [p.answer for p in problems]
+    rewards = {name: reward.score(prompts, texts, answers) for name, texts in samples.items()}
     return [
         {
-            "prompt": problem.prompt,
-            "policy_sample": policy_text,
-            "policy_reward": reward(problem.prompt, policy_text, problem.answer),
-            "reference_sample": reference_text,
-            "reference_reward": reward(problem.prompt, reference_text, problem.answer),
+            "prompt": prompt,
+            "policy_sample": samples["policy"][index],
+            "policy_reward": rewards["policy"][index],
+            "reference_sample": samples["reference"][index],
+            "reference_reward": rewards["reference"][index],
         }
-        for problem, policy_text, reference_text in zip(
-            problems, samples["policy"], samples["reference"], strict=True
-        )
+        for index, prompt in enumerate(prompts)
     ]
 
 

@@ -34,7 +34,9 @@ from dpo_exp.experiment.stages import (
     sft_stage,
     sft_stats,
 )
+from dpo_exp.experiment.task import evaluation_reward
 from dpo_exp.losses import LossSpec, get_loss
+from dpo_exp.models.reward import Reward
 from dpo_exp.training import EXPORT_DIR, train, write_failure
 from dpo_exp.training.result import figure_rows, footer, rule, what_ran
 from dpo_exp.training.run_files import SUMMARY
@@ -50,9 +52,12 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         task = Task.from_config(cfg.task)
+        reward = evaluation_reward(cfg, task)
+        held_out = "" if reward is task.reward else " (held out)"
+        stage("reward", f"labels: {task.reward.name}; evaluation: {reward.name}{held_out}")
         sft = sft_stage(cfg, task)
         sample = sample_stage(cfg, task, sft)
-        reference = reference_eval_stage(cfg, task, sft)
+        reference = reference_eval_stage(cfg, task, sft, reward)
         held_out_pairs = drift_pair_file(sample)
         extra = {
             "reference": {f"eval/{key}": reference[key] for key in EVAL_KEYS},
@@ -64,9 +69,12 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 "split": cfg.evaluate.split,
                 "prompts": len(task.problems[cfg.evaluate.split]),
                 "drift_pairs": str(held_out_pairs),
+                "reward": reward.name,
             },
+            "rewards": {"labels": task.reward.name, "evaluation": reward.name},
         }
-        return train_rounds(cfg, task, (sft, reference["sampled_rewards"]), sample, run_dir, extra)
+        sft_model = (sft, reference["sampled_rewards"])
+        return train_rounds(cfg, (task, reward), sft_model, sample, run_dir, extra)
     except BaseException as error:
         write_failure(run_dir, error)
         raise
@@ -112,6 +120,7 @@ def training_config(
 def eval_callback(
     cfg: DictConfig,
     task: Task,
+    reward: Reward,
     sft: StageResult,
     pair_file: Path,
     run_dir: Path,
@@ -119,13 +128,13 @@ def eval_callback(
 ) -> TrueRewardEval:
     """True reward, KL, the gain over the SFT model's per-prompt `reference_rewards` and the log-prob
     drift on `pair_file`'s pairs, each against the SFT model (whatever reference the round trains
-    against); sample tables go to `run_dir`."""
+    against), scored by `reward`; sample tables go to `run_dir`."""
     tokenizer, reference = load_model_folder(sft.path / MODEL_DIR)
     return TrueRewardEval(
         reference,
         tokenizer,
         task.problems[cfg.evaluate.split],
-        task.reward,
+        reward,
         drift_pairs(cfg, pair_file, tokenizer),
         reference_rewards=reference_rewards,
         **eval_options(cfg),
@@ -154,15 +163,15 @@ def drift_pairs(cfg: DictConfig, pair_file: Path, tokenizer: Any) -> list[Tokeni
 
 def train_rounds(
     cfg: DictConfig,
-    task: Task,
+    task_rewards: tuple[Task, Reward],
     sft_model: tuple[StageResult, list[float]],
     sample: StageResult,
     run_dir: Path,
     extra: dict[str, Any],
 ) -> dict[str, Any]:
     """`online.rounds` training runs, each on samples of the policy the previous one produced.
-    `sft_model` is the SFT stage and its per-prompt sampled rewards (every round's gain is paired
-    against them).
+    `task_rewards` is the task and the evaluation's reward; `sft_model` is the SFT stage and its
+    per-prompt sampled rewards (every round's gain is paired against them).
 
     Rounds before the last are whole runs in `<run>/rounds/<n>/` (their exported policy starts
     the next round); the last round is this run. Its summary lists every round's figures. A
@@ -176,6 +185,7 @@ def train_rounds(
     Every round is evaluated on the same prompts and the same held-out pairs, against the SFT model.
     """
     rounds = int(cfg.online.rounds)
+    task, reward = task_rewards
     sft, sft_rewards = sft_model
     history: list[dict[str, Any]] = []
     policy_dir = None
@@ -192,7 +202,7 @@ def train_rounds(
         if cfg.resume is not None and not last and (round_dir / SUMMARY).exists():
             summary = json.loads((round_dir / SUMMARY).read_text())  # finished before the run was resumed
         else:
-            callback = eval_callback(cfg, task, sft, pair_file, round_dir, sft_rewards)
+            callback = eval_callback(cfg, task, reward, sft, pair_file, round_dir, sft_rewards)
             # validate_at_start=False: the SFT model's figures (the baseline) are the experiment's step 0.
             summary = train(run_cfg, round_dir, [callback], round_extra, validate_at_start=False)
         history.append(round_figures(number, summary))
@@ -244,6 +254,7 @@ def experiment_result(cfg: DictConfig, summary: dict[str, Any], seconds: float) 
     metrics, reference = summary["metrics"], summary["reference"]
     evaluation = summary.get("evaluation", {})
     where = f" on {evaluation['prompts']} {evaluation['split']} prompts" if evaluation else ""
+    where += f" by {evaluation['reward']}" if evaluation.get("reward") else ""
     rows = [(f"measured{where}", ["policy", "SFT", "change"])]
     for key, label in EXPERIMENT_FIGURES.items():
         value = metrics.get(key, float("nan"))

@@ -1,8 +1,11 @@
 """Sample and label: k completions per prompt, scored by a reward, turned into training sets.
 
 From the labelled samples come preference pairs (best vs worst, or every higher x lower pair;
-a prompt whose samples all score the same gives none), unpaired KTO examples and the RFT set
-(the distinct passing samples).
+a prompt whose samples all score the same gives none; with `min_margin`, only pairs whose rewards
+differ by at least that much), unpaired KTO examples and the RFT set (the distinct passing samples).
+A reward that gives every sample of a split the same score stops the stage before any pairing: no
+loss can learn from it, and it is most often a misconfigured reward (a wrong output of a
+classifier) or a model no sample of which passes.
 
 KTO's examples are the samples as drawn, duplicates included, each desirable when it passes: its
 authors train on the samples so, and the counts then say how often the model gives each answer
@@ -14,7 +17,6 @@ once (with `pair_mode=all`, duplicates would multiply the pairs of the commonest
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,9 @@ from typing import Any
 from transformers import PreTrainedModel
 
 from dpo_exp.data.records import PreferencePair, UnpairedExample
+from dpo_exp.errors import UserError
 from dpo_exp.experiment.generation import decode, encode_prompts, ended, generate_completions
+from dpo_exp.models.reward import Reward
 from dpo_exp.tasks import Problem
 
 PAIR_MODES = ("best_vs_worst", "all")
@@ -34,7 +38,7 @@ class Labelled:
     EOS (their training rows say so, and tokenisation gives them no EOS)."""
 
     prompt: str
-    answer: str
+    answer: str | None
     completions: list[str]
     rewards: list[float]
     cut: list[bool]
@@ -44,7 +48,7 @@ def sample_and_label(
     model: PreTrainedModel,
     tokenizer: Any,
     problems: list[Problem],
-    reward: Callable[[str, str, str], float],
+    reward: Reward,
     *,
     num_samples: int,
     temperature: float,
@@ -53,7 +57,8 @@ def sample_and_label(
     batch_size: int,
     bar: Any = None,
 ) -> list[Labelled]:
-    """Draw `num_samples` completions per problem and score each with `reward(prompt, completion, answer)`.
+    """Draw `num_samples` completions per problem and score them with `reward`, all in one call (a
+    classifier scores them in batches).
 
     `bar`: a progress bar counting prompts.
     """
@@ -69,13 +74,30 @@ def sample_and_label(
         batch_size=batch_size,
         bar=bar,
     )
+    texts = [[decode(tokenizer, sample) for sample in ids] for ids in samples]
+    rows = [(problem, text) for problem, row in zip(problems, texts, strict=True) for text in row]
+    scores = iter(
+        reward.score([p.prompt for p, _ in rows], [text for _, text in rows], [p.answer for p, _ in rows])
+    )
     labelled = []
-    for problem, ids in zip(problems, samples, strict=True):
-        texts = [decode(tokenizer, sample) for sample in ids]
-        rewards = [float(reward(problem.prompt, text, problem.answer)) for text in texts]
+    for problem, ids, row in zip(problems, samples, texts, strict=True):
+        rewards = [next(scores) for _ in row]
         cut = [not ended(sample, tokenizer.eos_token_id) for sample in ids]
-        labelled.append(Labelled(problem.prompt, problem.answer, texts, rewards, cut))
+        labelled.append(Labelled(problem.prompt, problem.answer, row, rewards, cut))
     return labelled
+
+
+def check_scores_vary(labelled: list[Labelled], reward_name: str, split: str) -> None:
+    """Refuse samples that all score the same: they give no pair, and nothing stands out for KTO
+    or RFT."""
+    scores = {score for item in labelled for score in item.rewards}
+    count = sum(len(item.rewards) for item in labelled)
+    if len(scores) == 1 and count > 1:
+        raise UserError(
+            f"reward {reward_name}: gave all {count} samples of the {split} split the same score "
+            f"{scores.pop():g}, so no pair can be made: check task.reward and task.reward_output (a "
+            "constant score), or the SFT model (one that no sample passes, or that every sample does)"
+        )
 
 
 def _distinct(item: Labelled) -> list[tuple[str, float, bool]]:
@@ -87,8 +109,11 @@ def _distinct(item: Labelled) -> list[tuple[str, float, bool]]:
     return [(text, score, cut) for (text, cut), score in rewards.items()]
 
 
-def build_pairs(labelled: list[Labelled], mode: str = "best_vs_worst") -> list[PreferencePair]:
-    """Preference pairs from samples; ties (equal rewards) never make a pair."""
+def build_pairs(
+    labelled: list[Labelled], mode: str = "best_vs_worst", min_margin: float = 0.0
+) -> list[PreferencePair]:
+    """Preference pairs from samples; ties (equal rewards) never make a pair, nor two rewards that
+    differ by less than `min_margin`."""
     if mode not in PAIR_MODES:
         raise ValueError(f"unknown pair mode {mode!r}; valid modes: {', '.join(PAIR_MODES)}")
     pairs = []
@@ -111,7 +136,7 @@ def build_pairs(labelled: list[Labelled], mode: str = "best_vs_worst") -> list[P
                 rejected_score=low[1],
             )
             for high, low in candidates
-            if high[1] > low[1]
+            if high[1] > low[1] and high[1] - low[1] >= min_margin
         ]
     return pairs
 
@@ -186,10 +211,18 @@ def unpaired_row(example: UnpairedExample) -> dict[str, Any]:
     return {**row, "cut": True} if example.cut else row
 
 
-def write_split(folder: Path, split: str, labelled: list[Labelled], *, mode: str, threshold: float) -> dict:
+def write_split(
+    folder: Path,
+    split: str,
+    labelled: list[Labelled],
+    *,
+    mode: str,
+    threshold: float,
+    min_margin: float = 0.0,
+) -> dict:
     """Write one split's samples and training sets; return its counts."""
     files = split_files(split)
-    pairs = build_pairs(labelled, mode)
+    pairs = build_pairs(labelled, mode, min_margin)
     unpaired = build_unpaired(labelled, threshold)
     rft = build_rft(labelled, threshold)
     write_jsonl([pair_row(pair) for pair in pairs], folder / files["pairs"])

@@ -18,7 +18,8 @@ from dpo_exp.data.tokenize import TokenizedUnpaired, tokenize_records
 from dpo_exp.experiment.evaluate import mean, rewards_of, sample_once
 from dpo_exp.experiment.generation import encode_prompts
 from dpo_exp.losses.logprobs import sequence_logps
-from dpo_exp.tasks import Problem, Reward
+from dpo_exp.models.reward import Reward
+from dpo_exp.tasks import Problem
 from dpo_exp.training.module import PreferenceModule
 
 

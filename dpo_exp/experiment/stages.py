@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from dpo_exp.console import detail, progress, stage
 from dpo_exp.devices import device_type
+from dpo_exp.errors import ConfigError
 from dpo_exp.experiment.cache import StageResult, cached_stage
 from dpo_exp.experiment.evaluate import evaluate_policy
-from dpo_exp.experiment.sample import STATS, format_stats, sample_and_label, short_stats, write_split
+from dpo_exp.experiment.sample import (
+    STATS,
+    check_scores_vary,
+    format_stats,
+    sample_and_label,
+    short_stats,
+    write_split,
+)
 from dpo_exp.experiment.sft import (
     CompetenceStop,
     SupervisedModule,
@@ -33,13 +40,12 @@ from dpo_exp.experiment.sft import (
     supervised_loader,
     tokenize_demonstrations,
 )
+from dpo_exp.experiment.task import Task, container
 from dpo_exp.models.loading import freeze, load_policy, load_pretrained, load_tokenizer
-from dpo_exp.tasks import Problem, Reward, load_function
+from dpo_exp.models.reward import Reward
 from dpo_exp.training.metrics_file import MetricsLogger
 from dpo_exp.training.progress import StepProgressBar
 
-# Disjoint problem sets, drawn in this order (a new split goes last, so the others stay the same).
-SPLITS = ("eval", "tune", "sft", "sample", "sample_val", "sft_check")
 MODEL_DIR = "model"
 SFT_STATS = "sft_stats.json"  # the SFT stage's target, the step that reached it, every check
 ROUND_SAMPLES = "round_samples"  # a later round's samples, drawn from the previous round's policy
@@ -49,34 +55,6 @@ ROUND_SAMPLES = "round_samples"  # a later round's samples, drawn from the previ
 SAMPLE_FORMAT = 4
 # In the SFT evaluation's key: bumped when its files change (2: per-prompt sampled rewards).
 REFERENCE_EVAL_FORMAT = 2
-
-
-def container(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-
-
-@dataclass(frozen=True)
-class Task:
-    """A task's problems in disjoint splits (fixed by its options, not the run seed), and its verifier.
-
-    `settings` are what they were made from (generator, options, split sizes, reward): every stage
-    that reads the problems or the reward has them in its key."""
-
-    problems: dict[str, list[Problem]]
-    reward: Reward
-    settings: dict[str, Any]
-
-    @classmethod
-    def from_config(cls, task_cfg: DictConfig) -> Task:
-        settings = {key: container(task_cfg[key]) for key in ("problems", "options", "splits", "reward")}
-        sizes = {split: int(task_cfg.splits[split]) for split in SPLITS}
-        make = load_function(task_cfg.problems)
-        problems = make(sum(sizes.values()), **container(task_cfg.options))
-        splits, start = {}, 0
-        for split in SPLITS:
-            splits[split] = problems[start : start + sizes[split]]
-            start += sizes[split]
-        return cls(splits, load_function(task_cfg.reward), settings)
 
 
 def load_model_folder(model_dir: Path) -> tuple[Any, Any]:
@@ -111,6 +89,11 @@ def sft_settings(cfg: DictConfig, task: Task) -> DictConfig:
 def sft_stage(cfg: DictConfig, task: Task) -> StageResult:
     """The SFT checkpoint (`<folder>/model`) for these task, model and SFT settings."""
     settings = sft_settings(cfg, task)
+    if int(cfg.sft.steps) > 0 and not task.has_demonstrations:
+        raise ConfigError(
+            f"sft.steps={cfg.sft.steps}: task {cfg.task.name} has no demonstrations to train on "
+            "(a prompt set without task.options.demonstration_field); sft.steps=0 takes the model as it is"
+        )
     display = {
         "progress_bar": bool(cfg.trainer.enable_progress_bar),
         "log_every": cfg.trainer.log_every_n_steps,
@@ -124,6 +107,8 @@ def sft_stage(cfg: DictConfig, task: Task) -> StageResult:
 
 def sft_summary(stats: dict[str, Any], task: Task) -> str:
     """`412 steps on 4000 demonstrations, sampled reward 0.5 reached at step 400`."""
+    if stats.get("steps") == 0:
+        return "sft.steps=0: the model as it is"
     text = f"{stats.get('steps', '?')} steps on {len(task.problems['sft'])} demonstrations"
     if stats.get("reached_at_step") is not None:
         text += f", sampled reward {stats['target_reward']:g} reached at step {stats['reached_at_step']}"
@@ -137,11 +122,17 @@ def built(result: StageResult, start: float) -> str:
 
 def build_sft(settings: DictConfig, task: Task, folder: Path, *, progress_bar: bool, log_every: int) -> None:
     """Fine-tune on the demonstrations until the sampled reward reaches sft.target_reward, at most
-    sft.steps steps (every step, without a target); refuse a model that missed its target."""
+    sft.steps steps (every step, without a target); refuse a model that missed its target. With
+    sft.steps=0 the model is saved as it is: the "SFT model" of a task without demonstrations."""
     sft = settings.sft
     L.seed_everything(sft.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(settings.model)
     policy = load_policy(settings.model, tokenizer)
+    if int(sft.steps) == 0:
+        (folder / SFT_STATS).write_text(json.dumps({"steps": 0, "target_reward": None}, indent=2))
+        policy.save_pretrained(folder / MODEL_DIR)
+        tokenizer.save_pretrained(folder / MODEL_DIR)
+        return
     demos = [(p.prompt, p.answer) for p in task.problems["sft"]]
     examples = tokenize_demonstrations(demos, tokenizer, settings.lengths)
     module = SupervisedModule(policy, optim=optim_settings(sft))
@@ -262,8 +253,14 @@ def draw_samples(settings: DictConfig, task: Task, model_dir: Path, folder: Path
                 batch_size=int(sample.batch_size),
                 bar=bar,
             )
+        check_scores_vary(labelled, task.reward.name, split)
         stats[split] = write_split(
-            folder, split, labelled, mode=sample.pair_mode, threshold=float(settings.pass_threshold)
+            folder,
+            split,
+            labelled,
+            mode=sample.pair_mode,
+            threshold=float(settings.pass_threshold),
+            min_margin=float(sample.min_margin),
         )
         stats[split]["seconds"] = time.perf_counter() - start
     (folder / STATS).write_text(json.dumps(stats, indent=2))
@@ -288,32 +285,40 @@ def eval_options(cfg: DictConfig) -> dict[str, int]:
     }
 
 
-def reference_eval_settings(cfg: DictConfig, task: Task, sft: StageResult) -> DictConfig:
-    """Everything the SFT model's evaluation reads: the model, the prompts and reward, the options."""
-    return OmegaConf.create(
-        {
-            "sft": sft.path.name,
-            "task": task.settings,
-            "split": str(cfg.evaluate.split),
-            "options": eval_options(cfg),
-        }
-    )
+def reference_eval_settings(
+    cfg: DictConfig, task: Task, sft: StageResult, reward: Reward | None = None
+) -> DictConfig:
+    """Everything the SFT model's evaluation reads: the model, the prompts and reward, the options.
+    `reward`: a held-out evaluation reward (`evaluate.reward`), in the key by its digest."""
+    settings = {
+        "sft": sft.path.name,
+        "task": task.settings,
+        "split": str(cfg.evaluate.split),
+        "options": eval_options(cfg),
+    }
+    if reward is not None and reward is not task.reward:
+        settings["reward"] = {"name": reward.name, "digest": reward.digest}
+    return OmegaConf.create(settings)
 
 
-def reference_eval_stage(cfg: DictConfig, task: Task, sft: StageResult) -> dict[str, float]:
-    """True reward and KL of the SFT model itself, on the evaluation split."""
-    settings = reference_eval_settings(cfg, task, sft)
+def reference_eval_stage(
+    cfg: DictConfig, task: Task, sft: StageResult, reward: Reward | None = None
+) -> dict[str, float]:
+    """True reward and KL of the SFT model itself, on the evaluation split, scored by `reward`
+    (the task's own when None)."""
+    reward = reward or task.reward
+    settings = reference_eval_settings(cfg, task, sft, reward)
 
     def build(folder: Path) -> None:
         tokenizer, model = load_model_folder(sft.path / MODEL_DIR)
         problems, options = task.problems[settings.split], container(settings.options)
-        metrics = evaluate_policy(model, model, tokenizer, problems, task.reward, **options)
+        metrics = evaluate_policy(model, model, tokenizer, problems, reward, **options)
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
     start = time.perf_counter()
     result = cached_stage(Path(cfg.cache_dir), "reference_eval", container(settings), build)
     metrics = json.loads((result.path / "metrics.json").read_text())
     figures = f"true reward {metrics['true_reward']:.3f}, greedy {metrics['true_reward_greedy']:.3f}"
-    where = f"{len(task.problems[cfg.evaluate.split])} {cfg.evaluate.split} prompts"
+    where = f"{len(task.problems[cfg.evaluate.split])} {cfg.evaluate.split} prompts, by {reward.name}"
     stage("sft-eval", f"{built(result, start)} {result.path} ({figures} on {where})")
     return metrics

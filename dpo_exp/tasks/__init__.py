@@ -13,10 +13,11 @@ Reward = Callable[[str, str, str], float]
 
 @dataclass(frozen=True)
 class Problem:
-    """A prompt and its reference answer: the SFT demonstration, and what a reward may check against."""
+    """A prompt and its reference answer: the SFT demonstration, and what a reward may check against
+    (None for a prompt set without demonstrations)."""
 
     prompt: str
-    answer: str
+    answer: str | None
 
 
 def load_function(path: str) -> Callable[..., Any]:

@@ -361,9 +361,39 @@ def test_settings_that_cannot_mean_anything_are_refused_with_the_key(overrides, 
     assert not (tmp_path / "run").exists()
 
 
-def test_the_built_in_experiment_refuses_zero_sft_steps_and_samples():
-    with pytest.raises(ConfigError, match="sft.steps must be a positive integer, got 0"):
+def test_the_built_in_experiment_refuses_negative_sft_steps_zero_samples_and_a_negative_margin():
+    with pytest.raises(
+        ConfigError, match=r"sft.steps must be a non-negative integer \(0: the model as it is\)"
+    ):
+        validate_config(compose_config(["sft.steps=-1"], fast=False))
+    with pytest.raises(ConfigError, match="sft.target_reward: sft.steps=0 trains nothing"):
         validate_config(compose_config(["sft.steps=0"], fast=False))
+    validate_config(compose_config(["sft.steps=0", "sft.target_reward=null"], fast=False))
+    with pytest.raises(ConfigError, match="sample.min_margin must be at least 0"):
+        validate_config(compose_config(["sample.min_margin=-0.1"], fast=False))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["task.reward_output=prob:POSITIVE"],
+            "task.reward_output: has no effect: task.reward is a function",
+        ),
+        (
+            ["evaluate.reward_output=logit:1"],
+            "evaluate.reward_output: has no effect: evaluate.reward is null",
+        ),
+        (
+            ["evaluate.reward=dpo_exp.tasks.arithmetic:reward", "evaluate.reward_revision=abc"],
+            "evaluate.reward_revision: has no effect",
+        ),
+        (["+task.options.colour=red"], "task.options: dpo_exp.tasks.arithmetic:problems does not take them"),
+    ],
+)
+def test_reward_settings_that_do_nothing_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(compose_config(overrides, fast=False), overrides)
     with pytest.raises(ConfigError, match="sample.num_samples must be a positive integer, got 0"):
         validate_config(compose_config(["sample.num_samples=0"], fast=False))
 

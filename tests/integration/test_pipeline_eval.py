@@ -13,8 +13,11 @@ from dpo_exp.data.collate import pad_sequences
 from dpo_exp.experiment.evaluate import evaluate_policy, logprob_drift
 from dpo_exp.experiment.generation import encode_prompts, generate_completions
 from dpo_exp.experiment.sample import sample_and_label, split_files, write_split
-from dpo_exp.tasks import arithmetic, gsm8k, load_function
+from dpo_exp.models.reward import load_reward
+from dpo_exp.tasks import arithmetic, gsm8k
 from tests.conftest import tiny_llama_config
+
+VERIFIER = load_reward("dpo_exp.tasks.arithmetic:reward")
 
 
 @pytest.fixture
@@ -66,12 +69,12 @@ def test_samples_that_reach_max_new_tokens_without_eos_are_marked_cut(tiny_polic
     options = {"num_samples": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 3, "batch_size": 8}
     # EOS made impossible: every sample runs to max_new_tokens and is cut.
     tiny_policy.generation_config.suppress_tokens = [char_tokenizer.eos_token_id]
-    cut = sample_and_label(tiny_policy, char_tokenizer, problems, arithmetic.reward, **options)
+    cut = sample_and_label(tiny_policy, char_tokenizer, problems, VERIFIER, **options)
     assert [item.cut for item in cut] == [[True, True]] * 3
     # EOS forced at the last step at the latest: every sample ends, none is cut.
     tiny_policy.generation_config.suppress_tokens = None
     tiny_policy.generation_config.forced_eos_token_id = char_tokenizer.eos_token_id
-    ended = sample_and_label(tiny_policy, char_tokenizer, problems, arithmetic.reward, **options)
+    ended = sample_and_label(tiny_policy, char_tokenizer, problems, VERIFIER, **options)
     assert [item.cut for item in ended] == [[False, False]] * 3
 
     stats = write_split(tmp_path, "train", cut + ended, mode="all", threshold=1.0)
@@ -100,12 +103,12 @@ def test_kl_is_zero_for_the_reference_and_positive_after_training(tiny_policy, c
     problems = arithmetic.problems(64, digits=3, seed=0)
     reference = copy.deepcopy(tiny_policy).eval()
     options = {"max_new_tokens": 6, "batch_size": 64, "seed": 0}
-    before = evaluate_policy(tiny_policy, reference, char_tokenizer, problems, arithmetic.reward, **options)
+    before = evaluate_policy(tiny_policy, reference, char_tokenizer, problems, VERIFIER, **options)
     assert before["kl"] == pytest.approx(0.0, abs=1e-5)
     assert 0.0 <= before["true_reward"] <= 1.0 and 0.0 <= before["true_reward_greedy"] <= 1.0
 
     _train_a_little(tiny_policy, char_tokenizer, problems)
-    after = evaluate_policy(tiny_policy, reference, char_tokenizer, problems, arithmetic.reward, **options)
+    after = evaluate_policy(tiny_policy, reference, char_tokenizer, problems, VERIFIER, **options)
     assert after["kl"] > 0.5
 
 
@@ -129,7 +132,7 @@ def test_sample_and_label_on_gsm8k_with_a_saved_model_and_a_reward_by_path(
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     problems = gsm8k.problems(3, dataset=str(gsm8k_repo), split="test")
-    reward = load_function("dpo_exp.tasks.gsm8k:reward")
+    reward = load_reward("dpo_exp.tasks.gsm8k:reward")
     labelled = sample_and_label(
         model,
         tokenizer,

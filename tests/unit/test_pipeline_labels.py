@@ -217,3 +217,30 @@ def test_gsm8k_offline_names_the_task_options_for_a_local_copy():
         DataError, match=r"openai/gsm8k@cc7b047 \(subset main, split train\).*task\.options\.path="
     ):
         gsm8k.problems(2, dataset="openai/gsm8k", revision="cc7b047b6e5bb11b4f1af84efc572db110a51b3c")
+
+
+def test_a_minimum_margin_keeps_only_pairs_whose_rewards_differ_enough():
+    from dpo_exp.experiment.sample import Labelled, build_pairs
+
+    item = Labelled("p", "a", ["w", "x", "y", "z"], [0.9, 0.5, 0.45, 0.1], [False] * 4)
+    every = build_pairs([item], "all")
+    assert len(every) == 6  # 4 samples with distinct rewards: every ordered pair
+    wide = build_pairs([item], "all", min_margin=0.4)
+    assert {(pair.chosen, pair.rejected) for pair in wide} == {("w", "x"), ("w", "y"), ("w", "z"), ("x", "z")}
+    assert [(p.chosen, p.rejected) for p in build_pairs([item], "best_vs_worst", min_margin=0.8)] == [
+        ("w", "z")
+    ]
+    assert build_pairs([item], "best_vs_worst", min_margin=0.81) == []
+
+
+def test_a_reward_that_scores_every_sample_the_same_stops_before_pairing():
+    from dpo_exp.errors import UserError
+    from dpo_exp.experiment.sample import Labelled, check_scores_vary
+
+    same = [Labelled(f"p{i}", "a", ["x", "y"], [0.5, 0.5], [False, False]) for i in range(3)]
+    with pytest.raises(
+        UserError, match=r"reward my:reward: gave all 6 samples of the train split the same score 0\.5"
+    ):
+        check_scores_vary(same, "my:reward", "train")
+    varied = [*same, Labelled("p3", "a", ["x", "y"], [0.5, 0.6], [False, False])]
+    check_scores_vary(varied, "my:reward", "train")  # one prompt that differs is enough

@@ -223,9 +223,9 @@ def test_no_path(tmp_path):
 
 
 def test_unsupported_extension(tmp_path):
-    path = tmp_path / "data.csv"
+    path = tmp_path / "data.tsv"
     path.write_text("prompt,chosen,rejected\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"data\.csv: unsupported file type; expected one of: \.jsonl"):
+    with pytest.raises(DataError, match=r"data\.tsv: unsupported file type; expected one of: \.jsonl"):
         load_records("pairs", str(path))
 
 
