@@ -11,12 +11,12 @@ from omegaconf import DictConfig
 from dpo_exp.devices import weights_dtype
 from dpo_exp.errors import ConfigError
 from dpo_exp.losses import get_loss
+from dpo_exp.models.reward import is_function
 
 
 def uses_reference(cfg: DictConfig) -> bool:
     return get_loss(cfg.loss.name).needs_reference
 
-from dpo_exp.models.reward import is_function
 
 # Keys that only mean something when another setting enables them: (key prefix, whether the
 # run uses it, why not; `{loss}` is the loss's name). Checked for the keys a launch set

@@ -205,7 +205,10 @@ def generation_eval(cfg: DictConfig, run_dir: Path) -> GenerationEval:
     any model trains."""
     evaluate = cfg.evaluate
     reward = load_reward(
-        str(evaluate.reward), output=str(evaluate.reward_output), batch_size=int(evaluate.batch_size)
+        str(evaluate.reward),
+        output=str(evaluate.reward_output),
+        revision=evaluate.get("reward_revision"),
+        batch_size=int(evaluate.batch_size),
     )
     return GenerationEval(
         CachedReward(reward, Path(cfg.output_root) / SCORE_CACHE),
