@@ -220,8 +220,8 @@ EXPERIMENT_SECTIONS: dict[str, tuple[type | None, str]] = {
 # The `evaluate` keys a fixed dataset's generation-scored evaluation reads (with `evaluate.reward`);
 # the others (`split`) choose among the built-in experiment's prompt sets.
 FIXED_DATA_EVALUATE_KEYS = (
-    "reward", "reward_output", "reward_revision", "prompts", "temperature", "max_new_tokens", "batch_size", "seed",
-    "table_every", "table_size",
+    "reward", "reward_output", "reward_revision", "prompts", "temperature", "max_new_tokens",
+    "batch_size", "seed", "table_every", "table_size",
 )  # fmt: skip
 # Those only a fixed dataset reads: the built-in experiment's prompts, length and temperature are
 # its task's (task.splits.eval, task.max_new_tokens; samples at temperature 1).
