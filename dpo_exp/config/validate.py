@@ -28,15 +28,14 @@ from dpo_exp.config.generation_eval import (
 )
 from dpo_exp.config.keys import key_paths, suggestion, unknown_key_message
 from dpo_exp.config.schema import EXPERIMENT_SECTIONS, RUN_SECTIONS, TASK_SOURCE, TOP_LEVEL_KEYS
+from dpo_exp.config.task import check_task
 from dpo_exp.console import VERBOSITY
 from dpo_exp.data.demonstrations import DEMONSTRATIONS
 from dpo_exp.data.sources import GENERATED, get_source
 from dpo_exp.errors import ConfigError
 from dpo_exp.losses import LOSSES, LossSpec, check_options, get_loss, loss_hyperparameters
 from dpo_exp.models.checks import check_model_config
-from dpo_exp.models.reward import is_function
 from dpo_exp.rows import is_local_dataset
-from dpo_exp.tasks import load_function
 from dpo_exp.training.build import loss_options
 from dpo_exp.training.export import check_export
 from dpo_exp.training.guards import ACTIONS as NONFINITE_ACTIONS
@@ -337,26 +336,6 @@ def check_experiment(cfg: DictConfig, spec: LossSpec) -> None:
         raise ConfigError(f"online.rounds must be at least 1, got {cfg.online.rounds}")
     if cfg.online.reference == "previous" and not spec.needs_reference:
         raise ConfigError(f"online.reference: loss={spec.name} uses no reference model")
-
-
-def check_task(task_cfg: DictConfig) -> None:
-    """The splits' sizes, the problems function and its options, a function reward; a classifier
-    reward is checked when it loads (a hub id cannot be checked offline)."""
-    for split, size in task_cfg.splits.items():
-        if int(size) <= 0:
-            raise ConfigError(f"task.splits.{split} must be a positive integer")
-    for key in ("problems", "reward"):
-        if key == "reward" and not is_function(task_cfg.reward):
-            continue
-        try:
-            load_function(task_cfg[key])
-        except (ValueError, ImportError) as error:
-            raise ConfigError(f"task.{key}: {error}") from error
-    options = OmegaConf.to_container(task_cfg.options, resolve=True)
-    try:
-        inspect.signature(load_function(task_cfg.problems)).bind(1, **options)
-    except TypeError as error:
-        raise ConfigError(f"task.options: {task_cfg.problems} does not take them ({error})") from None
 
 
 def check_fixed_data(cfg: DictConfig, changed: Sequence[str]) -> None:
