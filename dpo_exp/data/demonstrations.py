@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from dpo_exp.data import formats
+import dpo_exp.data.formats as formats
 from dpo_exp.data.records import Record, Text, UnpairedExample
 from dpo_exp.data.sources import LoadedRecords, RowWhere, register_source, text_field
 from dpo_exp.rows import Location, read_rows

@@ -12,7 +12,6 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from dpo_exp.console import detail, stage, warn
-from dpo_exp.data import demonstrations  # noqa: F401  (registers the `demonstrations` source)
 from dpo_exp.data.collate import (
     IndexedItem,
     PairCollator,
@@ -22,6 +21,7 @@ from dpo_exp.data.collate import (
     UnpairedLogps,
     WithReferenceLogps,
 )
+from dpo_exp.data.demonstrations import DEMONSTRATIONS
 from dpo_exp.data.records import DataError, PreferencePair, Record
 from dpo_exp.data.report import (
     DataReport,
@@ -42,11 +42,7 @@ def data_label(data_cfg: Any) -> str:
     or dataset's name too."""
     name = str(data_cfg.name)
     path = data_cfg.get("train_path") or data_cfg.get("dataset")
-    if (
-        name == data_cfg.get("source")
-        and name in ("pairs", "unpaired", demonstrations.DEMONSTRATIONS)
-        and path
-    ):
+    if name == data_cfg.get("source") and name in ("pairs", "unpaired", DEMONSTRATIONS) and path:
         name = f"{name}-{Path(str(path)).name.split('.')[0]}"
     return name
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dpo_exp.data import formats
+import dpo_exp.data.formats as formats
 from dpo_exp.data.records import DataError, PreferencePair, Record, Text, UnpairedExample
 from dpo_exp.rows import Location, describe, position_of_row, read_rows
 from dpo_exp.tasks import arithmetic as arithmetic_task

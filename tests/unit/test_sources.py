@@ -247,9 +247,8 @@ def test_bad_max_rows(tmp_path, max_rows):
 
 
 def test_unknown_source_lists_the_valid_ones():
-    with pytest.raises(
-        DataError, match=r"unknown data source 'jsonl'; valid sources: hh_rlhf, pairs, synthetic, unpaired"
-    ):
+    valid = "demonstrations, hh_rlhf, pairs, synthetic, unpaired"
+    with pytest.raises(DataError, match=rf"unknown data source 'jsonl'; valid sources: {valid}"):
         get_source("jsonl")
 
 
