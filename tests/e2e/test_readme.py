@@ -202,7 +202,9 @@ def test_every_place_that_names_a_gpu_only_feature_says_it_was_not_run(path):
 def test_the_gpu_only_features_are_named_where_a_reader_looks_for_them():
     # QLoRA in the models page, fp16 mixed precision in the precision page, NCCL with the DDP command
     # and the nodes, the file map's QLoRA rows: each a place that says it was not run yet.
-    named = {path: [place for place in places(text) if NEEDS_A_GPU.search(place)] for path, text in PAGES.items()}
+    named = {
+        path: [place for place in places(text) if NEEDS_A_GPU.search(place)] for path, text in PAGES.items()
+    }
     assert any("qlora" in place.lower() for place in named["docs/models.md"])
     assert any("16-mixed" in place for place in named["docs/precision.md"])
     assert any("nccl" in place.lower() for place in named["docs/distributed.md"])

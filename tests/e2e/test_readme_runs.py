@@ -29,8 +29,8 @@ import pytest
 import yaml
 
 from dpo_exp.tasks import gsm8k
-from tests.conftest import PROJECT_ROOT
 from dpo_exp.training.metrics_file import read_metrics
+from tests.conftest import PROJECT_ROOT
 from tests.e2e.readme import arguments, gsm8k_stand_in, launch, readme_commands
 from tests.helpers import FAST_MODEL, FAST_TRAINER, dpo_exp_command, train_py
 
