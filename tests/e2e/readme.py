@@ -1,5 +1,5 @@
-"""The README's shell commands and the real files that stand in for the reader's own: what
-test_readme.py composes and test_readme_runs.py runs."""
+"""The shell commands of the README and of the pages under docs/, and the real files that stand in
+for the reader's own: what test_readme.py composes and test_readme_runs.py runs."""
 
 from __future__ import annotations
 
@@ -18,19 +18,28 @@ from tests.conftest import GSM8K_CARD, PROJECT_ROOT
 from tests.helpers import dpo_exp_command, train_py
 
 README = (PROJECT_ROOT / "README.md").read_text()
+# The documentation a reader follows: the README and every page under docs/, by path.
+PAGES = {"README.md": README} | {
+    f"docs/{page.name}": page.read_text() for page in sorted((PROJECT_ROOT / "docs").glob("*.md"))
+}
 SWEEPS_DIR = PROJECT_ROOT / "sweeps"
-SUBCOMMANDS = (*COMMANDS, "compare")
+SUBCOMMANDS = tuple(COMMANDS)
 
 
-def readme_commands() -> list[str]:
-    """`python train.py ...` and `dpo-exp ...` lines of the README's bash blocks, comments dropped."""
+def page_commands(text: str) -> list[str]:
+    """`python train.py ...` and `dpo-exp ...` lines of a page's bash blocks, comments dropped."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
             command = line.split(" #")[0].strip()
             if command.startswith(("python train.py", "dpo-exp")):
                 commands.append(" ".join(command.split()))
     return list(dict.fromkeys(commands))
+
+
+def readme_commands() -> list[str]:
+    """Every documented command: those of the README, then those of each page under docs/."""
+    return list(dict.fromkeys(command for text in PAGES.values() for command in page_commands(text)))
 
 
 def is_hydra_command(command: str) -> bool:

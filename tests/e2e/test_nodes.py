@@ -1,4 +1,4 @@
-"""Beyond one machine, on one: the README's torchrun command as two node ranks on 127.0.0.1, its
+"""Beyond one machine, on one: docs/distributed.md's torchrun command as two node ranks on 127.0.0.1, its
 srun command as two processes given SLURM's variables by hand, and a world the config does not
 match refused before anything loads."""
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-from tests.e2e.readme import README, arguments
+from tests.e2e.readme import PAGES, arguments
 from tests.helpers import FAST, FAST_TRAINER, train_losses, train_py, without_launchers
 
 pytestmark = pytest.mark.slow
@@ -35,8 +35,8 @@ IN_ORDER = [
 
 
 def readme_line(launcher: str) -> str:
-    """The README's command that starts with `launcher` (continued lines joined)."""
-    (section,) = re.findall(r"## Beyond one machine.*?```bash\n(.*?)```", README, re.S)
+    """docs/distributed.md's command that starts with `launcher` (continued lines joined)."""
+    (section,) = re.findall(r"## Beyond one machine.*?```bash\n(.*?)```", PAGES["docs/distributed.md"], re.S)
     (line,) = [line for line in section.splitlines() if line.startswith(launcher)]
     return line.split(" #")[0].strip()
 

@@ -1,10 +1,11 @@
-"""Every command the README prints composes and validates, and the README says what was never run.
+"""Every command the README and the docs/ pages print composes and validates, and they say what was
+never run.
 
-Each `python train.py` / `dpo-exp` line in the README's code blocks is composed with Hydra exactly
-as the shell would pass it (paths that stand for the reader's own files replaced by real ones) and
-validated as the entry validates it; a list below says what each line must train on, and a line
-without an entry fails the test, so a new README command needs its check. test_readme_runs.py runs
-them for real, at a reduced size.
+Each `python train.py` / `dpo-exp` line in the bash blocks of the README and of every page under
+docs/ is composed with Hydra exactly as the shell would pass it (paths that stand for the reader's
+own files replaced by real ones) and validated as the entry validates it; a list below says what
+each line must train on, and a line without an entry fails the test, so a new documented command
+needs its check. test_readme_runs.py runs them for real, at a reduced size.
 """
 
 # ruff: noqa: E501  (README command lines are kept whole, as the README prints them)
@@ -20,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from dpo_exp.cli import CONF_DIR, RETIRED_KEYS, check_retired_overrides
 from dpo_exp.config import is_experiment, validate_config
 from tests.conftest import PROJECT_ROOT
-from tests.e2e.readme import README, SWEEPS_DIR, arguments, is_hydra_command, readme_commands
+from tests.e2e.readme import PAGES, SWEEPS_DIR, arguments, is_hydra_command, readme_commands
 from tests.helpers import train_py
 
 HYDRA_COMMANDS = [command for command in readme_commands() if is_hydra_command(command)]
@@ -28,7 +29,21 @@ HYDRA_COMMANDS = [command for command in readme_commands() if is_hydra_command(c
 # What each command trains on: (data name, experiment or not). Placeholders of the reader's own
 # files are replaced by real ones in `arguments`.
 EXPECTED = {
+    # README
     "python train.py": ("arithmetic", True),
+    "python train.py -m model=hf model.path=/path/to/sft data=pairs data.train_path=prefs.jsonl loss=dpo,ipo,simpo beta=0.1,0.5 seed=0,1": (
+        "pairs",
+        False,
+    ),
+    "python train.py model=hf model.path=/path/to/sft data=pairs data.train_path=prefs.jsonl logger=wandb": (
+        "pairs",
+        False,
+    ),
+    "python train.py model=hf model.path=/path/to/sft data=pairs data.train_path=prefs.jsonl loss=ipo beta=0.1 resume=auto": (
+        "pairs",
+        False,
+    ),
+    # README and docs/
     "python train.py data=synthetic loss=ipo beta=0.1": ("synthetic", False),
     "python train.py data=hh_helpful experiment=hh_helpful_tiny": ("hh_helpful", False),
     "python train.py model=hf model.path=/path/to/sft data=pairs data.train_path=prefs.jsonl loss=ipo beta=0.1": (
@@ -178,10 +193,20 @@ def places(text: str) -> list[str]:
     return [" ".join(place.split()) for place in found if place.strip()]  # a line break is a space
 
 
-@pytest.mark.parametrize("path", ["README.md", *sorted(p.name for p in (PROJECT_ROOT / "docs").glob("*.md"))])
+@pytest.mark.parametrize("path", list(PAGES))
 def test_every_place_that_names_a_gpu_only_feature_says_it_was_not_run(path):
-    text = README if path == "README.md" else (PROJECT_ROOT / "docs" / path).read_text()
-    named = [place for place in places(text) if NEEDS_A_GPU.search(place)]
+    named = [place for place in places(PAGES[path]) if NEEDS_A_GPU.search(place)]
     assert not [place for place in named if NOT_RUN not in place]
-    if path == "README.md":  # the QLoRA and precision items, the DDP command, the file map's rows
-        assert len(named) >= 5
+
+
+def test_the_gpu_only_features_are_named_where_a_reader_looks_for_them():
+    # QLoRA in the models page, fp16 mixed precision in the precision page, NCCL with the DDP command
+    # and the nodes, the file map's QLoRA rows: each a place that says it was not run yet.
+    named = {
+        path: [place for place in places(text) if NEEDS_A_GPU.search(place)] for path, text in PAGES.items()
+    }
+    assert any("qlora" in place.lower() for place in named["docs/models.md"])
+    assert any("16-mixed" in place for place in named["docs/precision.md"])
+    assert any("nccl" in place.lower() for place in named["docs/distributed.md"])
+    assert len(named["docs/architecture.md"]) >= 2
+    assert sum(map(len, named.values())) >= 5

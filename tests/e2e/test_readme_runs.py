@@ -1,6 +1,7 @@
-"""Every README command that can run here, run for real, and checked for what the README says it does.
+"""Every documented command that can run here, run for real, and checked for what its page says it does.
 
-Each `python train.py` / `dpo-exp` line of the README's bash blocks runs as a subprocess, as typed,
+Each `python train.py` / `dpo-exp` line of the bash blocks of the README and of the pages under docs/
+runs as a subprocess, as typed,
 with the reader's own files replaced by real stand-ins (tests/e2e/readme.py) and overrides that
 make it small appended after its own arguments. A multirun's value lists are cut to their first
 two values, a named sweep's `hydra.sweeper.params` to two members: a sweep still has members,
@@ -28,13 +29,14 @@ import pytest
 import yaml
 
 from dpo_exp.tasks import gsm8k
+from dpo_exp.training.metrics_file import read_metrics
 from tests.conftest import PROJECT_ROOT
 from tests.e2e.readme import arguments, gsm8k_stand_in, launch, readme_commands
-from tests.helpers import FAST_MODEL, FAST_TRAINER, train_py
+from tests.helpers import FAST_MODEL, FAST_TRAINER, dpo_exp_command, train_py
 
 pytestmark = pytest.mark.slow
 
-# The README commands that cannot run on a CPU without a network, and why; every other command
+# The documented commands that cannot run on a CPU without a network, and why; every other command
 # runs below.
 COMPOSED_ONLY = {
     "python train.py model=qwen2 data=hh_helpful": "Qwen/Qwen2.5-0.5B's weights come from the hub, offline here",
@@ -259,6 +261,66 @@ def test_the_data_report_command_reports_the_named_data(tmp_path, reader_files, 
         in result.stdout
     )
     assert not list(tmp_path.iterdir())  # no run folder
+
+
+# -- Your model, your data (the README) ----------------------------------------------------------
+
+OWN = "python train.py model=hf model.path=/path/to/sft data=pairs data.train_path=prefs.jsonl"
+OWN_SWEEP = "python train.py -m model=hf model.path=/path/to/sft data=pairs data.train_path=prefs.jsonl loss=dpo,ipo,simpo beta=0.1,0.5 seed=0,1"
+OWN_WANDB = f"{OWN} logger=wandb"
+OWN_RESUME = f"{OWN} loss=ipo beta=0.1 resume=auto"
+
+
+@runs(OWN_SWEEP)
+def test_a_loss_beta_seed_sweep_on_your_pairs_is_compared_with_seeds_folded(tmp_path, reader_files):
+    launch_sweep(OWN_SWEEP, reader_files, *FAST_TRAINER, "data.val_size=20", f"output_root={tmp_path}")
+    found = members(tmp_path)  # each list cut to two values: 2 losses x 2 betas x 2 seeds
+    assert list(found)[:2] == ["0_loss=dpo,beta=0.1,seed=0", "1_loss=dpo,beta=0.1,seed=1"] and len(found) == 8
+    for name, member in found.items():
+        summary = summary_of(member)
+        assert name.endswith(f"loss={summary['loss']},beta={summary['beta']},seed={summary['seed']}")
+        assert config_of(member)["model"]["path"] == reader_files["/path/to/sft"]
+    (sweep_dir,) = (tmp_path / "sweeps").iterdir()
+    ok(dpo_exp_command("compare", str(sweep_dir)))  # the README's `dpo-exp compare outputs/sweeps/<time>/`
+    seeds = pd.read_csv(sweep_dir / "compare" / "seeds.csv")
+    assert len(seeds) == 4 and set(seeds["runs"]) == {2}  # each setting's mean ± sd over its 2 seeds
+
+
+@runs(OWN_WANDB)
+def test_wandb_writes_an_offline_run_in_the_run_folder_that_the_result_block_names(tmp_path, reader_files):
+    result = ok(launch(OWN_WANDB, reader_files, *FAST_TRAINER, "data.val_size=20", f"output_root={tmp_path}"))
+    run_dir = only_run(tmp_path)
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    assert list(offline.glob("run-*.wandb"))
+    assert Path(summary_of(run_dir)["wandb_run_dir"]).resolve() == offline.resolve()
+    assert f"(to upload: wandb sync {summary_of(run_dir)['wandb_run_dir']})" in result.stdout + result.stderr
+
+
+@runs(OWN_RESUME)
+def test_ctrl_c_then_the_same_command_with_resume_auto_continues_in_one_folder(tmp_path, reader_files):
+    # The README's quick-start command (OWN with loss=ipo beta=0.1), stopped by Ctrl-C after a checkpoint.
+    longer = ["data.val_size=20", "trainer.max_steps=60", "trainer.val_check_interval=20",
+              "checkpoint.every_n_steps=5", "trainer.enable_progress_bar=false", f"output_root={tmp_path}"]  # fmt: skip
+    first = arguments(OWN_RESUME.removesuffix(" resume=auto"), reader_files)
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    process = subprocess.Popen(
+        [sys.executable, "train.py", *first, *longer], cwd=PROJECT_ROOT, env=environment,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal's Ctrl-C
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob("runs/*/*/checkpoints/step*.ckpt.digests.json")):
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 130 and "resume=auto" in stderr, stderr[-3000:]
+    result = ok(launch(OWN_RESUME, reader_files, *longer))
+    assert "resuming from" in result.stdout
+    run_dir = only_run(tmp_path)  # one folder
+    assert summary_of(run_dir)["global_step"] == 60 and summary_of(run_dir)["loss"] == "ipo"
+    steps = read_metrics(run_dir / "metrics.csv").dropna(subset=["train/loss"])["step"].astype(int).tolist()
+    assert steps == list(range(60))  # one curve: every step once
 
 
 # -- The built-in experiment ---------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The house rules, checked on the source: layers import downwards only, no import cycle, small
-modules and functions. (README "Files" and docs/architecture.md draw the same layers.)"""
+modules and functions. (docs/architecture.md draws the same layers and lists every module.)"""
 
 from __future__ import annotations
 

@@ -441,7 +441,7 @@ def test_hh_real_rows_prompt_is_a_prefix_and_transcripts_rebuild_exactly(helpful
 def test_hh_real_rows_where_the_per_transcript_split_disagrees(helpful_train):
     raw, records = helpful_train
     disagree = [i for i, row in enumerate(raw) if own_split(row["chosen"]) != own_split(row["rejected"])]
-    assert len(disagree) == 7  # README: 7 in helpful_base.train
+    assert len(disagree) == 7  # docs/data.md: 7 in helpful-base train
     for i in disagree:
         # One response continued the dialogue; our prompt is still a prefix of both.
         response = records[i].chosen + records[i].rejected
@@ -450,7 +450,7 @@ def test_hh_real_rows_where_the_per_transcript_split_disagrees(helpful_train):
 
 @pytest.mark.real_data
 def test_hh_real_rows_whose_responses_start_alike(helpful_train):
-    # README: a raw common-prefix split would cut into the responses in 241 rows, by >= 20 chars in 2.
+    # docs/data.md: a raw common-prefix split would cut into the responses in 241 rows, by >= 20 chars in 2.
     _, records = helpful_train
     shared = [len(os.path.commonprefix([r.chosen, r.rejected])) for r in records if r.chosen != r.rejected]
     assert sum(length > 1 for length in shared) == 241
@@ -459,7 +459,7 @@ def test_hh_real_rows_whose_responses_start_alike(helpful_train):
 
 @pytest.mark.real_data
 def test_hh_real_degenerate_rows_are_dropped_by_tokenisation(helpful_train):
-    # README: 1 identical pair and 2 empty rejected responses in helpful_base.train.
+    # docs/data.md: 1 identical pair and 2 empty rejected responses in helpful-base train.
     _, records = helpful_train
     kept, dropped = tokenize_records(records, build_char_tokenizer(), **NO_TRUNCATION)
     assert dropped == {"chosen_equals_rejected": 1, "empty_response": 2}
@@ -471,7 +471,7 @@ def test_hh_real_identical_pairs_in_the_extra_file(hh_rlhf_repo):
     records = load_records("hh_rlhf", hh_split(hh_rlhf_repo, "helpful-rejection-sampled", "test"))
     assert len(records) == 2000
     identical = [r for r in records if r.chosen == r.rejected]
-    assert len(identical) == 23  # README: 23 in helpful_rejection_sampled.extra
+    assert len(identical) == 23  # docs/data.md: 23 in helpful-rejection-sampled
     # Tokenising all 2,000 rows with the character tokenizer takes seconds; the ties suffice.
     kept, dropped = tokenize_records(identical, build_char_tokenizer(), **NO_TRUNCATION)
     assert (kept, dropped) == ([], {"chosen_equals_rejected": 23})
