@@ -3,7 +3,6 @@ the ones the per-completion verifier gave before, and a classifier labels sample
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -12,34 +11,20 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from dpo_exp.data.collate import pad_sequences
-from dpo_exp.experiment.evaluate import evaluate_policy
+from dpo_exp.experiment.evaluate import evaluate_policy, sample_once
+from dpo_exp.experiment.generation import decode, encode_prompts, generate_completions
 from dpo_exp.experiment.sample import sample_and_label, write_split
 from dpo_exp.experiment.stages import draw_samples, load_model_folder, sample_settings
 from dpo_exp.experiment.task import Task, evaluation_reward
 from dpo_exp.models.reward import ClassifierReward, FunctionReward, load_reward
 from dpo_exp.tasks import arithmetic
 from tests.conftest import tiny_llama_config
+from tests.e2e.rewards import partial_credit
 from tests.helpers import SMALL_EXPERIMENT, compose_config
 
-# Pinned from the code before the reward became a `Reward` (per-completion calls of the verifier),
-# on this tiny model: a Llama of seed 0 given 60 steps on 64 problems, against one of seed 1.
-SAMPLE_FILES = {
-    "pairs.jsonl": "b0fee43236c44a63",
-    "pairs_val.jsonl": "e542ae15468f5b31",
-    "rft.jsonl": "dfb34e8017ba12ae",
-    "rft_val.jsonl": "ec6ada8fca5c276e",
-    "samples.jsonl": "a8e910be51b4aacd",
-    "samples_val.jsonl": "652092f7549f86b3",
-    "unpaired.jsonl": "8806f5d42da3c0a1",
-    "unpaired_val.jsonl": "916a76e961d6febc",
-}
-TRAIN_STATS = {"prompts": 8, "samples": 32, "mean_reward": 0.3229166666666667, "prompts_with_pair": 7,
-               "prompts_all_pass": 0, "prompts_all_fail": 3, "cut": 0, "pairs": 21, "unpaired": 32,
-               "rft": 7}  # fmt: skip
-PARTIAL_CREDIT = {"true_reward": 0.22916666666666669, "true_reward_greedy": 0.20833333333333331,
-                  "kl": 15.80385971069336}  # fmt: skip
-SAMPLED = [1, 1, 1, 0, 1, 1, 0, 0, 2, 0, 0, 1, 1, 0, 1, 1]  # thirds: each prompt's sampled reward
-VERIFIER = {"true_reward": 0.0, "true_reward_greedy": 0.0, "kl": 15.80385971069336}
+# The verifier the arithmetic task names, called as the pipeline called it before rewards were
+# scored in batches: once per completion, (prompt, completion, answer) -> float.
+VERIFIER = "dpo_exp.tasks.arithmetic:reward"
 
 
 def trained_a_little(tokenizer, steps: int = 60):
@@ -80,35 +65,79 @@ def policy_dirs(tmp_path_factory, char_tokenizer) -> dict[str, Path]:
 SMALL = [*SMALL_EXPERIMENT, "task.splits.sample=8", "task.splits.sample_val=4", "task.splits.eval=16"]
 
 
-def test_the_arithmetic_tasks_samples_and_pairs_are_unchanged(policy_dirs, tmp_path):
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def old_pairs(item: dict) -> list[tuple[str, str]]:
+    """Every higher x lower pair of an item's distinct samples, as pairs were made before the
+    reward was a `Reward` (ties never pair; no margin)."""
+    distinct: dict[tuple[str, bool], float] = {}
+    for text, score, cut in zip(item["completions"], item["rewards"], item["cut"], strict=True):
+        distinct.setdefault((text, cut), score)
+    return [(high[0], low[0]) for high, hs in distinct.items() for low, ls in distinct.items() if hs > ls]
+
+
+def test_the_arithmetic_tasks_labels_and_pairs_are_the_verifiers_per_completion(policy_dirs, tmp_path):
+    """Machine-independent: whatever this CPU samples, every label is the verifier's own value for
+    that completion, and the pairs, KTO and RFT sets are those the per-completion path built."""
     cfg = compose_config(SMALL, fast=False)
     task = Task.from_config(cfg.task)
-    assert isinstance(task.reward, FunctionReward)
+    assert isinstance(task.reward, FunctionReward) and task.reward.name == cfg.task.reward
     assert "reward_digest" not in task.settings  # a function's stage keys are what they were
     draw_samples(sample_settings(cfg, task, "pinned", 0), task, policy_dirs["policy"], tmp_path)
-    digests = {
-        path.name: hashlib.sha256(path.read_bytes()).hexdigest()[:16] for path in tmp_path.glob("*.jsonl")
-    }
-    assert digests == SAMPLE_FILES
+    for suffix in ("", "_val"):
+        items = read_jsonl(tmp_path / f"samples{suffix}.jsonl")
+        assert items and all(len(item["completions"]) == 4 for item in items)
+        for item in items:
+            expected = [partial_credit(item["prompt"], text, item["answer"]) for text in item["completions"]]
+            assert item["rewards"] == expected
+        pairs = [
+            (row["prompt"], row["chosen"], row["rejected"])
+            for row in read_jsonl(tmp_path / f"pairs{suffix}.jsonl")
+        ]
+        assert pairs == [(item["prompt"], *pair) for item in items for pair in old_pairs(item)]
+        unpaired = read_jsonl(tmp_path / f"unpaired{suffix}.jsonl")
+        labels = [score >= cfg.task.pass_threshold for item in items for score in item["rewards"]]
+        assert [row["label"] for row in unpaired] == labels
     stats = json.loads((tmp_path / "stats.json").read_text())["train"]
-    assert {key: value for key, value in stats.items() if key != "seconds"} == TRAIN_STATS
+    items = read_jsonl(tmp_path / "samples.jsonl")
+    assert stats["pairs"] == sum(len(old_pairs(item)) for item in items) > 0
+    assert stats["mean_reward"] == pytest.approx(sum(sum(i["rewards"]) for i in items) / stats["samples"])
 
 
-def test_the_arithmetic_tasks_evaluation_figures_are_unchanged(policy_dirs):
-    verifier = "dpo_exp.tasks.arithmetic:reward"
-    cfg = compose_config([*SMALL, f"evaluate.reward={verifier}"], fast=False)
+def test_the_arithmetic_tasks_evaluation_figures_are_the_verifiers_per_completion(policy_dirs):
+    """Machine-independent: the evaluation's figures are the means of the verifier's values on the
+    same draws, called once per completion, for the task's reward and for a held-out one."""
+    cfg = compose_config([*SMALL, f"evaluate.reward={VERIFIER}"], fast=False)
     task = Task.from_config(cfg.task)
     held_out = evaluation_reward(cfg, task)
-    assert held_out.name == verifier and held_out is not task.reward
+    assert held_out.name == VERIFIER and held_out is not task.reward
     tokenizer, policy = load_model_folder(policy_dirs["policy"])
     _, reference = load_model_folder(policy_dirs["reference"])
     options = {"max_new_tokens": 6, "batch_size": 32, "seed": 1234}
-    for reward, pinned in ((task.reward, PARTIAL_CREDIT), (held_out, VERIFIER)):
-        metrics = evaluate_policy(policy, reference, tokenizer, task.problems["eval"], reward, **options)
-        sampled = metrics.pop("sampled_rewards")
-        assert metrics == pytest.approx(pinned, abs=1e-6)
-        if pinned is PARTIAL_CREDIT:
-            assert sampled == pytest.approx([third / 3 for third in SAMPLED])
+    problems = task.problems["eval"]
+    prompt_ids = encode_prompts(tokenizer, [problem.prompt for problem in problems])
+    sampled = sample_once(policy, tokenizer, prompt_ids, **options)
+    greedy = [
+        rows[0]
+        for rows in generate_completions(
+            policy, tokenizer, prompt_ids, greedy=True, max_new_tokens=6, batch_size=32
+        )
+    ]
+    for reward, function in ((task.reward, partial_credit), (held_out, arithmetic.reward)):
+        metrics = evaluate_policy(policy, reference, tokenizer, problems, reward, **options)
+        per_prompt = [
+            function(p.prompt, decode(tokenizer, ids), p.answer)
+            for p, ids in zip(problems, sampled, strict=True)
+        ]
+        greedy_rewards = [
+            function(p.prompt, decode(tokenizer, ids), p.answer)
+            for p, ids in zip(problems, greedy, strict=True)
+        ]
+        assert metrics["sampled_rewards"] == pytest.approx(per_prompt)
+        assert metrics["true_reward"] == pytest.approx(sum(per_prompt) / len(problems))
+        assert metrics["true_reward_greedy"] == pytest.approx(sum(greedy_rewards) / len(problems))
 
 
 def test_a_classifier_labels_samples_in_batches(policy_dirs, tiny_classifier_dir, tmp_path):
