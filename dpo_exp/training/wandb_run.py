@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dpo_exp.console import log
 from dpo_exp.losses import takes_beta
+from dpo_exp.training.settings_in_use import unused_settings
 
 # Set when a multirun starts (`dpo_exp.config.naming.SweepNaming`): the keys its sweep varies,
 # comma-separated. An environment variable, so launchers that run members in other processes
@@ -56,15 +57,19 @@ def flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 def wandb_config(cfg: DictConfig) -> dict[str, Any]:
     """The settings the run reads, one column each: not the built-in experiment's sections on a
-    fixed dataset (a run of the experiment has `task`), not `beta` for a loss without one, not the
-    run's name and logger, which W&B shows as the run's own fields."""
+    fixed dataset (a run of the experiment has `task`; `evaluate` stays where `evaluate.reward`
+    scores generations), not `beta` for a loss without one, not a setting another one switches off
+    (`settings_in_use`: the reference's for a reference-free loss, `optim.warmup_ratio` beside
+    `optim.warmup_steps`, ...), not the run's name and logger, which W&B shows as the run's own fields."""
     dropped = set(RUN_FIELDS)
     if cfg.get("task") is None:
-        dropped |= set(EXPERIMENT_KEYS)
+        dropped |= set(EXPERIMENT_KEYS) - ({"evaluate"} if cfg.evaluate.get("reward") else set())
     if not takes_beta(str(cfg.loss.name)):
         dropped.add("beta")
+    unused = tuple(prefix for prefix, _ in unused_settings(cfg))
     tree = OmegaConf.to_container(cfg, resolve=True)
-    return dict(flatten({key: value for key, value in tree.items() if key not in dropped}))
+    pairs = flatten({key: value for key, value in tree.items() if key not in dropped})
+    return {key: value for key, value in pairs if not key.startswith(unused)}
 
 
 def wandb_tags(cfg: DictConfig) -> list[str]:

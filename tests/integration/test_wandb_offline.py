@@ -180,6 +180,19 @@ def test_only_the_settings_a_run_reads_are_columns():
     assert experiment["sft.steps"] == 30 and "task.splits.eval" in experiment
 
 
+def test_settings_that_another_setting_switches_off_are_not_columns():
+    fixed = wandb_config(compose_config())
+    assert "optim.warmup_ratio" in fixed and "reference.cache" in fixed and "model.ref_path" in fixed
+    assert "reference.cache_dir" not in fixed  # the reference cache is off
+    assert "optim.master_weights" not in fixed  # fp32 weights: nothing to keep in fp32 beside them
+    warmup_steps = wandb_config(compose_config(["optim.warmup_steps=5"]))
+    assert warmup_steps["optim.warmup_steps"] == 5 and "optim.warmup_ratio" not in warmup_steps
+    reference_free = wandb_config(compose_config(["loss=simpo"]))
+    assert not {"reference.cache", "model.ref_path", "model.ref_dtype"} & set(reference_free)
+    scored = wandb_config(compose_config(["evaluate.reward=dpo_exp.tasks.arithmetic:reward"]))
+    assert scored["evaluate.reward"] == "dpo_exp.tasks.arithmetic:reward" and "evaluate.prompts" in scored
+
+
 def test_the_experiment_sections_left_out_are_the_ones_validation_refuses_on_a_fixed_dataset():
     assert set(EXPERIMENT_KEYS) == set(EXPERIMENT_SECTIONS)
 
