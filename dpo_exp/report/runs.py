@@ -29,6 +29,11 @@ EXPERIMENT_DERIVED = ("model.path", "model.ref_path", "data.train_path", "data.v
                       "data.source", "data.options")  # fmt: skip
 # The built-in experiment's own sections: they change nothing in a run on a fixed dataset.
 EXPERIMENT_ONLY = ("task.", "sft.", "sample.", "evaluate.", "online.")
+# Except, with `evaluate.reward`, the generation-scored evaluation's settings: runs scored by another
+# reward, on other prompts or at another temperature have figures that do not compare.
+GENERATION_EVAL = ("evaluate.reward", "evaluate.reward_output", "evaluate.reward_revision",
+                   "evaluate.prompts", "evaluate.temperature", "evaluate.max_new_tokens",
+                   "evaluate.seed")  # fmt: skip
 # Paths to the same numbers, only faster (conf/config.yaml's `speed:`, `fast_paths` in
 # training/run.py): runs that differ in them alone learn the same, so they group and fold as one
 # setting; each run's own values are kept apart (`RunRecord.speed`), for the table beside tokens/s.
@@ -165,17 +170,18 @@ def speed_params(flat: dict[str, Any]) -> dict[str, Any]:
 
 def useful_params(flat: dict[str, Any]) -> dict[str, Any]:
     """The settings that decide what a run learns: not those that name or place it or only make it
-    faster, not the experiment's stage outputs or (on a fixed dataset) its unused sections, not β
-    where the loss has none."""
+    faster, not the experiment's stage outputs or (on a fixed dataset) its unused sections (but the
+    generation-scored evaluation's settings, where a reward scores it), not β where the loss has none."""
     experiment = any(key.startswith("task.") for key in flat)
     unused = EXPERIMENT_DERIVED if experiment else EXPERIMENT_ONLY
+    scored = () if experiment or flat.get("evaluate.reward") is None else GENERATION_EVAL
     params = {
         key: value
         for key, value in flat.items()
         if key not in IGNORED_PARAMS
         and key not in SPEED_ONLY
         and not key.startswith(IGNORED_PREFIXES)
-        and not key.startswith(unused)
+        and (not key.startswith(unused) or key in scored)
     }
     if "loss.name" in params and not takes_beta(str(params["loss.name"])):
         params.pop("beta", None)

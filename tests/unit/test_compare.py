@@ -276,6 +276,13 @@ def test_only_settings_that_decide_what_a_run_learns_are_compared():
         "beta": 0.1,
     }
     assert useful_params(fixed) == {"data.train_path": "prefs.jsonl", "loss.name": "dpo", "beta": 0.1}
+    # scored by a reward: what scored it, on which prompts, at which temperature, decides the figures
+    scored = {**fixed, "evaluate.reward": "rm", "evaluate.temperature": 0.7, "evaluate.table_size": 8}
+    assert useful_params(scored) == {
+        **useful_params(fixed),
+        "evaluate.reward": "rm",
+        "evaluate.temperature": 0.7,
+    }
 
 
 def test_beta_is_a_column_when_a_loss_without_one_sits_beside_a_loss_with_one(tmp_path: Path):
