@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import pandas as pd
 from omegaconf import DictConfig
 from transformers import PreTrainedModel
 
@@ -34,6 +35,7 @@ from dpo_exp.models.loading import load_reference, load_tokenizer
 from dpo_exp.models.lora import reference_mode
 from dpo_exp.models.reward import load_reward
 from dpo_exp.models.score_cache import CachedReward
+from dpo_exp.training.metrics_file import METRICS, read_metrics
 
 SCORE_CACHE = Path("cache") / "reward_scores"  # under output_root
 
@@ -194,10 +196,28 @@ class GenerationEval(L.Callback):
         entry = {"step": trainer.global_step, **figures}
         if trainer.global_step == 0:
             self.record["step0"] = entry
+        elif "step0" not in self.record and (logged := logged_at_step_zero(self.run_dir)) is not None:
+            self.record["step0"] = logged  # a resumed run: its first launch evaluated step 0
         self.record["final"] = entry
         self.evaluations += 1
         if self.table_every and self.evaluations % self.table_every == 0 and trainer.is_global_zero:
             write_sample_table(trainer, self.run_dir, rows[: self.table_size])
+
+
+def logged_at_step_zero(run_dir: Path | None) -> dict[str, Any] | None:
+    """The `eval/*` figures metrics.csv holds for step 0, where an earlier launch of the run logged them."""
+    path = None if run_dir is None else run_dir / METRICS
+    if path is None or not path.exists():
+        return None
+    rows = read_metrics(path)
+    if "eval/reward" not in rows.columns:
+        return None
+    start = rows[(rows["step"] == 0) & rows["eval/reward"].notna()]
+    if start.empty:
+        return None
+    row = start.iloc[0]
+    names = [column for column in rows.columns if column.startswith("eval/") and pd.notna(row[column])]
+    return {"step": 0, **{name.removeprefix("eval/"): float(row[name]) for name in names}}
 
 
 def generation_eval(cfg: DictConfig, run_dir: Path) -> GenerationEval:

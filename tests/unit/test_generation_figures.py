@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dpo_exp.experiment.generation_figures import kl_estimate, win_rate
+from dpo_exp.experiment.reward_eval import logged_at_step_zero
 from dpo_exp.models.reward import Reward, digest_of
 from dpo_exp.models.score_cache import CachedReward
 from dpo_exp.training.result import generation_rows
@@ -124,3 +125,16 @@ def test_the_result_block_shows_step_zero_to_end_with_the_interval():
     assert rows["win rate against the reference's samples [95% interval]"] == ["0.5 -> 0.625 [0.5, 0.75]"]
     assert rows["KL(policy || reference) on its samples, nats per answer"] == ["0 -> 3.5"]
     assert generation_rows(None) == [] and generation_rows({"reward": "r"}) == []
+
+
+def test_a_resumed_run_takes_its_step_zero_figures_from_its_metrics(tmp_path):
+    assert logged_at_step_zero(tmp_path) is None  # no metrics yet
+    (tmp_path / "metrics.csv").write_text(
+        "step,train/loss,val/loss,eval/reward,eval/win_rate,eval/kl\n"
+        "0,,0.69,0.25,0.5,0.0\n"
+        "1,0.7,,,,\n"
+        "2,,0.6,0.4,0.75,1.5\n"
+    )
+    assert logged_at_step_zero(tmp_path) == {"step": 0, "reward": 0.25, "win_rate": 0.5, "kl": 0.0}
+    (tmp_path / "metrics.csv").write_text("step,val/loss\n0,0.69\n")
+    assert logged_at_step_zero(tmp_path) is None  # a run that scored no generation
