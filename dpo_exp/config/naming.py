@@ -19,6 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dpo_exp.console import library_level, project_level
+from dpo_exp.data.demonstrations import DEMONSTRATIONS
 from dpo_exp.data.module import data_label
 from dpo_exp.devices import run_precision
 from dpo_exp.losses import takes_beta
@@ -31,7 +32,8 @@ from dpo_exp.world import agreed
 
 def run_name(cfg: DictConfig) -> str:
     """The human-readable part of a run folder's name."""
-    parts = [str(cfg.loss.name)]
+    # Fine-tuning on demonstrations is SFT, whatever loss computes it (rft: the completions' NLL).
+    parts = ["sft" if cfg.data.get("source") == DEMONSTRATIONS else str(cfg.loss.name)]
     online = cfg.get("online")
     if online is not None and int(online.rounds) > 1:
         parts.append(f"online{online.rounds}" + ("-previous" if online.reference == "previous" else ""))

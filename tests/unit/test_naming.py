@@ -52,6 +52,12 @@ def test_your_own_data_file_names_the_run(tmp_path: Path):
     assert cfg.run_name == "dpo_tiny_pairs-prefs_beta0.1_seed0"
 
 
+def test_fine_tuning_on_demonstrations_is_named_sft(tmp_path: Path):
+    (tmp_path / "demos.jsonl").write_text("")
+    cfg = compose_config(["data=demonstrations", f"data.train_path={tmp_path / 'demos.jsonl'}"], fast=False)
+    assert cfg.loss.name == "rft" and cfg.run_name == "sft_tiny_demonstrations-demos_seed0"
+
+
 def test_swept_keys_come_from_sweep_overrides_and_the_sweepers_params():
     overrides = ["beta=0.1,0.5", "loss=dpo,ipo", "output_root=/tmp/x", "seed=range(0,3)", "data=synthetic"]
     assert swept_keys(overrides, {"optim.lr": "tag(log, interval(1e-5, 1e-3))"}) == [
