@@ -231,7 +231,10 @@ def write_split(
     suffix = "" if split == "train" else f"_{split}"
     write_jsonl([asdict(item) for item in labelled], folder / f"samples{suffix}.jsonl")
     stats = label_stats(labelled, threshold)
-    stats.update(pairs=len(pairs), unpaired=len(unpaired), rft=len(rft))
+    # A prompt gave a pair only where two of its rewards differ by at least `min_margin`.
+    paired = {pair.prompt for pair in pairs}
+    with_pair = sum(item.prompt in paired for item in labelled)
+    stats.update(prompts_with_pair=with_pair, pairs=len(pairs), unpaired=len(unpaired), rft=len(rft))
     return stats
 
 

@@ -233,6 +233,17 @@ def test_a_minimum_margin_keeps_only_pairs_whose_rewards_differ_enough():
     assert build_pairs([item], "best_vs_worst", min_margin=0.81) == []
 
 
+def test_prompts_with_a_pair_count_only_those_a_margin_left_a_pair(tmp_path):
+    from dpo_exp.experiment.sample import Labelled, write_split
+
+    close = Labelled("close", "a", ["x", "y"], [0.5, 0.45], [False, False])
+    apart = Labelled("apart", "a", ["x", "y"], [0.9, 0.1], [False, False])
+    stats = write_split(tmp_path, "train", [close, apart], mode="all", threshold=0.5, min_margin=0.2)
+    assert stats["pairs"] == 1 and stats["prompts_with_pair"] == 1
+    stats = write_split(tmp_path, "train", [close, apart], mode="all", threshold=0.5)
+    assert stats["pairs"] == 2 and stats["prompts_with_pair"] == 2
+
+
 def test_a_reward_that_scores_every_sample_the_same_stops_before_pairing():
     from dpo_exp.errors import UserError
     from dpo_exp.experiment.sample import Labelled, check_scores_vary
