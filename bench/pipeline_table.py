@@ -1,7 +1,7 @@
-"""The built-in experiment's README tables, in Markdown: every method over seeds, then iterative
+"""The built-in experiment's tables (docs/), in Markdown: every method over seeds, then iterative
 preference training method × round.
 
-    python bench/pipeline_table.py                                  # the README tables (eval prompts)
+    python bench/pipeline_table.py                                  # the tables of docs/ (eval prompts)
     python bench/pipeline_table.py --methods dpo rft --no-iterative # some rows only
     python bench/pipeline_table.py --split tune                     # on the prompts values are tuned on
     python bench/pipeline_table.py --reuse                          # read back runs that finished
@@ -9,7 +9,7 @@ preference training method × round.
 Seed S means `seed=S sft.seed=S`: it draws the SFT model (initialisation and batch order), its
 samples and the preference training, so the spread over seeds includes SFT's own variance. Each
 method runs with the values its sweep chose on the `tune` prompts (METHODS, from
-sweeps/tune_<method>.yaml; README "Every method, tuned the same way"). Runs of one seed share its
+sweeps/tune_<method>.yaml; docs/which_loss.md, "Every method, tuned the same way"). Runs of one seed share its
 SFT checkpoint and samples through the stage cache. The method table's `online rft` row is round 3
 of the iterative table's online RFT run. Prints mean ± standard deviation over seeds of the true
 reward (sampled, greedy), KL(π‖π_SFT), the chosen / rejected log-prob drift from the SFT model on
@@ -35,7 +35,7 @@ from iterative_table import round_figures  # noqa: E402
 from iterative_table import table as iterative_table  # noqa: E402
 
 # Each method's values, chosen on `tune` over SFT seeds 0 and 1 by sweeps/tune_<method>.yaml (the
-# largest mean gain in sampled true reward). β is τ for IPO and λ for ORPO (README); RFT has none.
+# largest mean gain in sampled true reward). β is τ for IPO and λ for ORPO (docs/losses.md); RFT has none.
 METHODS = {
     "rft": ["loss=rft", "optim.lr=8e-4"],
     "dpo": ["loss=dpo", "beta=2", "optim.lr=4e-4"],

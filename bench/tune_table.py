@@ -7,7 +7,7 @@ Reads every member's summary.json in the given sweep folders. A member's gain is
 true reward minus its own SFT model's (both on the sweep's split, `tune`). Members that differ only
 in `seed` are one setting; settings are listed by mean gain over seeds (to 3 decimals; a tie goes
 to the better worst seed), with the worst seed's gain and the mean KL. The first row is the one the
-sweep chose (the README's "Every method, tuned the same way"); rows marked "≈ best" are within
+sweep chose (docs/which_loss.md, "Every method, tuned the same way"); rows marked "≈ best" are within
 0.02 of it (the sampling error of one 500-prompt figure): this sweep does not tell them apart.
 """
 

@@ -161,7 +161,7 @@ def usage() -> str:
     """`dpo-exp --help`: the subcommands, one line each (Hydra's help is each command's own)."""
     width = max(map(len, COMMANDS))
     lines = [
-        "usage: dpo-exp [train] [key=value ...]       train (see README.md for the settings)",
+        "usage: dpo-exp [train] [key=value ...]       train (settings: docs/configuration.md)",
         "       dpo-exp <command> [arguments ...]",
         "",
         "commands:",

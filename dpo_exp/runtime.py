@@ -20,7 +20,7 @@ def keep_freed_memory() -> bool:
     By default glibc maps large blocks afresh and returns freed ones, so a training step's
     activations and gradients, allocated and freed every step, are zero-filled by the kernel each
     time: at 0.5B parameters on 2 CPU cores half the step time was system time. Blocks up to
-    32 MiB then come from the heap, and up to 1 GiB of freed heap stays with the process (README
+    32 MiB then come from the heap, and up to 1 GiB of freed heap stays with the process (docs/speed.md,
     "Real size"). Nothing is done off glibc (musl, macOS) or when the environment sets
     `GLIBC_TUNABLES`, whose malloc settings win. Returns whether the settings were applied.
     """

@@ -304,7 +304,7 @@ class PreferenceModule(L.LightningModule):
             "eps": optim["eps"],
             # One pass over each parameter instead of a dozen elementwise ops with their temporaries:
             # at 0.5B parameters on CPU, 0.32 s a step against 1.3-2.2 s, and 1.1 GB less peak
-            # memory (README "Real size"). Sharded parameters (FSDP2's DTensors) take the default,
+            # memory (docs/speed.md, "Real size"). Sharded parameters (FSDP2's DTensors) take the default,
             # and so does mixed precision: Lightning's AMP plugin refuses to clip the gradients of
             # an optimizer that unscales them itself, which a fused one declares it does.
             "fused": self.device_mesh is None and not str(self.trainer.precision).endswith("-mixed"),
