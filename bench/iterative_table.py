@@ -12,8 +12,8 @@ members of sweeps/iterative.yaml:
     rft: python train.py experiment=online_rft     (loss=rft online.rounds=3; round 1 is one-round RFT)
 
 Runs use the preset's β and lr unless overridden; `bench/pipeline_table.py` runs the same three at
-each method's tuned values, for the iterative table of docs/builtin_experiment.md. Each run's summary.json lists its
-earlier rounds' figures under `rounds` and the last round's under `metrics`; every round is
+each method's tuned values, for the iterative table of docs/builtin_experiment.md. Each run's
+summary.json lists its earlier rounds' figures under `rounds` and the last round's under `metrics`; every round is
 measured on the same held-out prompts and pairs, against the SFT model.
 Prints mean ± standard deviation over seeds per method and round: the true reward (one sample at
 T=1, and greedy), KL(π‖π_SFT) and the log-prob drift from the SFT model of the held-out pairs'
