@@ -13,8 +13,8 @@ members of sweeps/iterative.yaml:
 
 Runs use the preset's β and lr unless overridden; `bench/pipeline_table.py` runs the same three at
 each method's tuned values, for the iterative table of docs/builtin_experiment.md. Each run's
-summary.json lists its earlier rounds' figures under `rounds` and the last round's under `metrics`; every round is
-measured on the same held-out prompts and pairs, against the SFT model.
+summary.json lists its earlier rounds' figures under `rounds` and the last round's under
+`metrics`; every round is measured on the same held-out prompts and pairs, against the SFT model.
 Prints mean ± standard deviation over seeds per method and round: the true reward (one sample at
 T=1, and greedy), KL(π‖π_SFT) and the log-prob drift from the SFT model of the held-out pairs'
 chosen and rejected answers. Runs of one seed share its SFT checkpoint and samples (the stage cache
