@@ -38,6 +38,8 @@ class TokenizedPair:
     truncated: tuple[str, ...] = ()  # the responses cut at max_length ("chosen", "rejected")
     scores: tuple[float, float] | None = None  # (chosen, rejected) rewards, where the data carry them
     weight: float | None = None  # the pair's weight, where the data carry one
+    # As the data wrote it (text or messages): what a reward model reads; not part of its identity.
+    prompt: Text | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class TokenizedUnpaired:
     completion_ids: list[int]
     desirable: bool
     truncated: tuple[str, ...] = ()  # ("completion",) when it was cut at max_length
+    # As the data wrote it (text or messages): what a reward model reads; not part of its identity.
+    prompt: Text | None = dataclasses.field(default=None, compare=False)
 
 
 Tokenized = TokenizedPair | TokenizedUnpaired
@@ -84,6 +88,7 @@ def tokenize_record(
     reason = _text_drop_reason(record)
     if reason is not None:
         return reason
+    written = record.prompt
     record = render(record, tokenizer)
     prompt_ids = _truncate_prompt(_encode_prompt(record.prompt, tokenizer), max_prompt_length, tokenizer)
     if not prompt_ids:
@@ -96,12 +101,12 @@ def tokenize_record(
         return TRUNCATED_AWAY
     truncated = tuple(name for name, ids in zip(names, full, strict=True) if len(ids) > budget)
     if isinstance(record, UnpairedExample):
-        return TokenizedUnpaired(prompt_ids, responses[0], record.desirable, truncated)
+        return TokenizedUnpaired(prompt_ids, responses[0], record.desirable, truncated, prompt=written)
     chosen_ids, rejected_ids = responses
     if chosen_ids == rejected_ids:
         return CHOSEN_EQUALS_REJECTED
     scores = None if record.chosen_score is None else (record.chosen_score, record.rejected_score)
-    return TokenizedPair(prompt_ids, chosen_ids, rejected_ids, truncated, scores, record.weight)
+    return TokenizedPair(prompt_ids, chosen_ids, rejected_ids, truncated, scores, record.weight, written)
 
 
 def tokenize_records(

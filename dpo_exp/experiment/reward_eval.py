@@ -40,12 +40,13 @@ from dpo_exp.training.metrics_file import METRICS, read_metrics
 SCORE_CACHE = Path("cache") / "reward_scores"  # under output_root
 
 
-def distinct_prompts(items: list[IndexedItem], count: int) -> list[list[int]]:
-    """The prompt ids of the first `count` distinct prompts, in the split's order."""
-    seen: dict[tuple[int, ...], list[int]] = {}
+def distinct_prompts(items: list[IndexedItem], count: int) -> list[tuple[list[int], Any]]:
+    """The first `count` distinct prompts, in the split's order: (the ids the policy reads, the
+    prompt as the data wrote it, text or messages, which the reward reads)."""
+    seen: dict[tuple[int, ...], tuple[list[int], Any]] = {}
     for item in items:
         ids = item.record.prompt_ids
-        seen.setdefault(tuple(ids), ids)
+        seen.setdefault(tuple(ids), (ids, item.record.prompt))
         if len(seen) == count:
             break
     return list(seen.values())
@@ -96,6 +97,7 @@ class GenerationEval(L.Callback):
         self.table_size = table_size
         self.prompt_ids: list[list[int]] = []
         self.prompts: list[str] = []
+        self.written_prompts: list[Any] = []
         self.own_reference: PreTrainedModel | None = None
         self.reference_samples: list[str] | None = None
         self.reference_scores: list[float] | None = None
@@ -113,8 +115,14 @@ class GenerationEval(L.Callback):
         """Before a checkpoint is restored: the prompts, and the reference copied from the initial policy."""
         if stage != "fit" or self.prompt_ids:
             return
-        self.prompt_ids = distinct_prompts(trainer.datamodule.data.validation.items, self.count)
-        self.prompts = [decode(self.tokenizer, ids) for ids in self.prompt_ids]
+        prompts = distinct_prompts(trainer.datamodule.data.validation.items, self.count)
+        self.prompt_ids = [ids for ids, _ in prompts]
+        self.prompts = [decode(self.tokenizer, ids) for ids in self.prompt_ids]  # as the policy reads them
+        # A reward model reads the prompt as written, in its own chat template, not in the policy's.
+        self.written_prompts = [
+            text if written is None else written
+            for text, (_, written) in zip(self.prompts, prompts, strict=True)
+        ]
         if pl_module.reference is None:
             self.own_reference = load_reference(self.model_cfg, pl_module.policy)
         described = reference_words(pl_module.reference, self.own_reference, self.model_cfg)
@@ -132,7 +140,7 @@ class GenerationEval(L.Callback):
 
     def score(self, texts: list[str]) -> list[float]:
         """The reward of each text as a completion of its prompt, in batches the device has memory for."""
-        rows = list(zip(self.prompts, texts, strict=True))
+        rows = list(zip(self.written_prompts, texts, strict=True))
         return in_batches_that_fit(
             rows,
             self.batch_size,

@@ -7,7 +7,9 @@ on the run's device in the model's own dtype, through its own tokenizer. Both sc
 and refuse a non-finite value or a wrong count, naming the reward.
 
 A classifier reads the prompt and completion through its tokenizer's chat template when it has one
-(a user turn and an assistant turn, as reward models trained on conversations expect;
+(a user turn and an assistant turn, or the prompt's own messages where the data wrote a
+conversation, then the completion as the assistant's turn, as reward models trained on
+conversations expect;
 `chat_template` true or false decides instead), otherwise as one text, prompt followed by
 completion (as a sentiment classifier reads a continued review). Inputs longer than `max_length`
 tokens (default: the most the model reads, its tokenizer's `model_max_length` or its position
@@ -42,7 +44,10 @@ class Reward:
     digest: str  # identifies its scores: the same digest, the same score for the same input
 
     def score(
-        self, prompts: Sequence[str], completions: Sequence[str], answers: Sequence[str | None] | None = None
+        self,
+        prompts: Sequence[str | list[dict[str, str]]],
+        completions: Sequence[str],
+        answers: Sequence[str | None] | None = None,
     ) -> list[float]:
         answers = list(answers) if answers is not None else [None] * len(prompts)
         if not len(prompts) == len(completions) == len(answers):
@@ -160,11 +165,17 @@ class ClassifierReward(Reward):
         self.model.to(device)
         return self
 
-    def text(self, prompt: str, completion: str) -> str:
+    def text(self, prompt: str | list[dict[str, str]], completion: str) -> str:
+        """What the classifier reads: the prompt (text, or a conversation's messages) and the
+        completion as the assistant's turn, in its chat template; else as one text."""
+        if isinstance(prompt, list) and not self.chat:
+            return "\n".join(str(message.get("content", "")) for message in prompt) + "\n" + completion
         if not self.chat:
             return prompt + completion
-        turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
-        return self.tokenizer.apply_chat_template(turns, tokenize=False)
+        turns = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        return self.tokenizer.apply_chat_template(
+            [*turns, {"role": "assistant", "content": completion}], tokenize=False
+        )
 
     @torch.no_grad()
     def _score(self, prompts: list[str], completions: list[str], answers: list[str | None]) -> list[float]:

@@ -138,3 +138,19 @@ def test_a_resumed_run_takes_its_step_zero_figures_from_its_metrics(tmp_path):
     assert logged_at_step_zero(tmp_path) == {"step": 0, "reward": 0.25, "win_rate": 0.5, "kl": 0.0}
     (tmp_path / "metrics.csv").write_text("step,val/loss\n0,0.69\n")
     assert logged_at_step_zero(tmp_path) is None  # a run that scored no generation
+
+
+def test_the_reward_reads_each_prompt_as_the_data_wrote_it():
+    from dpo_exp.data.collate import IndexedItem
+    from dpo_exp.data.tokenize import TokenizedPair
+    from dpo_exp.experiment.reward_eval import distinct_prompts
+
+    messages = [{"role": "user", "content": "Hi"}]
+    pairs = [
+        TokenizedPair([1, 2], [3], [4], prompt=messages),
+        TokenizedPair([1, 2], [5], [6], prompt=messages),  # the same prompt again
+        TokenizedPair([7], [3], [4], prompt="plain"),
+        TokenizedPair([8], [3], [4], prompt="third"),
+    ]
+    items = [IndexedItem(index, pair) for index, pair in enumerate(pairs)]
+    assert distinct_prompts(items, 2) == [([1, 2], messages), ([7], "plain")]

@@ -87,3 +87,20 @@ def test_a_causal_language_model_is_refused_as_a_reward(tiny_model_dir):
         UserError, match=f"reward {tiny_model_dir}: not a sequence classifier \\(LlamaForCausalLM\\)"
     ):
         load_reward(str(tiny_model_dir))
+
+
+def test_a_classifier_reads_a_conversation_in_its_own_chat_template(tiny_classifier_dir, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_classifier_dir)
+    tokenizer.chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    AutoModelForSequenceClassification.from_pretrained(tiny_classifier_dir).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    chat = load_reward(str(tmp_path), output="logit:0")
+    conversation = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}]
+    assert (
+        chat.chat
+        and chat.text(conversation, "Hello!") == "[system] Be kind.\n[user] Hi\n[assistant] Hello!\n"
+    )
+    assert chat.text("Hi", "Hello!") == "[user] Hi\n[assistant] Hello!\n"
+    plain = load_reward(str(tiny_classifier_dir), output="logit:0")
+    assert plain.text(conversation, "Hello!") == "Be kind.\nHi\nHello!"
+    assert plain.text("This film", " was great") == "This film was great"
