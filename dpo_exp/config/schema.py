@@ -25,6 +25,17 @@ class PairMode(Enum):
     all = "all"
 
 
+class SampleBackend(Enum):
+    hf = "hf"  # transformers' generate on the loaded model
+    vllm = "vllm"  # vLLM's engine on the saved model folder (a CUDA GPU; the `vllm` extra)
+
+
+class VllmDtype(Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
 class OnlineReference(Enum):
     sft = "sft"  # every round against the SFT model
     previous = "previous"  # each round against the policy it starts from
@@ -103,6 +114,9 @@ class SampleSchema:
     pair_mode: PairMode = MISSING
     min_margin: float = 0.0
     batch_size: int = MISSING
+    backend: SampleBackend = SampleBackend.hf
+    vllm_dtype: VllmDtype | None = None  # null: the dtype the model folder was saved in
+    vllm_gpu_memory_utilization: float = 0.8
 
 
 @dataclass

@@ -33,6 +33,7 @@ from dpo_exp.console import VERBOSITY
 from dpo_exp.data.demonstrations import DEMONSTRATIONS
 from dpo_exp.data.sources import GENERATED, get_source
 from dpo_exp.errors import ConfigError
+from dpo_exp.experiment.vllm_sampling import check_backend
 from dpo_exp.losses import LOSSES, LossSpec, check_options, get_loss, loss_hyperparameters
 from dpo_exp.models.checks import check_model_config
 from dpo_exp.rows import is_local_dataset
@@ -330,6 +331,7 @@ def check_experiment(cfg: DictConfig, spec: LossSpec) -> None:
     if cfg.data.get("options"):
         raise ConfigError(f"data.options: data={name} takes its options from `task`, not data.options")
     check_task(cfg.task)
+    check_backend(cfg.sample, cfg.model)
     if cfg.sft.target_reward is not None and int(cfg.sft.check_every) <= 0:
         raise ConfigError(f"sft.check_every must be a positive number of steps, got {cfg.sft.check_every}")
     if int(cfg.online.rounds) < 1:

@@ -74,16 +74,28 @@ def sample_and_label(
         batch_size=batch_size,
         bar=bar,
     )
+    cut = [[not ended(sample, tokenizer.eos_token_id) for sample in ids] for ids in samples]
+    return label_samples(tokenizer, problems, reward, samples, cut)
+
+
+def label_samples(
+    tokenizer: Any,
+    problems: list[Problem],
+    reward: Reward,
+    samples: list[list[list[int]]],
+    cut: list[list[bool]],
+) -> list[Labelled]:
+    """Decode each problem's samples (token ids) and score them with `reward`, all in one call;
+    `cut[i][j]`: whether sample j of problem i stopped at max_new_tokens without EOS."""
     texts = [[decode(tokenizer, sample) for sample in ids] for ids in samples]
     rows = [(problem, text) for problem, row in zip(problems, texts, strict=True) for text in row]
     scores = iter(
         reward.score([p.prompt for p, _ in rows], [text for _, text in rows], [p.answer for p, _ in rows])
     )
     labelled = []
-    for problem, ids, row in zip(problems, samples, texts, strict=True):
+    for problem, row, flags in zip(problems, texts, cut, strict=True):
         rewards = [next(scores) for _ in row]
-        cut = [not ended(sample, tokenizer.eos_token_id) for sample in ids]
-        labelled.append(Labelled(problem.prompt, problem.answer, row, rewards, cut))
+        labelled.append(Labelled(problem.prompt, problem.answer, row, rewards, list(flags)))
     return labelled
 
 

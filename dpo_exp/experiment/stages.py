@@ -12,8 +12,10 @@ input. Display options (progress bars, log intervals) are passed beside it and c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from dpo_exp.experiment.cache import StageResult, cached_stage
 from dpo_exp.experiment.evaluate import evaluate_policy
 from dpo_exp.experiment.sample import (
     STATS,
+    Labelled,
     check_scores_vary,
     format_stats,
     sample_and_label,
@@ -41,6 +44,7 @@ from dpo_exp.experiment.sft import (
     tokenize_demonstrations,
 )
 from dpo_exp.experiment.task import Task, container
+from dpo_exp.experiment.vllm_sampling import VLLM_KEYS, uses_vllm, vllm_draws
 from dpo_exp.models.loading import freeze, load_policy, load_pretrained, load_tokenizer
 from dpo_exp.models.reward import Reward
 from dpo_exp.training.metrics_file import MetricsLogger
@@ -201,12 +205,21 @@ def sample_settings(cfg: DictConfig, task: Task, model: str, seed: int) -> DictC
             "model": model,
             "seed": seed,
             "task": task.settings,
-            "sample": container(cfg.sample),
+            "sample": sample_section(cfg.sample),
             "max_new_tokens": cfg.task.max_new_tokens,
             "pass_threshold": cfg.task.pass_threshold,
             "format": SAMPLE_FORMAT,
         }
     )
+
+
+def sample_section(sample_cfg: DictConfig) -> dict[str, Any]:
+    """The `sample` settings of a stage's key: all of them with vLLM (another backend draws other
+    samples); with `generate` (hf) those only vLLM reads left out, so hf keys are what they were."""
+    section = container(sample_cfg)
+    if uses_vllm(sample_cfg):
+        return section
+    return {key: value for key, value in section.items() if key not in VLLM_KEYS}
 
 
 def sample_stage(cfg: DictConfig, task: Task, sft: StageResult) -> StageResult:
@@ -232,38 +245,55 @@ def resample_stage(
     return result
 
 
-def draw_samples(settings: DictConfig, task: Task, model_dir: Path, folder: Path) -> None:
-    tokenizer, model = load_model_folder(model_dir)
-    L.seed_everything(int(settings.seed), workers=True, verbose=False)
+@contextlib.contextmanager
+def sampler(settings: DictConfig, task: Task, model_dir: Path) -> Iterator[Callable[..., list[Labelled]]]:
+    """The draws of `sample.backend`, as `(problems, bar) -> labelled samples`: `generate` on the
+    model loaded here, or vLLM on the saved folder (`vllm_sampling`)."""
     sample = settings.sample
-    stats = {}
-    for split in ("train", "val"):
-        start = time.perf_counter()
-        problems = task.problems["sample" if split == "train" else "sample_val"]
-        with progress(total=len(problems), desc=f"sample {split}", unit="prompts") as bar:
-            labelled = sample_and_label(
-                model,
-                tokenizer,
-                problems,
-                task.reward,
-                num_samples=int(sample.num_samples),
-                temperature=float(sample.temperature),
-                top_p=float(sample.top_p),
-                max_new_tokens=int(settings.max_new_tokens),
-                batch_size=int(sample.batch_size),
-                bar=bar,
-            )
-        check_scores_vary(labelled, task.reward.name, split)
-        stats[split] = write_split(
-            folder,
-            split,
-            labelled,
-            mode=sample.pair_mode,
-            threshold=float(settings.pass_threshold),
-            min_margin=float(sample.min_margin),
-        )
-        stats[split]["seconds"] = time.perf_counter() - start
+    options = {
+        "num_samples": int(sample.num_samples),
+        "temperature": float(sample.temperature),
+        "top_p": float(sample.top_p),
+        "max_new_tokens": int(settings.max_new_tokens),
+    }
+    if uses_vllm(sample):
+        tokenizer = load_tokenizer(OmegaConf.create({"path": str(model_dir)}))
+        with vllm_draws(model_dir, tokenizer, task.reward, sample, options, int(settings.seed)) as draw:
+            yield draw
+        return
+    tokenizer, model = load_model_folder(model_dir)
+    yield lambda problems, bar: sample_and_label(
+        model, tokenizer, problems, task.reward, batch_size=int(sample.batch_size), bar=bar, **options
+    )
+
+
+def draw_samples(settings: DictConfig, task: Task, model_dir: Path, folder: Path) -> None:
+    with sampler(settings, task, model_dir) as draw:
+        L.seed_everything(int(settings.seed), workers=True, verbose=False)
+        stats = {split: draw_split(settings, task, draw, split, folder) for split in ("train", "val")}
     (folder / STATS).write_text(json.dumps(stats, indent=2))
+
+
+def draw_split(
+    settings: DictConfig, task: Task, draw: Callable[..., list[Labelled]], split: str, folder: Path
+) -> dict[str, Any]:
+    """One split's samples, labelled and written; its counts and seconds."""
+    sample = settings.sample
+    start = time.perf_counter()
+    problems = task.problems["sample" if split == "train" else "sample_val"]
+    with progress(total=len(problems), desc=f"sample {split}", unit="prompts") as bar:
+        labelled = draw(problems, bar)
+    check_scores_vary(labelled, task.reward.name, split)
+    stats = write_split(
+        folder,
+        split,
+        labelled,
+        mode=sample.pair_mode,
+        threshold=float(settings.pass_threshold),
+        min_margin=float(sample.min_margin),
+    )
+    stats["seconds"] = time.perf_counter() - start
+    return stats
 
 
 def announce_samples(result: StageResult, start: float) -> None:

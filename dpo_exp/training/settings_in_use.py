@@ -49,6 +49,12 @@ DEPENDENT_KEYS: tuple[tuple[str, Callable[[DictConfig], bool], str], ...] = (
     ("export.lora", lambda cfg: bool(cfg.export.save), "nothing is exported (export.save=false)"),
     ("online.reference", lambda cfg: int(cfg.online.rounds) > 1, "one round's reference is the SFT model"),
     ("sft.check_every", lambda cfg: cfg.sft.target_reward is not None, "sft.target_reward=null: no checks"),
+    ("sample.vllm_", lambda cfg: samples_with_vllm(cfg), "sample.backend=hf samples with generate"),
+    (
+        "sample.batch_size",
+        lambda cfg: not samples_with_vllm(cfg),
+        "sample.backend=vllm batches the prompts itself",
+    ),
     *(
         (
             f"task.reward_{key}",
@@ -76,6 +82,12 @@ DEPENDENT_KEYS: tuple[tuple[str, Callable[[DictConfig], bool], str], ...] = (
         "validation is read, not cut from train",
     ),
 )
+
+
+def samples_with_vllm(cfg: DictConfig) -> bool:
+    """Whether the built-in experiment's sample stage draws with vLLM (`sample.backend`)."""
+    sample = cfg.get("sample")
+    return sample is not None and str(sample.get("backend", "hf")) == "vllm"
 
 
 def is_classifier(section: DictConfig | None, key: str) -> bool:

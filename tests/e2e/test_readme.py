@@ -175,9 +175,9 @@ def test_no_config_sweep_or_readme_command_names_the_team_mirror():
 
 # -- what the README describes but no run here has measured -------------------------------------
 
-# QLoRA (a bitsandbytes 4-bit base), fp16 mixed precision and NCCL need a CUDA GPU, which the
+# QLoRA (a bitsandbytes 4-bit base), fp16 mixed precision, NCCL and vLLM need a CUDA GPU, which the
 # machines these tests run on lack. `bf16-mixed`, which runs on a CPU, is no match.
-NEEDS_A_GPU = re.compile(r"qlora|(?<![\w-])16-mixed|nccl", re.I)
+NEEDS_A_GPU = re.compile(r"qlora|(?<![\w-])16-mixed|nccl|vllm", re.I)
 NOT_RUN = "not run yet"
 
 
@@ -208,5 +208,7 @@ def test_the_gpu_only_features_are_named_where_a_reader_looks_for_them():
     assert any("qlora" in place.lower() for place in named["docs/models.md"])
     assert any("16-mixed" in place for place in named["docs/precision.md"])
     assert any("nccl" in place.lower() for place in named["docs/distributed.md"])
+    assert any("vllm" in place.lower() for place in named["docs/precision.md"])
+    assert any("sample.backend=vllm" in place for place in named["docs/prompt_tasks.md"])
     assert len(named["docs/architecture.md"]) >= 2
     assert sum(map(len, named.values())) >= 5

@@ -46,7 +46,8 @@ SFT_INPUTS = [OTHER_REWARD, "task.max_new_tokens=7", "task.splits.sft=100", "tas
               "sft.lr=1e-3", "sft.seed=1", "sft.target_reward=0.6", "model.config.hidden_size=64",
               "data.max_length=40", "evaluate.batch_size=32"]  # fmt: skip
 SAMPLE_INPUTS = [OTHER_REWARD, "task.max_new_tokens=7", "task.pass_threshold=0.5", "task.splits.sample=10",
-                 "sample.num_samples=4", "sample.temperature=0.7", "seed=1"]  # fmt: skip
+                 "sample.num_samples=4", "sample.temperature=0.7", "seed=1",
+                 "sample.backend=vllm"]  # fmt: skip
 EVAL_INPUTS = [OTHER_REWARD, "task.max_new_tokens=7", "task.splits.eval=10", "evaluate.split=tune",
                "evaluate.batch_size=32", "evaluate.seed=1"]  # fmt: skip
 
