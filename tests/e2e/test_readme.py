@@ -3,9 +3,10 @@ never run.
 
 Each `python train.py` / `dpo-exp` line in the bash blocks of the README and of every page under
 docs/ is composed with Hydra exactly as the shell would pass it (paths that stand for the reader's
-own files replaced by real ones) and validated as the entry validates it; a list below says what
-each line must train on, and a line without an entry fails the test, so a new documented command
-needs its check. test_readme_runs.py runs them for real, at a reduced size.
+own files replaced by real ones) and validated as the entry validates it (`dpo-exp evaluate`: on the
+run folder it names, as that command composes and plans it); a list below says what each line must
+train or evaluate on, and a line without an entry fails the test, so a new documented command needs
+its check. test_readme_runs.py runs them for real, at a reduced size.
 """
 
 # ruff: noqa: E501  (README command lines are kept whole, as the README prints them)
@@ -20,6 +21,7 @@ from hydra import compose, initialize_config_dir
 
 from dpo_exp.cli import CONF_DIR, RETIRED_KEYS, check_retired_overrides
 from dpo_exp.config import is_experiment, validate_config
+from dpo_exp.config.evaluation import evaluation_plan, run_arguments, split_run_argument
 from tests.conftest import PROJECT_ROOT
 from tests.e2e.readme import PAGES, SWEEPS_DIR, arguments, is_hydra_command, readme_commands
 from tests.helpers import train_py
@@ -92,6 +94,49 @@ EXPECTED = {
     "model.adapter_reference=adapter export.lora=adapter": ("hh_helpful", False),
     "python train.py data=ultrafeedback model=qwen2": ("ultrafeedback", False),
     "python train.py data=hh_helpful data.dataset=/data/hh-rlhf data.revision=null": ("hh_helpful", False),
+    # docs/evaluate.md: composed as `dpo-exp evaluate` composes (on a run's own groups) and planned
+    "dpo-exp evaluate run=outputs/runs/<run name>/<time>-<hash>": ("pairs", False),
+    "dpo-exp evaluate run=outputs/runs/<run name>/<time>-<hash>/checkpoints/step000200.ckpt": (
+        "pairs",
+        False,
+    ),
+    "dpo-exp evaluate run=<run folder> data.validation_path=heldout.jsonl": ("pairs", False),
+    "dpo-exp evaluate model=hf model.path=<policy folder> model.ref_path=<base folder> data=pairs data.validation_path=heldout.jsonl loss=dpo beta=0.1": (
+        "pairs",
+        False,
+    ),
+    "dpo-exp evaluate model=hf model.path=<base> model.ref_path=<base> data=pairs data.validation_path=heldout.jsonl": (
+        "pairs",
+        False,
+    ),
+    "dpo-exp evaluate model=hf model.path=<policy folder> loss=simpo data=pairs data.validation_path=heldout.jsonl": (
+        "pairs",
+        False,
+    ),
+    # docs/sft_then_dpo.md
+    "dpo-exp sft model=hf model.path=/path/to/base data=demonstrations data.train_path=demos.jsonl": (
+        "demonstrations",
+        False,
+    ),
+    "python train.py model=hf model.path=outputs/runs/<sft run>/<time>-<hash>/model data=pairs data.train_path=pairs.jsonl": (
+        "pairs",
+        False,
+    ),
+    # docs/reward_eval.md
+    "python train.py data=pairs data.train_path=prefs.jsonl model=qwen2 evaluate.reward=siebert/sentiment-roberta-large-english evaluate.reward_output=prob:POSITIVE": (
+        "pairs",
+        False,
+    ),
+    "python train.py data=pairs data.train_path=prefs.jsonl evaluate.reward=my_module:score": (
+        "pairs",
+        False,
+    ),
+    # docs/prompt_tasks.md
+    "python train.py --config-dir sweeps --config-name imdb_beta": ("imdb", True),
+    "python train.py experiment=imdb_sentiment task.options.dataset=/data/imdb task.options.revision=null task.options.tokenizer=/models/gpt2-large task.options.tokenizer_revision=null model.path=/models/gpt2-large model.revision=null task.reward=/models/sentiment-roberta-large-english task.reward_revision=null": (
+        "imdb",
+        True,
+    ),
 }
 
 
@@ -124,13 +169,26 @@ def test_every_readme_command_has_a_check():
     assert set(HYDRA_COMMANDS) == set(EXPECTED)
 
 
+def compose_evaluation(words: list[str]) -> tuple:
+    """`dpo-exp evaluate`'s config, composed as the command composes it (a run's own groups before
+    the command line's) and checked by its plan: the config it evaluates with."""
+    run, given = split_run_argument(words)
+    overrides = given if run is None else run_arguments(run, given)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return evaluation_plan(cfg, overrides, run, given).cfg, given
+
+
 @pytest.mark.parametrize("command", HYDRA_COMMANDS)
-def test_a_readme_command_composes_validates_and_names_its_data(command, reader_files):
+def test_a_readme_command_composes_validates_and_names_its_data(command, request):
     data_name, experiment = EXPECTED[command]
-    words = arguments(command, reader_files)
+    evaluation = command.startswith("dpo-exp evaluate")
+    # The evaluate commands name a run folder: a run of the README's, trained once for them.
+    words = arguments(command, request.getfixturevalue("evaluated_run" if evaluation else "reader_files"))
     check_retired_overrides(words)
-    for cfg, overrides in compose_command(words):
-        validate_config(cfg, overrides=overrides)
+    for cfg, overrides in [compose_evaluation(words)] if evaluation else compose_command(words):
+        if not evaluation:
+            validate_config(cfg, overrides=overrides)
         assert cfg.data.name == data_name and is_experiment(cfg) == experiment
         for word in overrides:  # every value the command sets is the value the run gets
             key, _, value = word.lstrip("+").partition("=")

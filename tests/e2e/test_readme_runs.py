@@ -15,6 +15,7 @@ and validates every command.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -28,10 +29,21 @@ import pandas as pd
 import pytest
 import yaml
 
+from dpo_exp.experiment.frontier import frontier_rows, read_summaries
 from dpo_exp.tasks import gsm8k
 from dpo_exp.training.metrics_file import read_metrics
 from tests.conftest import PROJECT_ROOT
-from tests.e2e.readme import arguments, gsm8k_stand_in, launch, readme_commands
+from tests.e2e import rewards
+from tests.e2e.readme import (
+    IMDB,
+    RUN_FOLDER,
+    SFT_EXPORT,
+    arguments,
+    gsm8k_stand_in,
+    launch,
+    readme_commands,
+)
+from tests.e2e.test_prompt_tasks import SIZES as IMDB_SIZES
 from tests.helpers import FAST_MODEL, FAST_TRAINER, dpo_exp_command, train_py
 
 pytestmark = pytest.mark.slow
@@ -43,6 +55,7 @@ COMPOSED_ONLY = {
     "python train.py model=pythia model.revision=step143000 model.activation_checkpointing=true data=hh_helpful": "Pythia's weights at revision step143000 come from the hub, offline here",
     "python train.py data=ultrafeedback model=qwen2": "Qwen/Qwen2.5-0.5B's weights and chat template come from the hub, offline here",
     "python train.py --config-dir sweeps --config-name beta_grid hydra/launcher=slurm hydra.launcher.partition=gpu": "submits its members to a SLURM cluster (sbatch), which is not here",
+    "python train.py data=pairs data.train_path=prefs.jsonl model=qwen2 evaluate.reward=siebert/sentiment-roberta-large-english evaluate.reward_output=prob:POSITIVE": "Qwen/Qwen2.5-0.5B's weights and siebert/sentiment-roberta-large-english's come from the hub, offline here (the same scoring with a local classifier: tests/e2e/test_reward_eval_cli.py)",
 }
 
 RAN: set[str] = set()  # the commands the tests below run, as the README prints them
@@ -753,3 +766,237 @@ def test_hh_helpful_reads_a_local_copy_of_the_hub_repository(tmp_path, reader_fi
         )
     )
     check_hh_run(only_run(tmp_path), hh_fixture_repo)
+
+
+# -- Evaluating a run or a model without training (docs/evaluate.md) ----------------------------
+
+EVALUATE_RUN = f"dpo-exp evaluate run={RUN_FOLDER}"
+EVALUATE_CHECKPOINT = f"dpo-exp evaluate run={RUN_FOLDER}/checkpoints/step000200.ckpt"
+EVALUATE_HELDOUT = "dpo-exp evaluate run=<run folder> data.validation_path=heldout.jsonl"
+EVALUATE_MODEL = "dpo-exp evaluate model=hf model.path=<policy folder> model.ref_path=<base folder> data=pairs data.validation_path=heldout.jsonl loss=dpo beta=0.1"
+EVALUATE_BASELINE = "dpo-exp evaluate model=hf model.path=<base> model.ref_path=<base> data=pairs data.validation_path=heldout.jsonl"
+EVALUATE_REFERENCE_FREE = "dpo-exp evaluate model=hf model.path=<policy folder> loss=simpo data=pairs data.validation_path=heldout.jsonl"
+HELDOUT_ROWS = 30
+
+
+def evaluated(command: str, files: dict[str, str], output_root: Path) -> tuple[dict, Path, str]:
+    """The evaluate command run: its JSON record, the file the block names, and what it printed."""
+    result = ok(launch(command, files, f"output_root={output_root}"))
+    assert "── evaluation" in result.stdout and "validation pairs ranked right by the reward" in result.stdout
+    written = Path(result.stdout.split("written: ", 1)[1].splitlines()[0].strip())
+    assert not list(output_root.glob("runs/*/*"))  # the command leaves no run folder of its own
+    return json.loads(written.read_text()), written, result.stdout
+
+
+def validation_rows(run_dir: Path) -> list[dict[str, float]]:
+    """The run's `val/*` figures, in order: at step 0, 2 and 4 (the reduced run of train_a_run_to_evaluate)."""
+    rows = read_metrics(run_dir / "metrics.csv").dropna(subset=["val/loss"])
+    return [{name: float(row[name]) for name in rows.columns if name.startswith("val/") and row[name] == row[name]}
+            for _, row in rows.iterrows()]  # fmt: skip
+
+
+def same_figures(record: dict, logged: dict[str, float]) -> None:
+    assert set(record["metrics"]) == set(logged)
+    for name, value in logged.items():
+        assert record["metrics"][name] == pytest.approx(value, abs=1e-5), name
+
+
+@runs(EVALUATE_RUN, EVALUATE_CHECKPOINT)
+def test_evaluate_gives_a_runs_last_validation_figures_and_a_checkpoints_those_of_its_step(
+    evaluated_run, tmp_path
+):
+    run_dir = Path(evaluated_run["<run folder>"])
+    logged = validation_rows(run_dir)
+    assert len(logged) == 3
+    record, written, printed = evaluated(EVALUATE_RUN, evaluated_run, tmp_path)
+    assert record["policy"]["kind"] == "export" and record["policy"]["path"] == str(run_dir / "model")
+    assert record["reference"]["kind"] == "the run's initial policy" and "validation loss (ipo)" in printed
+    assert record["loss"] == "ipo" and record["beta"] == 0.1 and record["data"]["rows"] == 20
+    assert written.parent == run_dir / "evaluations" and f"written: {written}" in printed
+    same_figures(record, logged[-1])  # the run's last validation
+    record, written, _ = evaluated(EVALUATE_CHECKPOINT, evaluated_run, tmp_path)
+    assert record["policy"]["kind"] == "checkpoint" and record["policy"]["step"] == 2
+    assert written.parent == run_dir / "evaluations" and written.stem.endswith("-step2")
+    same_figures(record, logged[1])  # the validation after step 2
+
+
+@runs(EVALUATE_HELDOUT, EVALUATE_MODEL)
+def test_evaluate_reads_another_file_whole_for_a_run_or_its_export_against_its_base(evaluated_run, tmp_path):
+    run_dir, base = Path(evaluated_run["<run folder>"]), evaluated_run["<base folder>"]
+    own, written, _ = evaluated(EVALUATE_HELDOUT, evaluated_run, tmp_path)
+    assert own["data"]["read"] == evaluated_run["heldout.jsonl"] and own["data"]["rows"] == HELDOUT_ROWS
+    assert own["data"]["max_length"] == config_of(run_dir)["data"]["max_length"]
+    assert own["loss"] == "ipo" and own["beta"] == 0.1 and own["policy"]["kind"] == "export"
+    assert written == run_dir / "evaluations" / f"{own['data']['name']}-{own['data']['digest'][:8]}.json"
+    # The run's export as a model of no run, against the model it was trained from (the run's own
+    # reference): the same log-probs and log-ratios on the same file, under DPO's loss.
+    record, written, printed = evaluated(EVALUATE_MODEL, evaluated_run, tmp_path)
+    assert record["policy"] == {**record["policy"], "kind": "model", "path": str(run_dir / "model")}
+    assert record["reference"] == {"kind": "model", "path": base} and "validation loss (dpo)" in printed
+    assert record["loss"] == "dpo" and record["beta"] == 0.1 and record["data"]["rows"] == HELDOUT_ROWS
+    assert written.parent.parent == tmp_path / "evaluations"
+    for name in ("val/logps/chosen", "val/logps/rejected", "val/logratio/chosen", "val/logratio/rejected"):
+        assert record["metrics"][name] == pytest.approx(own["metrics"][name], abs=1e-5), name
+
+
+@runs(EVALUATE_BASELINE, EVALUATE_REFERENCE_FREE)
+def test_evaluate_gives_the_untrained_baseline_and_a_reference_free_loss_without_a_reference(
+    evaluated_run, tmp_path
+):
+    # The base against itself: DPO's loss ln 2 and margins 0.
+    record, _, _ = evaluated(EVALUATE_BASELINE, evaluated_run, tmp_path)
+    assert record["reference"] == {"kind": "model", "path": evaluated_run["<base>"]}
+    assert record["loss"] == "dpo" and record["data"]["rows"] == HELDOUT_ROWS
+    assert record["metrics"]["val/loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert record["metrics"]["val/rewards/margin"] == pytest.approx(0, abs=1e-6)
+    # A reference-free loss: none loaded, none named.
+    record, _, printed = evaluated(EVALUATE_REFERENCE_FREE, evaluated_run, tmp_path)
+    assert record["reference"] is None and record["loss"] == "simpo" and "no reference" in printed
+    assert len(list((tmp_path / "evaluations").glob("*/*.json"))) == 2
+
+
+# -- SFT on demonstrations, then DPO from it (docs/sft_then_dpo.md) -----------------------------
+
+SFT_ON_DEMONSTRATIONS = (
+    "dpo-exp sft model=hf model.path=/path/to/base data=demonstrations data.train_path=demos.jsonl"
+)
+DPO_FROM_SFT = f"python train.py model=hf model.path={SFT_EXPORT} data=pairs data.train_path=pairs.jsonl"
+
+
+@runs(SFT_ON_DEMONSTRATIONS, DPO_FROM_SFT)
+def test_sft_exports_the_model_that_the_dpo_command_starts_from_and_compares_with(tmp_path, reader_files):
+    small = [*FAST_TRAINER, "data.val_size=16"]
+    result = ok(launch(SFT_ON_DEMONSTRATIONS, reader_files, *small, f"output_root={tmp_path / 'sft'}"))
+    sft_run = only_run(tmp_path / "sft")
+    summary, config = summary_of(sft_run), config_of(sft_run)
+    assert (
+        config["data"]["name"] == "demonstrations"
+        and config["model"]["path"] == reader_files["/path/to/base"]
+    )
+    assert summary["loss"] == "rft" and summary["global_step"] == 4
+    assert summary["data"]["train"]["rows_read"] == 80 - 16 and math.isfinite(
+        summary["metrics"]["val/nll_per_token"]
+    )
+    assert (
+        "validation NLL per completion token, step 0" in result.stdout and "reference: none" in result.stdout
+    )
+    assert sft_run.parent.name == f"rft_{Path(reader_files['/path/to/base']).name}_demonstrations-demos_seed0"
+    export = sft_run / "model"
+    assert (export / "model.safetensors").exists() and "sft" in (export / "README.md").read_text()
+
+    files = reader_files | {
+        SFT_EXPORT: str(export)
+    }  # the page's `outputs/runs/<sft run>/<time>-<hash>/model`
+    result = ok(launch(DPO_FROM_SFT, files, *small, f"output_root={tmp_path / 'dpo'}"))
+    dpo_run = only_run(tmp_path / "dpo")
+    assert config_of(dpo_run)["model"]["path"] == str(export) and summary_of(dpo_run)["loss"] == "dpo"
+    assert "reference: frozen model" in result.stdout + result.stderr
+    # The SFT model is the policy and the reference: every log-ratio is 0 at the first step, loss ln 2.
+    first = read_metrics(dpo_run / "metrics.csv").dropna(subset=["train/loss"])["train/loss"].iloc[0]
+    assert first == pytest.approx(math.log(2), abs=1e-4)
+
+
+# -- Generation scored by a reward (docs/reward_eval.md) ----------------------------------------
+
+SCORED_BY_A_FUNCTION = (
+    "python train.py data=pairs data.train_path=prefs.jsonl evaluate.reward=my_module:score"
+)
+COMPARE_RUNS = "dpo-exp compare outputs/runs"
+
+
+@runs(SCORED_BY_A_FUNCTION, COMPARE_RUNS)
+def test_a_run_scored_by_a_reward_function_reports_its_generation_figures_and_compare_draws_them(
+    tmp_path, reader_files
+):
+    small = [
+        *FAST_MODEL,
+        *FAST_TRAINER,
+        "data.val_size=20",
+        "evaluate.prompts=6",
+        "evaluate.max_new_tokens=8",
+    ]
+    result = ok(launch(SCORED_BY_A_FUNCTION, reader_files, *small, f"output_root={tmp_path}"))
+    run_dir = only_run(tmp_path)
+    generation = summary_of(run_dir)["generation"]
+    assert (
+        generation["step0"]["kl"] == 0.0 and generation["step0"]["win_rate"] == 0.5
+    )  # the policy is its reference
+    assert generation["final"]["step"] == 4 and math.isfinite(generation["final"]["reward"])
+    assert "win rate against the reference's samples [95% interval]" in result.stdout
+    samples = [
+        json.loads(line)
+        for path in sorted((run_dir / "samples").glob("step_*.jsonl"))
+        for line in path.open()
+    ]
+    assert samples and all(
+        row["policy_reward"] == pytest.approx(rewards.score(row["prompt"], row["policy_sample"], None))
+        for row in samples
+    )
+    compared = ok(launch(COMPARE_RUNS, {"outputs/runs": str(tmp_path / "runs")}))
+    assert (
+        list((tmp_path / "runs" / "compare").glob("group*_reward_kl.png")) and "win rate" in compared.stdout
+    )
+    table = pd.read_csv(tmp_path / "runs" / "compare" / "runs.csv")
+    assert table["eval/reward"].notna().all() and table["eval/kl"].notna().all()
+
+
+# -- The IMDb experiment (docs/prompt_tasks.md) -------------------------------------------------
+
+IMDB_ON_LOCAL_COPIES = (
+    "python train.py experiment=imdb_sentiment task.options.dataset=/data/imdb task.options.revision=null "
+    "task.options.tokenizer=/models/gpt2-large task.options.tokenizer_revision=null model.path=/models/gpt2-large "
+    "model.revision=null task.reward=/models/sentiment-roberta-large-english task.reward_revision=null"
+)
+IMDB_BETA = "python train.py --config-dir sweeps --config-name imdb_beta"
+# The DPO paper's sizes cut to tests/fixtures/imdb's 48 reviews and a tiny GPT-2 (test_prompt_tasks.py).
+IMDB_SMALL = [
+    *FAST_TRAINER,
+    *IMDB_SIZES,
+    "task.splits.sft=18",
+    "optim.lr=1e-3",
+    "data.max_length=96",
+    "sft.steps=10",
+]
+
+
+@runs(IMDB_ON_LOCAL_COPIES, IMDB_BETA)
+def test_the_imdb_experiment_on_local_copies_and_its_beta_sweep_give_the_frontier(tmp_path, reader_files):
+    # The stand-ins: tests/fixtures/imdb for the dataset, a tiny GPT-2 and the tiny RoBERTa classifier.
+    ok(launch(IMDB_ON_LOCAL_COPIES, reader_files, *IMDB_SMALL, f"output_root={tmp_path}"))
+    run_dir = only_run(tmp_path)
+    summary, config = summary_of(run_dir), config_of(run_dir)
+    gpt2, classifier = (
+        reader_files["/models/gpt2-large"],
+        reader_files["/models/sentiment-roberta-large-english"],
+    )
+    task = config["task"]
+    assert task["options"]["dataset"] == str(IMDB) and task["options"]["tokenizer"] == gpt2
+    assert task["reward"] == classifier and task["reward_output"] == "prob:POSITIVE"
+    sft = Path(summary["stages"]["sft"]["path"]) / "model"  # fine-tuned from the GPT-2 the command names
+    assert (
+        config["model"]["path"] == str(sft)
+        and json.loads((sft / "config.json").read_text())["model_type"] == "gpt2"
+    )
+    assert config["sample"]["pair_mode"] == "all" and config["loss"]["name"] == "dpo"
+    metrics = summary["metrics"]
+    assert 0.0 <= metrics["eval/true_reward"] <= 1.0 and math.isfinite(metrics["eval/kl"])
+
+    # The sweep, its hub ids pointed at the same local copies, at two of its five β.
+    local = [
+        word for word in arguments(IMDB_ON_LOCAL_COPIES, reader_files) if word != "experiment=imdb_sentiment"
+    ]
+    reduced = sweeper_params(beta="0.1,1.0")
+    ok(launch(IMDB_BETA, reader_files, *reduced, *local, *IMDB_SMALL, f"output_root={tmp_path}"))
+    found = members(tmp_path)
+    assert list(found) == ["0_beta=0.1", "1_beta=1.0"]
+    for member in found.values():  # every member shares the SFT checkpoint and its samples
+        stages = summary_of(member)["stages"]
+        assert stages["sft"]["reused"] and stages["sample"]["reused"]
+        assert stages["sample"]["path"] == summary["stages"]["sample"]["path"]
+    (sweep_dir,) = (tmp_path / "sweeps").iterdir()
+    printed = subprocess.run([sys.executable, "-m", "dpo_exp.experiment.frontier", str(sweep_dir)],
+                             cwd=PROJECT_ROOT, capture_output=True, text=True)  # fmt: skip
+    assert ok(printed).stdout.strip()
+    rows = frontier_rows(read_summaries([sweep_dir]))
+    assert rows[0]["run"] == "SFT model" and sorted(row["beta"] for row in rows[1:]) == [0.1, 1.0]
+    assert "SFT model" in printed.stdout
