@@ -880,7 +880,7 @@ def test_sft_exports_the_model_that_the_dpo_command_starts_from_and_compares_wit
     assert (
         "validation NLL per completion token, step 0" in result.stdout and "reference: none" in result.stdout
     )
-    assert sft_run.parent.name == f"rft_{Path(reader_files['/path/to/base']).name}_demonstrations-demos_seed0"
+    assert sft_run.parent.name == f"sft_{Path(reader_files['/path/to/base']).name}_demonstrations-demos_seed0"
     export = sft_run / "model"
     assert (export / "model.safetensors").exists() and "sft" in (export / "README.md").read_text()
 
