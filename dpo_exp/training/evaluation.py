@@ -154,7 +154,7 @@ def evaluate(cfg: DictConfig, source: PolicySource, *, named_set: bool) -> dict[
         },
         "reference": reference_record(cfg, parts),
         "data": {
-            "name": data_label(cfg.data),
+            "name": evaluated_label(cfg.data, named_set=named_set),
             "read": validation.report.source,
             "rows": validation.report.rows_kept,
             "dropped": sum(validation.report.dropped.values()),
@@ -171,6 +171,15 @@ def evaluate(cfg: DictConfig, source: PolicySource, *, named_set: bool) -> dict[
         "wall_time_s": time.perf_counter() - start,
         "versions": library_versions(),
     }
+
+
+def evaluated_label(data_cfg: DictConfig, *, named_set: bool) -> str:
+    """The data's label; for a set read whole from its own file, that file's name, not the
+    training file's (`pairs-heldout`, not the run's `pairs-prefs`)."""
+    path = data_cfg.get("validation_path")
+    if named_set and path:
+        return f"{data_cfg.name}-{Path(str(path)).name.split('.')[0]}"
+    return data_label(data_cfg)
 
 
 def evaluation_path(record: dict[str, Any], folder: Path, *, suffix: str = "") -> Path:

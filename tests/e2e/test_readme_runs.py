@@ -827,7 +827,8 @@ def test_evaluate_reads_another_file_whole_for_a_run_or_its_export_against_its_b
     assert own["data"]["read"] == evaluated_run["heldout.jsonl"] and own["data"]["rows"] == HELDOUT_ROWS
     assert own["data"]["max_length"] == config_of(run_dir)["data"]["max_length"]
     assert own["loss"] == "ipo" and own["beta"] == 0.1 and own["policy"]["kind"] == "export"
-    assert written == run_dir / "evaluations" / f"{own['data']['name']}-{own['data']['digest'][:8]}.json"
+    assert own["data"]["name"] == "pairs-heldout"  # the file read, not the run's training file
+    assert written == run_dir / "evaluations" / f"pairs-heldout-{own['data']['digest'][:8]}.json"
     # The run's export as a model of no run, against the model it was trained from (the run's own
     # reference): the same log-probs and log-ratios on the same file, under DPO's loss.
     record, written, printed = evaluated(EVALUATE_MODEL, evaluated_run, tmp_path)

@@ -89,6 +89,7 @@ def test_another_file_is_read_whole_with_the_runs_truncation(dpo_run, tmp_path):
     record, _ = evaluated(dpo_run, f"data.validation_path={other}")
     assert record["data"]["rows"] == 7 and record["data"]["read"] == str(other)
     assert record["data"]["max_length"] == 512 and record["loss"] == "dpo"
+    assert record["data"]["name"] == "pairs-heldout"  # the file read, not the run's training file
 
 
 def test_a_model_against_itself_is_the_untrained_baseline(dpo_run):
