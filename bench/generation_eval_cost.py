@@ -112,13 +112,12 @@ def main() -> None:
             batch_size=args.batch_size,
             seed=0,
         )
-        evaluation.prompt_ids = [
-            tokenizer.encode(f"Review {i}: the film was", add_special_tokens=True)
-            for i in range(args.prompts)
-        ]
-        evaluation.prompts = [
-            tokenizer.decode(ids, skip_special_tokens=True) for ids in evaluation.prompt_ids
-        ]
+        evaluation.use_prompts(
+            [
+                (tokenizer.encode(f"Review {i}: the film was", add_special_tokens=True), None)
+                for i in range(args.prompts)
+            ]
+        )
         per_100 = 100 / args.prompts
         for name in ("first evaluation (policy and reference)", "later evaluation (policy only)"):
             start = time.perf_counter()

@@ -115,7 +115,14 @@ class GenerationEval(L.Callback):
         """Before a checkpoint is restored: the prompts, and the reference copied from the initial policy."""
         if stage != "fit" or self.prompt_ids:
             return
-        prompts = distinct_prompts(trainer.datamodule.data.validation.items, self.count)
+        self.use_prompts(distinct_prompts(trainer.datamodule.data.validation.items, self.count))
+        if pl_module.reference is None:
+            self.own_reference = load_reference(self.model_cfg, pl_module.policy)
+        described = reference_words(pl_module.reference, self.own_reference, self.model_cfg)
+        self.record.update(prompts=len(self.prompt_ids), reference=described)
+
+    def use_prompts(self, prompts: list[tuple[list[int], Any]]) -> None:
+        """The prompts to sample: (the ids the policy reads, the prompt as the data wrote it, or None)."""
         self.prompt_ids = [ids for ids, _ in prompts]
         self.prompts = [decode(self.tokenizer, ids) for ids in self.prompt_ids]  # as the policy reads them
         # A reward model reads the prompt as written, in its own chat template, not in the policy's.
@@ -123,10 +130,6 @@ class GenerationEval(L.Callback):
             text if written is None else written
             for text, (_, written) in zip(self.prompts, prompts, strict=True)
         ]
-        if pl_module.reference is None:
-            self.own_reference = load_reference(self.model_cfg, pl_module.policy)
-        described = reference_words(pl_module.reference, self.own_reference, self.model_cfg)
-        self.record.update(prompts=len(self.prompt_ids), reference=described)
 
     @contextlib.contextmanager
     def reference(self, pl_module: L.LightningModule) -> Iterator[PreTrainedModel]:

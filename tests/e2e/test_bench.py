@@ -94,3 +94,12 @@ def test_which_loss_tunes_then_evaluates_every_named_loss_and_draws_the_frontier
     assert len(list(tmp_path.glob("tune/*/*/seed0/summary.json"))) == 9  # 3 losses x 3 points
     assert len(list(tmp_path.glob("eval/*/seed*/summary.json"))) == 6  # 3 losses x 2 seeds
     assert len([path for path in (tmp_path / "cache" / "sft").iterdir() if path.is_dir()]) == 2
+
+
+def test_the_generation_eval_cost_prints_both_evaluations_per_100_prompts():
+    command = [sys.executable, "bench/generation_eval_cost.py", "--prompts", "4", "--max-new-tokens", "4"]
+    result = subprocess.run(command, cwd=PROJECT_ROOT, env=dict(os.environ), capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if "s per 100 prompts" in line]
+    assert len(lines) == 2 and "policy and reference" in lines[0] and "policy only" in lines[1]
+    assert all("mean length 4 tokens" in line for line in lines)
