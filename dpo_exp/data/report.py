@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -123,7 +124,9 @@ def count_overlap(train: list[Tokenized], validation: list[Tokenized], file: str
 
 
 def _row_key(item: Tokenized) -> tuple:
-    return tuple(tuple(value) if isinstance(value, list) else value for value in vars(item).values())
+    """What makes two examples the same: their compared fields (ids, scores), not the prompt as written."""
+    values = [getattr(item, field.name) for field in dataclasses.fields(item) if field.compare]
+    return tuple(tuple(value) if isinstance(value, list) else value for value in values)
 
 
 def _format_drops(dropped: dict[str, int] | Counter[str]) -> str:
