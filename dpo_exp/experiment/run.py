@@ -36,7 +36,7 @@ from dpo_exp.experiment.stages import (
 )
 from dpo_exp.experiment.task import evaluation_reward
 from dpo_exp.losses import LossSpec, get_loss
-from dpo_exp.models.reward import Reward
+from dpo_exp.models.reward import FunctionReward, Reward
 from dpo_exp.training import EXPORT_DIR, train, write_failure
 from dpo_exp.training.result import figure_rows, footer, rule, what_ran
 from dpo_exp.training.run_files import SUMMARY
@@ -53,8 +53,10 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     try:
         task = Task.from_config(cfg.task)
         reward = evaluation_reward(cfg, task)
-        held_out = "" if reward is task.reward else " (held out)"
-        stage("reward", f"labels: {task.reward.name}; evaluation: {reward.name}{held_out}")
+        if reward is not task.reward or not isinstance(task.reward, FunctionReward):
+            # Said where it is news: a classifier, or a held-out reward (the result block names it too).
+            held_out = "" if reward is task.reward else " (held out)"
+            stage("reward", f"labels: {task.reward.name}; evaluation: {reward.name}{held_out}")
         sft = sft_stage(cfg, task)
         sample = sample_stage(cfg, task, sft)
         reference = reference_eval_stage(cfg, task, sft, reward)
