@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -132,3 +134,22 @@ def without_launchers(environment: dict[str, str]) -> dict[str, str]:
         for name, value in environment.items()
         if name not in told and not name.startswith("SLURM_")
     }
+
+
+def ctrl_c_after_first_checkpoint(arguments: list[str], output_root: Path) -> str:
+    """`python train.py <arguments>` stopped by Ctrl-C once its first checkpoint is written; asserts
+    it exits 130 and returns its stderr."""
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    process = subprocess.Popen(
+        [sys.executable, "train.py", *arguments], cwd=PROJECT_ROOT, env=environment,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal's Ctrl-C
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not list(output_root.glob("runs/*/*/checkpoints/step*.ckpt.digests.json")):
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 130, stderr[-3000:]
+    return stderr

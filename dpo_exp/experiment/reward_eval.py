@@ -207,8 +207,8 @@ class GenerationEval(L.Callback):
         entry = {"step": trainer.global_step, **figures}
         if trainer.global_step == 0:
             self.record["step0"] = entry
-        elif "step0" not in self.record and (logged := logged_at_step_zero(self.run_dir)) is not None:
-            self.record["step0"] = logged  # a resumed run: its first launch evaluated step 0
+        elif self.evaluations == 0 and (logged := logged_at_step_zero(self.run_dir)) is not None:
+            self.record["step0"] = logged  # a resumed run: its first launch evaluated step 0, once
         self.record["final"] = entry
         self.evaluations += 1
         if self.table_every and self.evaluations % self.table_every == 0 and trainer.is_global_zero:

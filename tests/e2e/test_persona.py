@@ -6,18 +6,12 @@ gradient norm logged; Ctrl-C, then `resume=auto` into the same folder, one curve
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 
 from dpo_exp.training.metrics_file import read_metrics
-from tests.conftest import PROJECT_ROOT
-from tests.helpers import dpo_exp_command, train_py
+from tests.helpers import ctrl_c_after_first_checkpoint, dpo_exp_command, train_py
 
 
 def conversational_pairs(path: Path, count: int) -> Path:
@@ -59,19 +53,7 @@ def test_ctrl_c_then_resume_auto_continues_in_the_same_folder_with_one_curve(tmp
     every_5 = ["checkpoint.every_n_steps=5", "trainer.val_check_interval=5"]
     arguments = [*own_model_and_data(tmp_path, family_dirs), "trainer.max_epochs=40", *every_5,
                  f"output_root={tmp_path}"]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    process = subprocess.Popen(
-        [sys.executable, "train.py", *arguments], cwd=PROJECT_ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal's Ctrl-C
-    )  # fmt: skip
-    deadline = time.monotonic() + 240
-    while not list(tmp_path.glob("runs/*/*/checkpoints/step*.ckpt.digests.json")):
-        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    stderr = process.communicate(timeout=120)[1]
-    assert process.returncode == 130, stderr[-3000:]
+    stderr = ctrl_c_after_first_checkpoint(arguments, tmp_path)
     assert "is resumable: run the same command with resume=auto" in stderr
     resumed = train_py(*arguments, "resume=auto")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -44,7 +44,7 @@ from tests.e2e.readme import (
     readme_commands,
 )
 from tests.e2e.test_prompt_tasks import SIZES as IMDB_SIZES
-from tests.helpers import FAST_MODEL, FAST_TRAINER, dpo_exp_command, train_py
+from tests.helpers import FAST_MODEL, FAST_TRAINER, ctrl_c_after_first_checkpoint, dpo_exp_command, train_py
 
 pytestmark = pytest.mark.slow
 
@@ -315,19 +315,8 @@ def test_ctrl_c_then_the_same_command_with_resume_auto_continues_in_one_folder(t
     longer = ["data.val_size=20", "trainer.max_steps=60", "trainer.val_check_interval=20",
               "checkpoint.every_n_steps=5", "trainer.enable_progress_bar=false", f"output_root={tmp_path}"]  # fmt: skip
     first = arguments(OWN_RESUME.removesuffix(" resume=auto"), reader_files)
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    process = subprocess.Popen(
-        [sys.executable, "train.py", *first, *longer], cwd=PROJECT_ROOT, env=environment,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal's Ctrl-C
-    )  # fmt: skip
-    deadline = time.monotonic() + 240
-    while not list(tmp_path.glob("runs/*/*/checkpoints/step*.ckpt.digests.json")):
-        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    stderr = process.communicate(timeout=120)[1]
-    assert process.returncode == 130 and "resume=auto" in stderr, stderr[-3000:]
+    stderr = ctrl_c_after_first_checkpoint([*first, *longer], tmp_path)
+    assert "resume=auto" in stderr, stderr[-3000:]
     result = ok(launch(OWN_RESUME, reader_files, *longer))
     assert "resuming from" in result.stdout
     run_dir = only_run(tmp_path)  # one folder
